@@ -1,0 +1,49 @@
+# Every target sets up its own virtual environment; a second run is a fast no-op while pyproject.toml is unchanged.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Where no torch is installed and no CUDA GPU is present, put the CPU wheel in first, so that resolving the
+# project's `torch>=...` never pulls the multi-GB CUDA build. Override with `make TORCH_CPU_SPEC=... test`.
+TORCH_CPU_SPEC ?= torch==2.13.0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export WANDB_MODE ?= offline
+export WANDB_SILENT := true
+CORPUS_CACHE := .cache/chinese-poetry
+
+.PHONY: setup train test test-slow lint corpus bench report clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@if ! $(PY) -c "import torch" 2>/dev/null; then \
+	  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	    echo "installing torch (CUDA build: a GPU is present)"; $(PY) -m pip install -q torch; \
+	  else \
+	    echo "installing $(TORCH_CPU_SPEC) (CPU build)"; $(PY) -m pip install -q "$(TORCH_CPU_SPEC)"; \
+	  fi; \
+	fi
+	$(PY) -m pip install -q -e '.[dev,notebooks]'
+	@touch $(STAMP)
+
+train: $(STAMP)
+	$(PY) -m poetry_vae.train experiment=make_train
+	$(PY) -m poetry_vae.sample ckpt_path=outputs/make_train/checkpoints/last.ckpt n=8 out=outputs/make_train/poems.jsonl
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+corpus: $(STAMP)
+	mkdir -p $(CORPUS_CACHE)
+	cd $(CORPUS_CACHE) && test -d package || (npm pack chinese-poetry@2.0.1 && tar xzf chinese-poetry-2.0.1.tgz)
+	$(PY) -m poetry_vae.data.build_corpus --source $(CORPUS_CACHE)/package --out poetry_vae/resources/wujue.jsonl.gz
+
+clean:
+	rm -rf outputs multirun wandb lightning_logs .cache/poetry_vae

@@ -1,0 +1,102 @@
+"""Character vocabulary: special tokens first, then characters by descending count (ties by code point).
+
+Ids are frequency-ordered, which an adaptive softmax needs, and never depend on set iteration order. Saved as
+plain JSON with a fingerprint of the training text it was built from, so a stale file is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from poetry_vae.errors import CorpusError
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)
+VOCAB_FORMAT = "poetry_vae.vocab/1"
+
+
+def text_fingerprint(texts: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8") + b"\n")
+    return digest.hexdigest()[:16]
+
+
+class Vocabulary:
+    pad_id, bos_id, eos_id, unk_id = 0, 1, 2, 3
+
+    def __init__(self, tokens: list[str], counts: list[int] | None = None, min_count: int = 1,
+                 fingerprint: str = "") -> None:
+        if tuple(tokens[: len(SPECIALS)]) != SPECIALS:
+            raise CorpusError(f"vocabulary must start with the special tokens {SPECIALS}")
+        self.tokens = list(tokens)
+        self.counts = list(counts) if counts is not None else [0] * len(tokens)
+        self.min_count = min_count
+        self.fingerprint = fingerprint
+        self.index = {token: i for i, token in enumerate(self.tokens)}
+
+    @classmethod
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> Vocabulary:
+        texts = list(texts)
+        counts = Counter(char for text in texts for char in text)
+        kept = sorted((c for c in counts.items() if c[1] >= min_count), key=lambda item: (-item[1], item[0]))
+        return cls(
+            list(SPECIALS) + [char for char, _ in kept],
+            [0] * len(SPECIALS) + [count for _, count in kept],
+            min_count,
+            text_fingerprint(texts),
+        )
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self.index and char not in SPECIALS
+
+    def encode(self, text: str) -> list[int]:
+        return [self.index.get(char, self.unk_id) for char in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Characters only: special tokens never reach text."""
+        return "".join(self.tokens[i] for i in ids if i >= len(SPECIALS))
+
+    def to_dict(self) -> dict:
+        return {"format": VOCAB_FORMAT, "min_count": self.min_count, "fingerprint": self.fingerprint,
+                "tokens": self.tokens, "counts": self.counts}
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "vocabulary") -> Vocabulary:
+        if not isinstance(data, dict) or data.get("format") != VOCAB_FORMAT or "tokens" not in data:
+            raise CorpusError(f"{source} is not a poetry_vae vocabulary ({VOCAB_FORMAT}): delete it to rebuild")
+        return cls(data["tokens"], data.get("counts"), data.get("min_count", 1), data.get("fingerprint", ""))
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)  # whole or not at all
+
+    @classmethod
+    def load(cls, path: str | Path, expected_fingerprint: str | None = None) -> Vocabulary:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CorpusError(f"vocabulary file {path} not found: check the path, or delete data.vocab_path "
+                              "to build one from the training split") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise CorpusError(f"vocabulary file {path} is not valid JSON ({error}): delete it to rebuild") from None
+        vocab = cls.from_dict(data, f"vocabulary file {path}")
+        if expected_fingerprint is not None and vocab.fingerprint != expected_fingerprint:
+            raise CorpusError(
+                f"vocabulary file {path} was built from another corpus or split (fingerprint "
+                f"{vocab.fingerprint or 'missing'} != {expected_fingerprint}): delete it to rebuild, "
+                "or point data.corpus_path at the corpus it was built from"
+            )
+        return vocab

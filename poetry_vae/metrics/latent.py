@@ -1,0 +1,86 @@
+"""Latent-space diagnostics: importance-weighted log-likelihood, active units, mutual information.
+
+Pure functions of their inputs (the caller gathers tensors across DDP ranks and sets eval mode).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from poetry_vae.model.vae import PoemVAE
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dim (broadcasting)."""
+    return -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
+
+
+@torch.no_grad()
+def iw_log_likelihood(
+    model: PoemVAE,
+    tokens: Tensor,
+    dec_in: Tensor,
+    target: Tensor,
+    k: int,
+    chunk: int = 50,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Importance-weighted estimate of log p(x) per poem (Burda et al. 2016): (B,), in nats.
+
+    log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), scored ``chunk`` samples at a time.
+    A lower bound of log p(x) in expectation, >= the ELBO and tightening with K. For the LM baseline
+    (use_latent=False) this is the exact log p(x). Set ``model.eval()`` first.
+    """
+    if not model.cfg.use_latent:
+        return model.token_log_probs(dec_in, target, None).sum(dim=1)
+    if k < 1 or chunk < 1:
+        raise ValueError(f"need k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
+    mu, logvar = model.encode(tokens)
+    B = mu.size(0)
+    log_w = []
+    for start in range(0, k, chunk):
+        n = min(chunk, k - start)
+        eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + (0.5 * logvar).exp() * eps  # (n, B, Z)
+        log_pxz = model.token_log_probs(dec_in.repeat(n, 1), target.repeat(n, 1), z.reshape(n * B, -1))
+        log_pz = _gaussian_log_density(z, torch.zeros_like(mu), torch.zeros_like(logvar))
+        log_qz = _gaussian_log_density(z, mu, logvar)
+        log_w.append(log_pxz.sum(dim=1).view(n, B) + log_pz - log_qz)
+    return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+
+
+def active_units(mu: Tensor, threshold: float = 0.01) -> int:
+    """Number of latent dims whose posterior mean varies across the data: Var_x(mu_j) >= threshold
+    (Burda et al. 2016). mu is (N, Z) over the whole evaluation set, N >= 2."""
+    if mu.size(0) < 2:
+        raise ValueError("active_units needs at least 2 posterior means")
+    return int((mu.float().var(dim=0) >= threshold).sum())
+
+
+@torch.no_grad()
+def mutual_information(
+    mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None, chunk: int = 128
+) -> float:
+    """I_q(x; z) estimate of He et al. 2019 over a set of N posteriors (N, Z), in nats.
+
+    E_x E_q(z|x) [log q(z|x)] - E_q(z) [log q(z)], with one z_i ~ q(z|x_i) per poem and the aggregate
+    posterior q(z) = (1/N) sum_j q(z|x_j). Bounded by log N; sample rows are processed ``chunk`` at a
+    time, so memory is chunk * N * Z.
+    """
+    mu, logvar = mu.double(), logvar.double()
+    N, Z = mu.shape
+    neg_entropy = (-0.5 * Z * _LOG_2PI - 0.5 * (1.0 + logvar).sum(dim=1)).mean()
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float64)
+    z = mu + (0.5 * logvar).exp() * eps
+    log_qz = torch.cat(
+        [
+            torch.logsumexp(_gaussian_log_density(zc.unsqueeze(1), mu, logvar), dim=1) - math.log(N)
+            for zc in z.split(chunk)
+        ]
+    )
+    return float(neg_entropy - log_qz.mean())

@@ -1,0 +1,81 @@
+"""Hyper-parameters of the poem VAE: one flat dataclass of plain Python types (safe in checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from poetry_vae.errors import PoetryVAEError
+
+OUTPUT_LAYERS = ("softmax", "adaptive")
+
+
+@dataclass
+class VAEConfig:
+    vocab_size: int
+    embed_dim: int = 128
+    highway_layers: int = 2
+    encoder_hidden: int = 128
+    encoder_layers: int = 1
+    latent_dim: int = 128
+    decoder_hidden: int = 128
+    decoder_layers: int = 2
+    dropout: float = 0.5
+    z_to_initial_state: bool = True  # z -> tanh(Linear) -> decoder (h0, c0) for every layer
+    z_to_every_input: bool = True  # z concatenated to every decoder input step (the seed's way)
+    word_dropout: float = 0.0  # training only: decoder input tokens (not <s>, not pad) -> <unk> at this rate
+    output_layer: str = "softmax"  # "softmax" | "adaptive" (nn.AdaptiveLogSoftmaxWithLoss)
+    adaptive_cutoffs: tuple[int, ...] = (1000, 3000)  # those >= vocab_size are dropped at build time
+    adaptive_div_value: float = 4.0
+    use_latent: bool = True  # False => plain LSTM language-model baseline (no encoder, no z)
+    pad_id: int = 0
+    bos_id: int = 1
+    eos_id: int = 2
+    unk_id: int = 3
+
+    def __post_init__(self) -> None:
+        self.adaptive_cutoffs = tuple(int(c) for c in self.adaptive_cutoffs)  # Hydra gives a ListConfig
+        specials = (self.pad_id, self.bos_id, self.eos_id, self.unk_id)
+        problems = [
+            (self.vocab_size <= max(specials), f"vocab_size={self.vocab_size} must exceed every special id"),
+            (
+                self.output_layer not in OUTPUT_LAYERS,
+                f"output_layer={self.output_layer!r}, not one of {OUTPUT_LAYERS}",
+            ),
+            (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
+            (not 0.0 <= self.word_dropout <= 1.0, f"word_dropout={self.word_dropout} must be in [0, 1]"),
+            (
+                self.use_latent and not (self.z_to_initial_state or self.z_to_every_input),
+                "use_latent=True needs z_to_initial_state or z_to_every_input, otherwise z is unused",
+            ),
+        ]
+        problems += [(getattr(self, f) < 1, f"{f} must be >= 1") for f in _POSITIVE]
+        for bad, message in problems:
+            if bad:
+                raise PoetryVAEError(f"invalid model config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (tuples become lists), loadable with ``torch.load(weights_only=True)``."""
+        d = dataclasses.asdict(self)
+        d["adaptive_cutoffs"] = list(self.adaptive_cutoffs)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
+        """Inverse of ``to_dict``. Unknown keys are an error naming them; missing keys take defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PoetryVAEError(f"unknown model config key(s): {', '.join(unknown)}")
+        return cls(**dict(d))
+
+
+_POSITIVE = (
+    "embed_dim",
+    "encoder_hidden",
+    "encoder_layers",
+    "latent_dim",
+    "decoder_hidden",
+    "decoder_layers",
+)

@@ -1,0 +1,65 @@
+"""LSTM decoder: per step input [char embedding ; z], initial state from z, softmax or adaptive softmax."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from poetry_vae.model.config import VAEConfig
+
+State = tuple[Tensor, Tensor]  # (h, c), each (layers, B, hidden); reorder beams with .index_select(1, idx)
+
+
+def build_cutoffs(cfg: VAEConfig) -> list[int]:
+    """Configured cutoffs that fit the vocabulary; a single cutoff at V // 2 if none does."""
+    cutoffs = sorted({c for c in cfg.adaptive_cutoffs if 0 < c < cfg.vocab_size})
+    return cutoffs or [max(1, cfg.vocab_size // 2)]
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.z_input = cfg.use_latent and cfg.z_to_every_input
+        self.z_state = cfg.use_latent and cfg.z_to_initial_state
+        in_dim = cfg.embed_dim + (cfg.latent_dim if self.z_input else 0)
+        H, L = cfg.decoder_hidden, cfg.decoder_layers
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.lstm = nn.LSTM(in_dim, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0)
+        self.z_to_state = nn.Linear(cfg.latent_dim, 2 * L * H) if self.z_state else None
+        if cfg.output_layer == "adaptive":
+            self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
+                H, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
+            )
+        else:
+            self.out = nn.Linear(H, cfg.vocab_size)
+
+    def initial_state(self, z: Tensor | None, batch_size: int) -> State:
+        L, H = self.cfg.decoder_layers, self.cfg.decoder_hidden
+        if self.z_to_state is None or z is None:
+            w = self.lstm.weight_ih_l0
+            zeros = w.new_zeros(L, batch_size, H)
+            return zeros, zeros.clone()
+        hc = torch.tanh(self.z_to_state(z)).view(-1, L, 2, H).permute(2, 1, 0, 3)  # (2, L, B, H)
+        return hc[0].contiguous(), hc[1].contiguous()
+
+    def hidden(self, emb: Tensor, state: State, z: Tensor | None) -> tuple[Tensor, State]:
+        """emb (B, T, E) -> top-layer outputs (B, T, H) after dropout, and the new state."""
+        x = self.dropout(emb)
+        if self.z_input:
+            x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
+        out, state = self.lstm(x, state)
+        return self.dropout(out), state
+
+    def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:
+        """log p(target) for each row: hidden (N, H), target (N,) -> (N,). Normalised once."""
+        if isinstance(self.out, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.out(hidden, target).output
+        return F.log_softmax(self.out(hidden), dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
+
+    def log_probs(self, hidden: Tensor) -> Tensor:
+        """Full next-token log-distribution: hidden (N, H) -> (N, V)."""
+        if isinstance(self.out, nn.AdaptiveLogSoftmaxWithLoss):
+            return self.out.log_prob(hidden)
+        return F.log_softmax(self.out(hidden), dim=-1)

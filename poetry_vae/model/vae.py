@@ -1,0 +1,109 @@
+"""PoemVAE (Bowman et al. 2016): shared embedding + highway, BiLSTM encoder, z-conditioned LSTM decoder.
+
+No state survives between calls: every poem starts from ``initial_state`` (zeros, or tanh(Linear(z))).
+With ``cfg.use_latent = False`` it is the plain LSTM language-model baseline (no encoder, no z).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.decoder import Decoder, State
+from poetry_vae.model.encoder import Encoder
+from poetry_vae.model.highway import Highway
+from poetry_vae.objective import gaussian_kl, word_dropout
+
+
+@dataclass
+class VAEOutput:
+    rec: Tensor  # (B,) NLL of each poem, summed over its target positions (pads excluded)
+    kl: Tensor  # (B, Z) analytic KL per latent dimension; (B, 0) for the LM baseline (sums to 0)
+    mu: Tensor | None = None  # (B, Z); None for the LM baseline, like logvar and z
+    logvar: Tensor | None = None
+    z: Tensor | None = None
+
+
+class PoemVAE(nn.Module):
+    def __init__(self, cfg: VAEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
+        self.highway = Highway(cfg.embed_dim, cfg.highway_layers)
+        self.encoder = Encoder(cfg) if cfg.use_latent else None
+        self.decoder = Decoder(cfg)
+
+    def load_embeddings(self, matrix: Tensor) -> None:
+        """Copy a pre-trained (vocab_size, embed_dim) matrix (e.g. word2vec) into the embedding."""
+        matrix = torch.as_tensor(matrix)
+        expected = tuple(self.embed.weight.shape)
+        if tuple(matrix.shape) != expected:
+            raise ValueError(f"embedding matrix has shape {tuple(matrix.shape)}, model expects {expected}")
+        with torch.no_grad():
+            self.embed.weight.copy_(matrix)
+
+    def _embed(self, tokens: Tensor) -> Tensor:
+        return self.highway(self.embed(tokens))
+
+    def encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """tokens (B, T) -> mu, logvar, each (B, Z). Right padding with pad_id is handled."""
+        if self.encoder is None:
+            raise RuntimeError("encode() called on the LM baseline (use_latent=False)")
+        lengths = (tokens != self.cfg.pad_id).sum(dim=1)
+        padded = bool((lengths < tokens.size(1)).any())
+        return self.encoder(self._embed(tokens), lengths if padded else None)
+
+    @staticmethod
+    def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """z = mu + sigma * eps. Always samples (also in eval), so validation ELBOs are true bounds."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + (0.5 * logvar).exp() * eps
+
+    def _check_z(self, z: Tensor | None) -> None:
+        if self.cfg.use_latent and z is None:
+            raise ValueError("this model uses a latent code: pass z of shape (B, latent_dim)")
+
+    def initial_state(self, z: Tensor | None, batch_size: int) -> State:
+        """Decoder state (h, c), each (layers, B, hidden): tanh(Linear(z)) or zeros."""
+        self._check_z(z)
+        return self.decoder.initial_state(z, batch_size)
+
+    def token_log_probs(self, dec_in: Tensor, target: Tensor, z: Tensor | None = None) -> Tensor:
+        """log p(target_t | target_<t, z) for each position: (B, T), 0 where target is pad.
+
+        Teacher forcing; word dropout on ``dec_in`` in training mode only. To score one poem under K
+        codes, the caller repeats dec_in/target to (K*B, T) and passes z of shape (K*B, Z).
+        """
+        self._check_z(z)
+        cfg = self.cfg
+        if self.training and cfg.word_dropout > 0:
+            dec_in = word_dropout(dec_in, cfg.word_dropout, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
+        state = self.decoder.initial_state(z, dec_in.size(0))
+        hidden, _ = self.decoder.hidden(self._embed(dec_in), state, z)
+        logp = self.decoder.target_log_probs(hidden.reshape(-1, hidden.size(-1)), target.reshape(-1))
+        return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
+
+    def forward(self, tokens: Tensor, dec_in: Tensor, target: Tensor) -> VAEOutput:
+        if self.encoder is None:
+            rec = -self.token_log_probs(dec_in, target, None).sum(dim=1)
+            return VAEOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
+        mu, logvar = self.encode(tokens)
+        z = self.reparameterize(mu, logvar)
+        rec = -self.token_log_probs(dec_in, target, z).sum(dim=1)
+        return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
+
+    def step(self, prev_tokens: Tensor, state: State, z: Tensor | None = None) -> tuple[Tensor, State]:
+        """One decoding step: prev_tokens (B,) -> full next-token log-probs (B, V) and the new state.
+
+        Same code path as ``token_log_probs`` (no word dropout here), so running it autoregressively
+        over ``dec_in`` reproduces teacher forcing exactly in eval mode.
+        """
+        self._check_z(z)
+        hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1)), state, z)
+        return self.decoder.log_probs(hidden.squeeze(1)), state
+
+    def num_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,122 @@
+"""The VAE objective: analytic KL, free bits, ELBO terms, KL-weight (beta) schedules and word dropout.
+
+Conventions: ``rec`` is the NLL of a whole poem (summed over its tokens) and ``kl`` is per latent
+dimension, so ``rec + kl.sum(1)`` is the negative ELBO of a poem. Mixing a per-token mean
+reconstruction with a summed KL silently multiplies beta by the poem length (the seed's collapse).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per dimension: (B, Z) -> (B, Z)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def free_bits_kl(kl: Tensor, lambda_: float) -> Tensor:
+    """KL term seen by the optimiser with free bits (Kingma et al. 2016, per-dimension variant).
+
+    ``sum_j max(lambda_, mean_batch KL_j)``: a dimension whose batch-mean KL is below ``lambda_`` nats
+    is not pushed further towards the prior (zero gradient). ``lambda_ = 0`` gives the plain batch
+    mean of the per-poem KL. ``kl`` is (B, Z); a (B, 0) tensor (the LM baseline) gives 0.
+    """
+    return kl.mean(dim=0).clamp(min=lambda_).sum()
+
+
+def elbo_terms(rec: Tensor, kl: Tensor, beta: float, free_bits: float = 0.0) -> dict[str, Tensor]:
+    """rec (B,) poem NLL, kl (B, Z) -> scalars: loss to minimise, mean rec, mean true KL, mean ELBO."""
+    rec_mean = rec.mean()
+    kl_poem = kl.sum(dim=1)
+    return {
+        "loss": rec_mean + beta * free_bits_kl(kl, free_bits),
+        "rec": rec_mean,
+        "kl": kl_poem.mean(),
+        "elbo": -(rec + kl_poem).mean(),
+    }
+
+
+# ---- KL weight schedules: pure functions of the global step, so a resumed run continues them ----
+
+
+@dataclass(frozen=True)
+class ConstantBeta:
+    value: float = 1.0
+
+    def __call__(self, step: int) -> float:
+        return float(self.value)
+
+
+@dataclass(frozen=True)
+class LinearBeta:
+    """start_value -> max_value linearly over ``warmup_steps``, then constant."""
+
+    warmup_steps: int
+    max_value: float = 1.0
+    start_value: float = 0.0
+
+    def __call__(self, step: int) -> float:
+        frac = 1.0 if self.warmup_steps <= 0 else min(1.0, max(0.0, step / self.warmup_steps))
+        return self.start_value + (self.max_value - self.start_value) * frac
+
+
+@dataclass(frozen=True)
+class LogisticBeta:
+    """Bowman et al. 2016: max_value / (1 + exp(-k (step - x0)))."""
+
+    k: float = 0.0025
+    x0: int = 2500
+    max_value: float = 1.0
+
+    def __call__(self, step: int) -> float:
+        t = -self.k * (step - self.x0)
+        return 0.0 if t > 700 else self.max_value / (1.0 + math.exp(t))
+
+
+@dataclass(frozen=True)
+class CyclicalBeta:
+    """Fu et al. 2019: ``cycles`` cycles over ``total_steps``; in each, beta rises linearly from 0 to
+    max_value over the first ``ratio`` of the cycle, then stays at max_value. After total_steps: max."""
+
+    total_steps: int
+    cycles: int = 4
+    ratio: float = 0.5
+    max_value: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.cycles < 1 or not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"bad CyclicalBeta({self}): need total_steps, cycles >= 1 and 0 < ratio <= 1")
+
+    def __call__(self, step: int) -> float:
+        if step >= self.total_steps:
+            return float(self.max_value)
+        period = self.total_steps / self.cycles
+        tau = (max(step, 0) % period) / period
+        return self.max_value * min(1.0, tau / self.ratio)
+
+
+# ---- word dropout (Bowman et al. 2016, sec. 3.3) ----
+
+
+def word_dropout(
+    dec_in: Tensor,
+    rate: float,
+    unk_id: int = 3,
+    keep_ids: Sequence[int] = (1, 0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Replace whole decoder-input tokens by ``unk_id`` with probability ``rate``; ``keep_ids``
+    (default ``<s>``=1 and ``<pad>``=0) are never replaced. ``rate == 0`` returns ``dec_in`` itself."""
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"word dropout rate must be in [0, 1], got {rate}")
+    if rate == 0.0:
+        return dec_in
+    drop = torch.rand(dec_in.shape, generator=generator, device=dec_in.device) < rate
+    drop &= ~torch.isin(dec_in, torch.tensor(list(keep_ids), device=dec_in.device))
+    return dec_in.masked_fill(drop, unk_id)

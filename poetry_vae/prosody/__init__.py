@@ -1,0 +1,72 @@
+"""Prosody of 五言绝句: 平仄 and rhyme classes (平水韵 / 中华新韵), tone patterns, decoding masks.
+
+The torch-based masks (``ProsodyMasks``, ``build_masks``) are imported lazily so that the pure-Python parts
+(used by :mod:`poetry_vae.metrics.poetry`) do not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from poetry_vae.prosody.patterns import (
+    FREE_POSITIONS,
+    LINE_LEN,
+    N_LINES,
+    PATTERN_LABELS,
+    PATTERNS,
+    best_pattern,
+    check_pattern,
+    fits_pattern,
+    is_free,
+    pattern_match,
+    pattern_tones,
+    rhyme_lines,
+)
+from poetry_vae.prosody.tables import (
+    RHYME_SYSTEMS,
+    XINYUN_CLASSES,
+    check_system,
+    class_names,
+    in_table,
+    is_hanzi,
+    rhyme_classes,
+    rhymes,
+    tones,
+)
+
+if TYPE_CHECKING:
+    from poetry_vae.prosody.masks import ProsodyMasks, build_masks
+
+__all__ = [
+    "FREE_POSITIONS",
+    "LINE_LEN",
+    "N_LINES",
+    "PATTERNS",
+    "PATTERN_LABELS",
+    "RHYME_SYSTEMS",
+    "XINYUN_CLASSES",
+    "ProsodyMasks",
+    "best_pattern",
+    "build_masks",
+    "check_pattern",
+    "check_system",
+    "class_names",
+    "fits_pattern",
+    "in_table",
+    "is_free",
+    "is_hanzi",
+    "pattern_match",
+    "pattern_tones",
+    "rhyme_classes",
+    "rhyme_lines",
+    "rhymes",
+    "tones",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ProsodyMasks", "build_masks"):
+        from poetry_vae.prosody import masks
+
+        return getattr(masks, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,36 @@
+"""Shared fixtures: the real shipped corpus (loads in ~0.2 s) and a tiny corpus written to a temp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+from poetry_vae.data.corpus import Poem, load_corpus
+
+TINY_POEMS = [
+    "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+    "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。",
+    "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。",
+    "红豆生南国，春来发几枝。愿君多采撷，此物最相思。",
+    "空山不见人，但闻人语响。返景入深林，复照青苔上。",
+    "移舟泊烟渚，日暮客愁新。野旷天低树，江清月近人。",
+    "松下问童子，言师采药去。只在此山中，云深不知处。",
+]
+
+
+@pytest.fixture(scope="session")
+def corpus() -> list[Poem]:
+    return load_corpus()
+
+
+@pytest.fixture()
+def tiny_corpus_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text("\n".join(TINY_POEMS * 5) + "\n", encoding="utf-8")
+    return path
