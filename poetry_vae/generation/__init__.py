@@ -1,1 +1,23 @@
+"""Generation: batched constrained decoding (form, rhyme, tone, prompts) and latent-space tools."""
 
+from poetry_vae.generation.decoding import (
+    DecodeRequest,
+    GeneratedPoem,
+    check_constraints,
+    generate,
+    sample_prior,
+)
+from poetry_vae.generation.latent_ops import encode_texts, homotopy, interpolate, nearest, reconstruct
+
+__all__ = [
+    "DecodeRequest",
+    "GeneratedPoem",
+    "check_constraints",
+    "encode_texts",
+    "generate",
+    "homotopy",
+    "interpolate",
+    "nearest",
+    "reconstruct",
+    "sample_prior",
+]

@@ -1,0 +1,129 @@
+"""Compose the config once before Hydra runs, so a wrong key or group is one line that names it.
+
+Hydra itself reports such mistakes over several lines (with a hint to set HYDRA_FULL_ERROR); researchers
+sweeping dozens of overrides want the offending key at a glance.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from poetry_vae.errors import PoetryVAEError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Flags of Hydra's command line that take a value: with these the user drives Hydra directly, we step aside.
+_EXPERT_FLAGS = ("--config-path", "-cp", "--config-dir", "-cd", "--config-name", "-cn", "--cfg", "-c",
+                 "--package", "-p", "--info", "-i", "--experimental-rerun", "--help", "-h", "--hydra-help")
+
+
+_KEY_VALUE = re.compile(r"^([\w.+~/@-]+)=(.*)$", re.DOTALL)
+
+
+def quote_unicode_values(args: list[str]) -> list[str]:
+    """Quote non-ASCII values (Hydra's override grammar rejects bare 汉字): ``first_line=白日依山尽`` works as typed.
+
+    A list value ``poems=[诗一,诗二]`` gets each item quoted; already quoted values pass through.
+    """
+    quoted = []
+    for arg in args:
+        match = _KEY_VALUE.match(arg)
+        value = match.group(2) if match else ""
+        if not match or value.isascii() or value[:1] in ("'", '"'):
+            quoted.append(arg)
+            continue
+        if value.startswith("[") and value.endswith("]"):
+            items = [item.strip() for item in value[1:-1].split(",") if item.strip()]
+            value = "[" + ",".join(_quote(item) for item in items) + "]"
+        else:
+            value = _quote(value)
+        quoted.append(f"{match.group(1)}={value}")
+    return quoted
+
+
+def _quote(item: str) -> str:
+    if item[:1] in ("'", '"'):
+        return item
+    return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class ConfigError(PoetryVAEError):
+    """A config override that names an unknown key or group option, or does not parse."""
+
+
+def _one_line(message: str) -> str:
+    """Hydra's multi-line messages, folded: options listed after a colon, stack-trace hints dropped."""
+    kept: list[str] = []
+    for raw in message.splitlines():
+        line = raw.strip()
+        if line.startswith(("Config search path", "full_key", "object_type", "Set the environment")):
+            if line.startswith("Config search path"):
+                break
+            continue
+        if line:
+            kept.append(line)
+    return " ".join(kept)
+
+
+def sweep_variants(args: list[str], limit: int = 64) -> list[list[str]] | None:
+    """Override lists that cover every value of every sweep once (others at their first value).
+
+    None when Hydra's expert flags are in use: then Hydra alone checks the command line.
+    """
+    if any(arg.split("=")[0] in _EXPERT_FLAGS for arg in args):
+        return None
+    overrides = [arg for arg in args if arg not in ("-m", "--multirun")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(f"cannot parse override: {_one_line(str(error))}") from None
+    choices: list[list[str]] = []
+    for override in parsed:
+        if not override.is_sweep_override():
+            choices.append([override.input_line])
+            continue
+        try:
+            values = list(override.sweep_string_iterator())
+        except HydraException:
+            continue  # interval sweeps (for optimisers) cannot be enumerated: Hydra checks their key
+        choices.append([f"{override.get_key_element()}={value}" for value in values] or [override.input_line])
+    first = [options[0] for options in choices]
+    variants = [first]
+    for i, options in enumerate(choices):
+        variants += [[*first[:i], option, *first[i + 1 :]] for option in options[1:]]
+    return variants[:limit]
+
+
+def check_overrides(config_name: str, args: list[str]) -> None:
+    """Raise :class:`ConfigError` (one line) if ``args`` would not compose with ``conf/<config_name>.yaml``."""
+    variants = sweep_variants(args)
+    if variants is None:
+        return
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+            for overrides in variants:
+                compose(config_name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(f"bad config override: {_one_line(str(error))}") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def run_cli(config_name: str, hydra_main: Callable[[], object]) -> None:
+    """A Hydra entry point with friendly input: 汉字 values quoted, a bad override reported in one line."""
+    sys.argv[1:] = quote_unicode_values(sys.argv[1:])
+    try:
+        check_overrides(config_name, sys.argv[1:])
+    except PoetryVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    hydra_main()

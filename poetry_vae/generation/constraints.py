@@ -1,0 +1,434 @@
+"""Per-step allowed-token logic for batched decoding: form, forced characters, tone patterns, rhyme, no-repeat.
+
+Every row (poem or beam) carries its own state. Tone and rhyme are tracked per *candidate pattern*: a row keeps
+the set of patterns still consistent with the characters chosen so far (``alive``); the allowed set at a step is
+the union over those patterns, and each choice prunes the patterns it violates. A fixed pattern is one
+candidate, no tone constraint is one pseudo-pattern whose tones are all ``*``. This one mechanism gives
+``tone="auto"``, pattern-dependent rhyme lines (首句入韵) and a guaranteed-satisfiable end state.
+
+Rhyme is kept satisfiable by counting: each row/pattern keeps the rhyme classes still ``active`` (those holding
+every rhyme character chosen so far) and a character is allowed only if afterwards some active class still has
+enough unused members for the rhyme positions left. Validation of the request itself lives in
+:func:`build_plan` and raises :class:`PromptError` one-liners.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PromptError
+from poetry_vae.prosody import PATTERNS, build_masks, check_pattern, is_free, is_hanzi, rhyme_lines
+from poetry_vae.prosody.masks import ProsodyMasks
+from poetry_vae.prosody.tables import RHYME_SYSTEMS, pingshui_table
+
+if TYPE_CHECKING:
+    from poetry_vae.generation.decoding import DecodeRequest
+
+ANY = "*"  # pseudo-pattern: no tone constraint
+# The first rhyme character must leave its class this many spare members beyond the rhyme positions still to
+# come, so the later rhyming lines get a choice rather than a single forced character.
+ANCHOR_MARGIN = 1
+MasksCache = MutableMapping[tuple[str, str], ProsodyMasks]
+
+# Vocabulary -> {(system, device): masks}. Weak keys: a dropped vocabulary frees its masks, and id() reuse
+# cannot hand a new vocabulary stale masks.
+_MASKS: weakref.WeakKeyDictionary[Vocabulary, dict] = weakref.WeakKeyDictionary()
+_HANZI: weakref.WeakKeyDictionary[Vocabulary, dict] = weakref.WeakKeyDictionary()
+
+
+def get_masks(vocab: Vocabulary, system: str, device: torch.device, cache: MasksCache | None = None) -> ProsodyMasks:
+    """Prosody masks of ``vocab`` under ``system`` on ``device``, built once (a few seconds) and cached."""
+    cache = _MASKS.setdefault(vocab, {}) if cache is None else cache
+    key = (system, str(device))
+    if key not in cache:
+        cpu_key = (system, "cpu")
+        if cpu_key not in cache:
+            cache[cpu_key] = build_masks(vocab.tokens, system)
+        cache[key] = cache[cpu_key].to(device)
+    return cache[key]
+
+
+def get_hanzi(vocab: Vocabulary, device: torch.device) -> Tensor:
+    """``[V]`` bool: token is one CJK ideograph. Cheap, so plain decoding never builds the prosody tables."""
+    cache = _HANZI.setdefault(vocab, {})
+    key = str(device)
+    if key not in cache:
+        cache[key] = torch.tensor([is_hanzi(token) for token in vocab.tokens], dtype=torch.bool, device=device)
+    return cache[key]
+
+
+def _where(t: int, line_length: int) -> str:
+    return f"line {t // line_length + 1}, character {t % line_length + 1}"
+
+
+def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:
+    """Token ids of ``text``; :class:`PromptError` naming the first character the model cannot write."""
+    ids = []
+    for i, char in enumerate(text, start=1):
+        if char not in vocab or not is_hanzi(char):
+            raise PromptError(
+                f"{name}: character {i} {char!r} is not in the model's vocabulary; pick another character "
+                "(the corpus is in simplified Chinese, so rare or traditional forms may be missing)"
+            )
+        ids.append(vocab.index[char])
+    return ids
+
+
+@dataclass
+class Plan:
+    """A validated request: what is forced, which patterns are candidates, which tokens may rhyme."""
+
+    length: int
+    line_length: int
+    patterns: list[str]  # candidate pattern names; [ANY] when no tone constraint
+    base: Tensor  # (P, T, V) bool: hanzi admitting the pattern's tone at each step
+    forced: dict[int, int] = field(default_factory=dict)  # step -> token id
+    system: str | None = None  # rhyme system, None = no rhyme constraint
+    rhyme_lines: list[tuple[int, ...]] = field(default_factory=list)  # per pattern
+    members: Tensor | None = None  # (C, V) bool: tokens that may end a rhyming line, by class
+    counts: Tensor | None = None  # (C,) members per class
+    no_repeat: bool = False
+    tone_system: str = "pingshui"
+
+
+def _tone_base(masks: ProsodyMasks | None, hanzi: Tensor, pattern: str, request: DecodeRequest) -> Tensor:
+    n, m = request.num_lines, request.line_length
+    if pattern == ANY or masks is None:
+        return hanzi.expand(n * m, -1).clone()
+    rows = [
+        hanzi if is_free(pos, request.strict_tone) else hanzi & masks.tone_mask(tone)
+        for template in PATTERNS[pattern]
+        for pos, tone in enumerate(template)
+    ]
+    return torch.stack(rows)
+
+
+def _tone_name(tone: str) -> str:
+    return {"P": "平", "Z": "仄"}.get(tone, tone)
+
+
+def build_plan(
+    vocab: Vocabulary, request: DecodeRequest, device: torch.device, cache: MasksCache | None = None
+) -> Plan:
+    """Validate ``request`` against ``vocab`` and precompute its masks; :class:`PromptError` if impossible."""
+    n, m = request.num_lines, request.line_length
+    if n < 1 or m < 1:
+        raise PromptError(f"num_lines and line_length must be >= 1, got {n} and {m}")
+    if request.rhyme is not None and request.rhyme not in RHYME_SYSTEMS:
+        raise PromptError(f"unknown rhyme system {request.rhyme!r}; choose one of {', '.join(RHYME_SYSTEMS)}")
+    if request.tone is not None and request.tone != "auto":
+        check_pattern(request.tone)
+    if request.tone is not None and (n, m) != (4, 5):
+        raise PromptError(f"tone patterns are defined for 4 lines of 5 characters, not {n} x {m}")
+    if request.rhyme_first_line and request.rhyme is None:
+        raise PromptError("rhyme_first_line needs a rhyme system: set rhyme to 'pingshui' or 'xinyun'")
+
+    forced: dict[int, int] = {}
+    if request.first_line is not None:
+        text = request.first_line
+        if len(text) != m:
+            raise PromptError(f"first_line must be {m} characters, got {len(text)}: {text!r}")
+        forced.update(enumerate(check_prompt_chars(vocab, text, "first_line")))
+    if request.acrostic is not None:
+        text = request.acrostic
+        if len(text) != n:
+            raise PromptError(f"acrostic must be exactly {n} characters (one per line), got {len(text)}: {text!r}")
+        for line, token in enumerate(check_prompt_chars(vocab, text, "acrostic")):
+            t = line * m
+            if t in forced and forced[t] != token:
+                raise PromptError(
+                    f"acrostic character 1 {text[0]!r} contradicts first_line, which starts with "
+                    f"{vocab.tokens[forced[t]]!r}"
+                )
+            forced[t] = token
+    if request.no_repeat:
+        seen: dict[int, int] = {}
+        for t, token in sorted(forced.items()):
+            if token in seen and seen[token] != t:
+                raise PromptError(
+                    f"no_repeat is set but the prompt repeats {vocab.tokens[token]!r} "
+                    f"({_where(seen[token], m)} and {_where(t, m)})"
+                )
+            seen[token] = t
+
+    hanzi = get_hanzi(vocab, device)
+    tone_system = request.rhyme or "pingshui"  # 平水韵 by default: it knows the 入声
+    masks = get_masks(vocab, tone_system, device, cache) if (request.tone or request.rhyme) else None
+
+    if request.tone is None:
+        patterns = [ANY]
+    elif request.tone == "auto":
+        patterns = [p for p in PATTERNS if not request.rhyme_first_line or 0 in rhyme_lines(p)]
+    else:
+        patterns = [request.tone]
+        if request.rhyme_first_line and 0 not in rhyme_lines(request.tone):
+            raise PromptError(
+                f"pattern {request.tone} does not rhyme its first line (its line 1 ends in 仄): "
+                "drop rhyme_first_line or pick a 首句入韵 pattern"
+            )
+
+    plan = Plan(
+        length=n * m,
+        line_length=m,
+        patterns=patterns,
+        base=torch.empty(0),
+        forced=forced,
+        no_repeat=request.no_repeat,
+        tone_system=tone_system,
+    )
+    if request.rhyme is not None:
+        assert masks is not None
+        plan.system = request.rhyme
+        members = masks.rhyme & hanzi
+        if request.tone is not None:
+            # every rhyming line ends in 平 in the patterns; under 平水韵 the shared class must be a 平 class too
+            members = members & masks.ping
+            if request.rhyme == "pingshui":
+                ping_class = torch.tensor([tone == "P" for _, tone in pingshui_table()[0]], device=device)
+                members = members & ping_class.unsqueeze(1)
+        plan.members = members
+        plan.counts = members.sum(dim=1)
+
+    # Drop candidate patterns that a forced character rules out; explain if none is left.
+    reasons: list[str] = []
+    kept: list[str] = []
+    bases: list[Tensor] = []
+    for pattern in patterns:
+        base = _tone_base(masks, hanzi, pattern, request)
+        lines = _rhyme_lines_of(pattern, request)
+        reason = _forced_conflict(vocab, plan, base, pattern, lines)
+        if reason is None:
+            kept.append(pattern)
+            bases.append(base)
+        else:
+            reasons.append(reason)
+    if not kept:
+        if len(reasons) == 1:
+            raise PromptError(reasons[0])
+        raise PromptError("no tone pattern fits the given characters: " + "; ".join(reasons))
+    plan.patterns = kept
+    plan.base = torch.stack(bases)
+    plan.rhyme_lines = [_rhyme_lines_of(p, request) for p in kept]
+    if plan.members is not None:
+        need = min(len(lines) for lines in plan.rhyme_lines) + ANCHOR_MARGIN
+        if not bool((plan.counts >= need).any()):
+            raise PromptError(
+                f"no {plan.system} rhyme class has {need} characters in this vocabulary that fit "
+                "the request: drop the rhyme constraint or use a larger vocabulary"
+            )
+    return plan
+
+
+def _rhyme_lines_of(pattern: str, request: DecodeRequest) -> tuple[int, ...]:
+    if request.rhyme is None:
+        return ()
+    if pattern != ANY:
+        return rhyme_lines(pattern)  # 首句入韵 patterns rhyme line 1 as well
+    odd = tuple(range(1, request.num_lines, 2))
+    return ((0,) if request.rhyme_first_line else ()) + odd
+
+
+def _forced_conflict(vocab: Vocabulary, plan: Plan, base: Tensor, pattern: str, lines: tuple[int, ...]) -> str | None:
+    """Why the forced characters make ``pattern`` impossible, or None."""
+    m = plan.line_length
+    for t, token in sorted(plan.forced.items()):
+        char = vocab.tokens[token]
+        if not base[t, token]:
+            need = _tone_name(PATTERNS[pattern][t // m][t % m])
+            return (
+                f"{char!r} at {_where(t, m)} cannot be {need}, which pattern {pattern} requires there: "
+                "change that character or the tone pattern"
+            )
+        if plan.members is not None and lines and t == lines[0] * m + m - 1:
+            viable = plan.members[:, token] & (plan.counts >= len(lines) + ANCHOR_MARGIN)
+            if not bool(viable.any()):
+                return (
+                    f"{char!r} at {_where(t, m)} must rhyme (pattern {pattern}), but no {plan.system} rhyme "
+                    f"class holding it has {len(lines) + ANCHOR_MARGIN} usable characters in the vocabulary: "
+                    "change it"
+                )
+    return None
+
+
+class ConstraintTracker:
+    """Constraint state of ``rows`` decoding rows; ``allowed`` before each step, ``update`` after it."""
+
+    def __init__(self, plan: Plan, rows: int, device: torch.device) -> None:
+        self.plan = plan
+        self.device = device
+        n_patterns = len(plan.patterns)
+        self.alive = torch.ones(rows, n_patterns, dtype=torch.bool, device=device)
+        self.tokens = torch.zeros(rows, plan.length, dtype=torch.long, device=device)
+        self.used = torch.zeros(rows, plan.base.shape[-1], dtype=torch.bool, device=device) if plan.no_repeat else None
+        # forced characters may not be sampled elsewhere when no_repeat is set
+        self.reserved = torch.zeros(plan.base.shape[-1], dtype=torch.bool, device=device)
+        if plan.no_repeat and plan.forced:
+            self.reserved[list(plan.forced.values())] = True
+        if plan.members is not None:
+            n_classes = plan.members.shape[0]
+            self.active = torch.ones(rows, n_patterns, n_classes, dtype=torch.bool, device=device)
+            self.used_members = torch.zeros(rows, n_classes, dtype=torch.long, device=device)
+            self.members_f = plan.members.to(torch.float32)
+        # rhyme role of each step per pattern: (index among the pattern's rhyme positions, count) or None
+        m = plan.line_length
+        self.roles: list[list[tuple[int, int] | None]] = []
+        for t in range(plan.length):
+            row = []
+            for lines in plan.rhyme_lines:
+                line = t // m
+                is_end = t % m == m - 1
+                row.append((lines.index(line), len(lines)) if is_end and line in lines else None)
+            self.roles.append(row)
+
+    # ---- state helpers -------------------------------------------------------------------------------------
+
+    def _free(self, t: int, p: int) -> Tensor:
+        """(R, C) unused members per class (for pattern ``p`` before step ``t``)."""
+        counts = self.plan.counts.unsqueeze(0)
+        if self.used is not None:
+            return counts - self.used_members
+        done = sum(1 for s in range(t) if self.roles[s][p] is not None)
+        return counts.expand(self.alive.shape[0], -1) - done
+
+    def _needed_after(self, t: int, p: int) -> int:
+        return sum(1 for s in range(t + 1, self.plan.length) if self.roles[s][p] is not None)
+
+    def _started(self, t: int, p: int) -> bool:
+        """True once the pattern's first rhyme position is behind step ``t``."""
+        return any(self.roles[s][p] is not None for s in range(t))
+
+    def _prev_rhyme_tokens(self, t: int, p: int) -> list[int]:
+        return [s for s in range(t) if self.roles[s][p] is not None]
+
+    def _rhyme_rows(self, t: int, p: int) -> tuple[Tensor | None, Tensor | None]:
+        """(slack, tight) class masks (R, C) for pattern ``p`` at step ``t``, or (None, None) if unconstrained.
+
+        slack: active classes that keep enough members even if this step uses one of theirs; tight: active
+        classes with exactly enough (usable only if this step's character is not one of their members).
+        """
+        if self.plan.members is None:
+            return None, None
+        role = self.roles[t][p]
+        need = self._needed_after(t, p)
+        if role is not None and role[0] == 0:
+            need += ANCHOR_MARGIN
+        if role is None and (self.used is None or need == 0 or not self._started(t, p)):
+            return None, None
+        free = self._free(t, p)
+        active = self.active[:, p]
+        slack = active & (free - 1 >= need)
+        tight = active & (free == need) if role is None else None
+        return slack, tight
+
+    # ---- per-step API --------------------------------------------------------------------------------------
+
+    def allowed(self, t: int, live: Tensor | None = None) -> Tensor:
+        """(R, V) or broadcastable (1, V) bool: tokens that keep every constraint satisfiable at step ``t``.
+
+        Raises :class:`PromptError` if a ``live`` row (all rows by default) has no allowed token.
+        """
+        plan = self.plan
+        simple = plan.members is None or all(self._rhyme_rows(t, p)[0] is None for p in range(len(plan.patterns)))
+        if simple:
+            if len(plan.patterns) == 1:
+                allowed = plan.base[0, t].unsqueeze(0)
+            else:  # union over the row's alive patterns, as a tiny matmul
+                allowed = (self.alive.to(torch.float32) @ plan.base[:, t].to(torch.float32)) > 0
+        else:
+            allowed = torch.zeros(self.alive.shape[0], plan.base.shape[-1], dtype=torch.bool, device=self.device)
+            for p in range(len(plan.patterns)):
+                allowed |= self.alive[:, p : p + 1] & self._pattern_allowed(t, p)
+        if self.used is not None:
+            allowed = allowed & ~self.used
+            if t not in plan.forced:
+                allowed = allowed & ~self.reserved
+        self._check_nonempty(t, allowed, live)
+        return allowed
+
+    def _pattern_allowed(self, t: int, p: int) -> Tensor:
+        """(R, V) allowed tokens for rows following pattern ``p``."""
+        base = self.plan.base[p, t].unsqueeze(0)
+        slack, tight = self._rhyme_rows(t, p)
+        if slack is None:
+            return base
+        if self.roles[t][p] is not None:  # a rhyme position: a member of a class with slack left
+            ok = (slack.to(torch.float32) @ self.members_f) > 0
+            if self.used is None:  # rhyme characters differ from the earlier ones
+                for s in self._prev_rhyme_tokens(t, p):
+                    ok.scatter_(1, self.tokens[:, s : s + 1], False)
+            return ok & base
+        # no_repeat, between rhyme positions: keep the last free member of a tight class for the rhyme
+        ok = slack.any(dim=1, keepdim=True).expand(-1, base.shape[-1]).clone()
+        rows = (~ok[:, 0]).nonzero().squeeze(1)
+        if rows.numel():
+            t_rows = tight[rows].to(torch.float32)
+            ok[rows] = (t_rows.sum(dim=1, keepdim=True) - t_rows @ self.members_f) > 0
+        return ok & base
+
+    def _check_nonempty(self, t: int, allowed: Tensor, live: Tensor | None) -> None:
+        empty = ~allowed.any(dim=1)
+        if live is not None:
+            empty = empty & live
+        if bool(empty.any()):
+            raise PromptError(
+                f"no character satisfies every constraint at {_where(t, self.plan.line_length)}: "
+                "relax the rhyme, tone, no_repeat or prompt constraints"
+            )
+
+    def check_forced(self, t: int, token: int, allowed: Tensor, live: Tensor | None = None) -> None:
+        ok = allowed[:, token]
+        if live is not None:
+            ok = ok | ~live
+        if not bool(ok.all()):
+            raise PromptError(
+                f"the prompt character at {_where(t, self.plan.line_length)} cannot be used there "
+                "with the other constraints (rhyme or no_repeat): change it or drop a constraint"
+            )
+
+    def update(self, t: int, chosen: Tensor) -> None:
+        """Record the (R,) tokens chosen at step ``t`` and prune the patterns they violate."""
+        plan = self.plan
+        self.tokens[:, t] = chosen
+        for p in range(len(plan.patterns)):
+            ok = plan.base[p, t, chosen]
+            slack, tight = self._rhyme_rows(t, p)
+            if slack is not None:
+                hit = plan.members[:, chosen].T  # (R, C): chosen token is a member of the class
+                if self.roles[t][p] is not None:
+                    keep = slack & hit
+                    ok = ok & keep.any(dim=1)
+                    self.active[:, p] = keep
+                else:
+                    ok = ok & ((slack | (tight & ~hit)).any(dim=1))
+            self.alive[:, p] &= ok
+        if self.used is not None:
+            self.used.scatter_(1, chosen.unsqueeze(1), True)
+            if plan.members is not None:
+                self.used_members += plan.members[:, chosen].T.long()
+
+    def reorder(self, index: Tensor) -> None:
+        """Beam search: row ``i`` continues row ``index[i]``."""
+        self.alive = self.alive.index_select(0, index)
+        self.tokens = self.tokens.index_select(0, index)
+        if self.used is not None:
+            self.used = self.used.index_select(0, index)
+        if self.plan.members is not None:
+            self.active = self.active.index_select(0, index)
+            self.used_members = self.used_members.index_select(0, index)
+
+    def patterns(self) -> list[str | None]:
+        """Per row: the first pattern (in ``PATTERNS`` order) its poem fits, or None without tone."""
+        if self.plan.patterns == [ANY]:
+            return [None] * self.alive.shape[0]
+        first = self.alive.to(torch.int8).argmax(dim=1).tolist()
+        return [self.plan.patterns[i] for i in first]
+
+
+__all__ = ["ANY", "ConstraintTracker", "Plan", "build_plan", "check_prompt_chars", "get_hanzi", "get_masks"]

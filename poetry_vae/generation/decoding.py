@@ -1,0 +1,231 @@
+"""Batched decoding of fixed-form poems: every poem (or beam) advances together, one ``model.step`` per step.
+
+The form is guaranteed by construction: exactly ``num_lines * line_length`` steps, and at each step only CJK
+ideographs that keep the requested constraints satisfiable are allowed (see :mod:`.constraints`). Scores are
+the model's *unconstrained* log-probabilities of the chosen characters; whether each requested constraint
+holds is re-checked afterwards by the independent checkers in :mod:`poetry_vae.metrics.poetry` /
+:mod:`poetry_vae.prosody`, not taken from the masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PromptError
+from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, build_plan
+from poetry_vae.generation.sampling import STRATEGIES, pick_tokens
+from poetry_vae.metrics.poetry import is_format_valid, render
+from poetry_vae.model.vae import PoemVAE
+from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_lines, rhymes
+
+
+@dataclass
+class DecodeRequest:
+    """Everything a user can ask of the decoder."""
+
+    strategy: str = "top_p"  # greedy | sample | top_k | top_p | beam
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.9
+    beam_size: int = 5
+    rhyme: str | None = None  # None | "pingshui" | "xinyun"
+    rhyme_first_line: bool = False
+    tone: str | None = None  # None | "auto" | a name in PATTERNS
+    strict_tone: bool = False  # also constrain positions 1 and 3 of each line
+    first_line: str | None = None  # line_length characters: the model writes the rest
+    acrostic: str | None = None  # num_lines characters: each line starts with one
+    no_repeat: bool = False  # no character twice in a poem
+    line_length: int = 5
+    num_lines: int = 4
+
+    def validate(self) -> None:
+        """Numeric settings; prompt and prosody checks happen in :func:`build_plan` (they need the vocabulary)."""
+        if self.strategy not in STRATEGIES:
+            raise PromptError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if not self.temperature > 0:
+            raise PromptError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 1:
+            raise PromptError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.beam_size < 1:
+            raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
+
+
+@dataclass
+class GeneratedPoem:
+    text: str  # rendered: L1，L2。L3，L4。
+    lines: list[str]
+    log_prob: float  # sum of the model's unconstrained log-probs of the chosen characters
+    constraints: dict[str, bool] = field(default_factory=dict)  # requested constraint -> holds (re-checked)
+    pattern: str | None = None  # the tone pattern the poem fits, when a tone constraint was requested
+
+
+def sample_prior(model: PoemVAE, n: int, generator: torch.Generator | None = None) -> Tensor | None:
+    """``n`` codes from N(0, I) on the model's device; None for the LM baseline (then decode ``n`` poems)."""
+    if not model.cfg.use_latent:
+        return None
+    device = next(model.parameters()).device
+    gen_device = generator.device if generator is not None else device
+    return torch.randn(n, model.cfg.latent_dim, generator=generator, device=gen_device).to(device)
+
+
+def generate(
+    model: PoemVAE,
+    vocab: Vocabulary,
+    z: Tensor | None,
+    request: DecodeRequest | None = None,
+    generator: torch.Generator | None = None,
+    masks_cache: MasksCache | None = None,
+    num_poems: int | None = None,
+) -> list[GeneratedPoem]:
+    """Decode one poem per row of ``z`` (B, Z); for the LM baseline pass ``z=None`` and ``num_poems``.
+
+    ``masks_cache`` maps (system, device) to prosody masks; by default a per-vocabulary cache is used.
+    """
+    request = request or DecodeRequest()
+    request.validate()
+    if model.cfg.use_latent and z is None:
+        raise PromptError("this model has a latent code: pass z (e.g. from sample_prior or encode_texts)")
+    if not model.cfg.use_latent and z is not None:
+        raise PromptError("this is the language-model baseline (no latent code): pass z=None and num_poems")
+    n = z.shape[0] if z is not None else (num_poems or 1)
+    device = next(model.parameters()).device
+    plan = build_plan(vocab, request, device, masks_cache)
+    if z is not None:
+        z = z.to(device).reshape(n, -1)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            if request.strategy == "beam":
+                tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device)
+            else:
+                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device)
+    finally:
+        model.train(was_training)
+    return [
+        _finish(vocab, request, row, score, pattern)
+        for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)
+    ]
+
+
+def _sample(
+    model: PoemVAE,
+    plan,
+    z: Tensor | None,
+    n: int,
+    request: DecodeRequest,
+    generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[Tensor, Tensor, list]:
+    tracker = ConstraintTracker(plan, n, device)
+    state = model.initial_state(z, n)
+    prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
+    score = torch.zeros(n, device=device)
+    for t in range(plan.length):
+        log_probs, state = model.step(prev, state, z)
+        allowed = tracker.allowed(t)
+        if t in plan.forced:  # prompt characters override sampling; their log-prob still counts
+            tracker.check_forced(t, plan.forced[t], allowed)
+            chosen = torch.full((n,), plan.forced[t], dtype=torch.long, device=device)
+        else:
+            chosen = pick_tokens(
+                log_probs, allowed, request.strategy, request.temperature, request.top_k, request.top_p, generator
+            )
+        score += log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        tracker.update(t, chosen)
+        prev = chosen
+    return tracker.tokens, score, tracker.patterns()
+
+
+def _beam(
+    model: PoemVAE, plan, z: Tensor | None, n: int, beam: int, device: torch.device
+) -> tuple[Tensor, Tensor, list]:
+    """Batched beam search over n x beam rows; returns each poem's best beam. Constraints act inside beams."""
+    rows = n * beam
+    z_rows = z.repeat_interleave(beam, dim=0) if z is not None else None
+    tracker = ConstraintTracker(plan, rows, device)
+    state = model.initial_state(z_rows, rows)
+    prev = torch.full((rows,), model.cfg.bos_id, dtype=torch.long, device=device)
+    # only the first beam of each poem is live at the start, so the beams do not begin as copies
+    score = torch.full((n, beam), float("-inf"), device=device)
+    score[:, 0] = 0.0
+    score = score.reshape(rows)
+    offsets = torch.arange(n, device=device).repeat_interleave(beam) * beam
+    vocab_size = plan.base.shape[-1]
+    for t in range(plan.length):
+        log_probs, state = model.step(prev, state, z_rows)
+        live = score > float("-inf")
+        allowed = tracker.allowed(t, live)
+        if t in plan.forced:
+            tracker.check_forced(t, plan.forced[t], allowed, live)
+            only = torch.zeros(vocab_size, dtype=torch.bool, device=device)
+            only[plan.forced[t]] = True
+            allowed = only.unsqueeze(0)
+        candidates = score.unsqueeze(1) + log_probs.masked_fill(~allowed, float("-inf"))
+        best, flat = candidates.view(n, beam * vocab_size).topk(beam, dim=1)
+        source = (flat // vocab_size).reshape(rows) + offsets
+        chosen = (flat % vocab_size).reshape(rows)
+        score = best.reshape(rows)
+        state = (state[0].index_select(1, source), state[1].index_select(1, source))
+        tracker.reorder(source)
+        tracker.update(t, chosen)
+        prev = chosen
+    top = score.view(n, beam).argmax(dim=1)
+    if not bool(torch.isfinite(score.view(n, beam).gather(1, top.unsqueeze(1))).all()):
+        raise PromptError("no poem satisfies every constraint: relax the rhyme, tone, no_repeat or prompt constraints")
+    pick = torch.arange(n, device=device) * beam + top
+    patterns = tracker.patterns()
+    return tracker.tokens[pick], score[pick], [patterns[i] for i in pick.tolist()]
+
+
+def _finish(
+    vocab: Vocabulary, request: DecodeRequest, ids: list[int], score: float, pattern: str | None
+) -> GeneratedPoem:
+    m = request.line_length
+    chars = [vocab.tokens[i] for i in ids]
+    lines = ["".join(chars[i : i + m]) for i in range(0, len(chars), m)]
+    text = render(lines)
+    return GeneratedPoem(
+        text=text, lines=lines, log_prob=score, constraints=check_constraints(lines, request, pattern), pattern=pattern
+    )
+
+
+def check_constraints(lines: list[str], request: DecodeRequest, pattern: str | None = None) -> dict[str, bool]:
+    """Which requested constraints ``lines`` satisfies, by the independent metric/prosody checkers."""
+    text = render(lines)
+    result = {"format": is_format_valid(text, request.line_length, request.num_lines)}
+    quatrain = result["format"] and (request.num_lines, request.line_length) == (4, 5)
+    system = request.rhyme or "pingshui"
+    if request.tone is not None:
+        names = list(PATTERNS) if request.tone == "auto" else [request.tone]
+        if pattern in names:  # check the decoder's claim first, then any other candidate
+            names.remove(pattern)
+            names.insert(0, pattern)
+        result["tone"] = quatrain and any(fits_pattern(lines, p, request.strict_tone, system) for p in names)
+    if request.rhyme is not None:
+        must = set(range(1, request.num_lines, 2))
+        if request.rhyme_first_line:
+            must.add(0)
+        if pattern is not None and quatrain:
+            must.update(rhyme_lines(pattern))
+        ends = [lines[i][-1] for i in sorted(must) if i < len(lines) and lines[i]]
+        result["rhyme"] = (
+            result["format"] and len(ends) == len(must) and all(rhymes(ends[0], end, request.rhyme) for end in ends[1:])
+        )
+    if request.first_line is not None:
+        result["first_line"] = bool(lines) and lines[0] == request.first_line
+    if request.acrostic is not None:
+        result["acrostic"] = len(lines) == len(request.acrostic) and all(
+            line[:1] == char for line, char in zip(lines, request.acrostic, strict=False)
+        )
+    if request.no_repeat:
+        chars = "".join(lines)
+        result["no_repeat"] = len(set(chars)) == len(chars)
+    return result

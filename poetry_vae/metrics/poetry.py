@@ -1,0 +1,236 @@
+"""Poem-level metrics for generated and human 五言绝句: format, rhyme, 平仄, diversity, novelty.
+
+Pure Python (no torch). A poem is either a list of line strings without punctuation
+(``["白日依山尽", "黄河入海流", ...]``) or rendered text (``"白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"``);
+:func:`split_lines` and :func:`render` convert between the two. Rates are over *all* poems given: a malformed
+poem (not 4 lines of 5 characters) counts as not rhyming and not fitting any pattern.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from poetry_vae.prosody.patterns import PATTERNS, pattern_match
+from poetry_vae.prosody.tables import check_system, is_hanzi, rhymes
+
+Poem = str | Sequence[str]
+
+LINE_PUNCTUATION = ("，", "。")
+_SPLIT = re.compile(r"[，。,.！？!?；;：:、\s]+")
+BLEU_EPSILON = 0.1
+
+
+def split_lines(text: Poem) -> list[str]:
+    """The lines of a poem: ``text`` split on CJK/ASCII punctuation and whitespace (lists pass through)."""
+    if not isinstance(text, str):
+        return list(text)
+    return [line for line in _SPLIT.split(text) if line]
+
+
+def render(lines: Sequence[str]) -> str:
+    """Render lines as ``"L1，L2。L3，L4。"`` (commas after odd-numbered lines, full stops after even ones)."""
+    return "".join(line + LINE_PUNCTUATION[i % 2] for i, line in enumerate(lines))
+
+
+def is_format_valid(text: str, line_len: int = 5, n_lines: int = 4) -> bool:
+    """True if ``text`` is exactly ``n_lines`` lines of ``line_len`` CJK ideographs punctuated ``，。，。``.
+
+    Ideographs include CJK extensions A-H and compatibility ideographs; surrounding whitespace is ignored;
+    anything else (special tokens such as ``<unk>``, ASCII, other punctuation, inner spaces) is invalid.
+    """
+    text = text.strip()
+    if len(text) != n_lines * (line_len + 1):
+        return False
+    for i in range(n_lines):
+        chunk = text[i * (line_len + 1) : (i + 1) * (line_len + 1)]
+        if chunk[-1] != LINE_PUNCTUATION[i % 2] or not all(is_hanzi(char) for char in chunk[:-1]):
+            return False
+    return True
+
+
+def _lines(poem: Poem) -> list[str]:
+    return split_lines(poem)
+
+
+def _is_quatrain(lines: Sequence[str]) -> bool:
+    return len(lines) == 4 and all(len(line) == 5 for line in lines)
+
+
+def poem_rhymes(poem: Poem, system: str = "pingshui") -> bool:
+    """True if the last characters of lines 2 and 4 share a rhyme class (False for a malformed poem)."""
+    lines = _lines(poem)
+    if not _is_quatrain(lines):
+        return False
+    return rhymes(lines[1][-1], lines[3][-1], system)
+
+
+def rhyme_rate(poems: Sequence[Poem], system: str = "pingshui") -> float:
+    """Share of poems whose lines 2 and 4 end in a shared rhyme class (0.0 for no poems)."""
+    check_system(system)
+    if not poems:
+        return 0.0
+    return sum(poem_rhymes(poem, system) for poem in poems) / len(poems)
+
+
+def tone_compliance(poems: Sequence[Poem], strict: bool = False, system: str = "pingshui") -> dict[str, float]:
+    """``fit_rate``: share of poems fitting some pattern fully; ``position_rate``: mean best-pattern score.
+
+    Free positions (0-based 0 and 2 of each line) are skipped unless ``strict``. Malformed poems score 0.
+    """
+    check_system(system)
+    if not poems:
+        return {"fit_rate": 0.0, "position_rate": 0.0}
+    fits = 0
+    score_sum = 0.0
+    for poem in poems:
+        lines = _lines(poem)
+        if not _is_quatrain(lines):
+            continue
+        best = max(pattern_match(lines, name, strict, system) for name in PATTERNS)
+        score_sum += best
+        fits += best == 1.0
+    return {"fit_rate": fits / len(poems), "position_rate": score_sum / len(poems)}
+
+
+def distinct_n(poems: Sequence[Poem], n: int) -> float:
+    """Distinct / total character n-grams over all poems, n-grams taken inside lines only (0.0 if none)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams: Counter[str] = Counter()
+    for poem in poems:
+        for line in _lines(poem):
+            grams.update(line[i : i + n] for i in range(len(line) - n + 1))
+    total = sum(grams.values())
+    return len(grams) / total if total else 0.0
+
+
+def _ngrams(tokens: str, max_n: int) -> list[Counter[str]]:
+    return [Counter(tokens[i : i + n] for i in range(len(tokens) - n + 1)) for n in range(1, max_n + 1)]
+
+
+def _bleu_from_counts(
+    hyp_grams: list[Counter[str]], hyp_len: int, max_ref: dict[str, int], ref_len: int, max_n: int
+) -> float:
+    orders = min(max_n, hyp_len)
+    if orders == 0:
+        return 0.0
+    log_sum = 0.0
+    for n in range(orders):
+        total = sum(hyp_grams[n].values())
+        matched = sum(min(count, max_ref.get(gram, 0)) for gram, count in hyp_grams[n].items())
+        log_sum += math.log((matched if matched else BLEU_EPSILON) / total)
+    brevity = 1.0 if hyp_len > ref_len else math.exp(1 - ref_len / hyp_len)
+    return brevity * math.exp(log_sum / orders)
+
+
+def sentence_bleu(hypothesis: str, references: Iterable[str], max_n: int = 4) -> float:
+    """Character-level BLEU of ``hypothesis`` against ``references``.
+
+    Uniform weights over orders ``1..min(max_n, len(hypothesis))``; clipped counts use the maximum count
+    over references; brevity penalty uses the reference length closest to the hypothesis length (ties: the
+    shorter); smoothing is Chen & Cherry (2014) method 1 — a zero match count is replaced by 0.1.
+    """
+    references = [references] if isinstance(references, str) else list(references)
+    if not references or not hypothesis:
+        return 0.0
+    max_ref: dict[str, int] = {}
+    for reference in references:
+        for grams in _ngrams(reference, max_n):
+            for gram, count in grams.items():
+                max_ref[gram] = max(max_ref.get(gram, 0), count)
+    ref_len = min((len(r) for r in references), key=lambda length: (abs(length - len(hypothesis)), length))
+    return _bleu_from_counts(_ngrams(hypothesis, max_n), len(hypothesis), max_ref, ref_len, max_n)
+
+
+def self_bleu(poems: Sequence[Poem], max_n: int = 4, sample: int | None = 1000, seed: int = 0) -> float:
+    """Mean BLEU of each poem against all the others (characters of its lines joined, no punctuation).
+
+    With more than ``sample`` poems a deterministic random subset of ``sample`` poems (``random.Random(seed)``)
+    plays both roles. Uses :func:`sentence_bleu`; the max-over-references count of each n-gram excluding the
+    hypothesis itself is read from a top-two index, so the cost is linear in the number of n-grams.
+    Returns ``nan`` for fewer than two poems.
+    """
+    texts = ["".join(_lines(poem)) for poem in poems]
+    if sample is not None and len(texts) > sample:
+        picked = sorted(random.Random(seed).sample(range(len(texts)), sample))
+        texts = [texts[i] for i in picked]
+    if len(texts) < 2:
+        return math.nan
+    grams = [_ngrams(text, max_n) for text in texts]
+    # gram -> [(best count, poem), (second best count, poem)]
+    top: dict[str, list[tuple[int, int]]] = {}
+    for index, per_order in enumerate(grams):
+        for counter in per_order:
+            for gram, count in counter.items():
+                entry = top.setdefault(gram, [])
+                entry.append((count, index))
+                entry.sort(reverse=True)
+                del entry[2:]
+    lengths = Counter(len(text) for text in texts)
+    scores = []
+    for index, text in enumerate(texts):
+        if not text:
+            scores.append(0.0)
+            continue
+        max_ref = {}
+        for counter in grams[index]:
+            for gram in counter:
+                others = [count for count, owner in top[gram] if owner != index]
+                if others:
+                    max_ref[gram] = others[0]
+        lengths[len(text)] -= 1
+        ref_len = min((k for k, v in lengths.items() if v > 0), key=lambda k: (abs(k - len(text)), k))
+        lengths[len(text)] += 1
+        scores.append(_bleu_from_counts(grams[index], len(text), max_ref, ref_len, max_n))
+    return sum(scores) / len(scores)
+
+
+def novelty(poems: Sequence[Poem], train_poems: Sequence[Poem]) -> dict[str, float]:
+    """``copied_poem_rate``: share of poems equal (line by line) to a training poem; ``copied_line_rate``:
+    share of all lines that occur as a line of some training poem."""
+    train_sets = [tuple(_lines(poem)) for poem in train_poems]
+    train_poem_set = set(train_sets)
+    train_line_set = {line for lines in train_sets for line in lines}
+    copied_poems = copied_lines = n_lines = 0
+    for poem in poems:
+        lines = _lines(poem)
+        copied_poems += tuple(lines) in train_poem_set
+        copied_lines += sum(line in train_line_set for line in lines)
+        n_lines += len(lines)
+    return {
+        "copied_poem_rate": copied_poems / len(poems) if poems else 0.0,
+        "copied_line_rate": copied_lines / n_lines if n_lines else 0.0,
+    }
+
+
+def poetry_report(
+    poems: Sequence[Poem],
+    train_poems: Sequence[Poem] | None = None,
+    system: str = "pingshui",
+    self_bleu_sample: int | None = 1000,
+) -> dict[str, float]:
+    """All metrics for a set of poems (generated or human) as one flat ``{name: float}`` dict."""
+    check_system(system)
+    texts = [poem if isinstance(poem, str) else render(poem) for poem in poems]
+    n = len(poems)
+    loose = tone_compliance(poems, strict=False, system=system)
+    strict = tone_compliance(poems, strict=True, system=system)
+    report = {
+        "n_poems": float(n),
+        "format_valid_rate": sum(map(is_format_valid, texts)) / n if n else 0.0,
+        "rhyme_rate": rhyme_rate(poems, system),
+        "tone_fit_rate": loose["fit_rate"],
+        "tone_position_rate": loose["position_rate"],
+        "tone_fit_rate_strict": strict["fit_rate"],
+        "tone_position_rate_strict": strict["position_rate"],
+        "distinct_1": distinct_n(poems, 1),
+        "distinct_2": distinct_n(poems, 2),
+        "self_bleu": self_bleu(poems, sample=self_bleu_sample),
+    }
+    if train_poems is not None:
+        report.update(novelty(poems, train_poems))
+    return report

@@ -1,0 +1,24 @@
+"""Learning-rate schedules that Hydra can build with ``_partial_: true`` (the optimiser is passed in later)."""
+
+from __future__ import annotations
+
+import math
+
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
+
+
+def inverse_sqrt_warmup(optimizer: Optimizer, warmup_steps: int = 4000) -> LambdaLR:
+    """The seed's intended schedule (its Adam betas 0.9/0.98, eps 1e-9 come from the Transformer recipe).
+
+    The learning rate rises linearly to the configured ``lr`` over ``warmup_steps``, then decays as
+    ``lr * sqrt(warmup_steps / step)``: Vaswani et al.'s schedule, rescaled so that its peak is ``lr``.
+    """
+    if warmup_steps < 1:
+        raise ValueError(f"warmup_steps must be >= 1, got {warmup_steps}")
+
+    def factor(step: int) -> float:
+        step = max(step, 1)
+        return min(step / warmup_steps, math.sqrt(warmup_steps / step))
+
+    return LambdaLR(optimizer, factor)

@@ -1,0 +1,103 @@
+"""Write poems from a checkpoint: ``python -m poetry_vae.sample ckpt_path=... [n=100 strategy=top_p ...]``.
+
+Modes: ``prior`` (z ~ N(0, I)), ``reconstruct`` (decode given poems from their posterior means) and
+``interpolate`` (Bowman's homotopy between two given poems). See conf/sample.yaml for every option.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from poetry_vae.atomic import atomic_write_text
+from poetry_vae.checkpoint import load_checkpoint
+from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.errors import PoetryVAEError, PromptError
+from poetry_vae.generation.decoding import DecodeRequest, GeneratedPoem, generate, sample_prior
+from poetry_vae.generation.latent_ops import homotopy, reconstruct
+
+MODES = ("prior", "reconstruct", "interpolate")
+REQUEST_KEYS = ("strategy", "temperature", "top_k", "top_p", "beam_size", "rhyme", "rhyme_first_line", "tone",
+                "strict_tone", "first_line", "acrostic", "no_repeat")
+
+
+def decode_request(cfg: DictConfig) -> DecodeRequest:
+    values = {key: cfg[key] for key in REQUEST_KEYS}
+    for key in ("first_line", "acrostic"):  # Hydra parses 一二三四 fine, but digits or numbers need str()
+        if values[key] is not None:
+            values[key] = str(values[key])
+    return DecodeRequest(**values)
+
+
+def write_poems(cfg: DictConfig) -> list[GeneratedPoem]:
+    """The whole job, without Hydra around it: load, decode, print, save."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise PromptError("no checkpoint given: pass ckpt_path=outputs/<run>/checkpoints/last.ckpt")
+    if cfg.mode not in MODES:
+        raise PromptError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
+    ckpt = load_checkpoint(cfg.ckpt_path, map_location=cfg.device)
+    request = decode_request(cfg)
+    generator = torch.Generator(device=cfg.device).manual_seed(int(cfg.seed))
+    poems_in = [str(p) for p in cfg.poems]
+    if cfg.mode == "prior":
+        if cfg.n < 1:
+            raise PromptError(f"n={cfg.n}: ask for at least one poem")
+        z = sample_prior(ckpt.model, int(cfg.n), generator)
+        poems = generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=int(cfg.n))
+    elif cfg.mode == "reconstruct":
+        if not poems_in:
+            raise PromptError("mode=reconstruct needs poems=[...], e.g. poems=[白日依山尽，黄河入海流。欲穷千里目，更上一层楼。]")
+        poems = reconstruct(ckpt.model, ckpt.vocab, poems_in, request, generator)
+    else:
+        if len(poems_in) != 2:
+            raise PromptError(f"mode=interpolate needs exactly 2 poems=[a,b], got {len(poems_in)}")
+        poems = homotopy(ckpt.model, ckpt.vocab, poems_in[0], poems_in[1], int(cfg.steps), request,
+                         bool(cfg.spherical), generator)
+    show(poems, cfg)
+    if cfg.out:
+        records = [record(i, poem, cfg) for i, poem in enumerate(poems)]
+        atomic_write_text(cfg.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        print(f"wrote {len(records)} poems to {cfg.out}")
+    return poems
+
+
+def record(index: int, poem: GeneratedPoem, cfg: DictConfig) -> dict[str, Any]:
+    return {"index": index, "text": poem.text, "lines": poem.lines, "log_prob": round(poem.log_prob, 4),
+            "constraints": poem.constraints, "pattern": poem.pattern, "mode": cfg.mode,
+            "strategy": cfg.strategy, "seed": int(cfg.seed), "checkpoint": str(cfg.ckpt_path)}
+
+
+def show(poems: list[GeneratedPoem], cfg: DictConfig) -> None:
+    table = Table(title=f"{len(poems)} poems · mode={cfg.mode} · strategy={cfg.strategy}", show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("poem", no_wrap=True, min_width=48)  # 24 full-width characters
+    table.add_column("log p", justify="right")
+    table.add_column("constraints")
+    for i, poem in enumerate(poems):
+        held = " ".join(f"{name}{'✓' if ok else '✗'}" for name, ok in poem.constraints.items())
+        table.add_row(str(i), poem.text, f"{poem.log_prob:.1f}", held + (f" {poem.pattern}" if poem.pattern else ""))
+    Console(width=max(100, Console().width)).print(table)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        write_poems(cfg)
+    except PoetryVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    run_cli("sample", hydra_main)
+
+
+if __name__ == "__main__":
+    main()

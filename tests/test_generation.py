@@ -1,0 +1,391 @@
+"""Batched constrained decoding and latent tools, on a tiny random model over the real corpus vocabulary.
+
+A random model writes nonsense, which is the point: every guarantee here (form, rhyme, tone, prompts) must come
+from the decoder's masks, and is checked by the independent checkers in metrics/prosody.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PromptError
+from poetry_vae.generation import (
+    DecodeRequest,
+    encode_texts,
+    generate,
+    homotopy,
+    interpolate,
+    nearest,
+    reconstruct,
+    sample_prior,
+)
+from poetry_vae.metrics.poetry import is_format_valid, rhyme_rate, split_lines
+from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.vae import PoemVAE
+from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_classes, rhymes
+
+N = 48
+STRATEGIES = ("greedy", "sample", "top_k", "top_p", "beam")
+POEM = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+POEM_B = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+
+
+def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0) -> PoemVAE:
+    torch.manual_seed(seed)
+    cfg = VAEConfig(
+        vocab_size=vocab_size,
+        embed_dim=16,
+        encoder_hidden=16,
+        latent_dim=8,
+        decoder_hidden=16,
+        decoder_layers=1,
+        dropout=0.1,
+        use_latent=use_latent,
+    )
+    return PoemVAE(cfg)
+
+
+@pytest.fixture(scope="module")
+def vocab(corpus) -> Vocabulary:
+    return Vocabulary.build([p.text for p in corpus], min_count=2)
+
+
+@pytest.fixture(scope="module")
+def model(vocab) -> PoemVAE:
+    return tiny_model(len(vocab))
+
+
+@pytest.fixture(scope="module")
+def z(model) -> torch.Tensor:
+    return sample_prior(model, N, torch.Generator().manual_seed(0))
+
+
+def run(model, vocab, z, generator_seed: int | None = 1, **kwargs):
+    generator = torch.Generator().manual_seed(generator_seed) if generator_seed is not None else None
+    return generate(model, vocab, z, DecodeRequest(**kwargs), generator)
+
+
+def teacher_forced_log_prob(model: PoemVAE, vocab: Vocabulary, z: torch.Tensor, poems) -> torch.Tensor:
+    tokens = torch.tensor([vocab.encode("".join(p.lines)) for p in poems])
+    bos = torch.full((len(poems), 1), vocab.bos_id)
+    eos = torch.full((len(poems), 1), vocab.eos_id)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logp = model.token_log_probs(torch.cat([bos, tokens], 1), torch.cat([tokens, eos], 1), z)
+    model.train(was_training)
+    return logp[:, :-1].sum(dim=1)  # the final </s> position is not part of a fixed-length poem
+
+
+def class_members(vocab: Vocabulary, name: str, system: str) -> set[str]:
+    return {token for token in vocab.tokens[4:] if name in rhyme_classes(token, system)}
+
+
+# ---- form, determinism, scoring ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_every_strategy_writes_valid_quatrains(model, vocab, z, strategy):
+    poems = run(model, vocab, z[:16] if strategy == "beam" else z, strategy=strategy, beam_size=3)
+    assert len(poems) == (16 if strategy == "beam" else N)
+    for poem in poems:
+        assert is_format_valid(poem.text), poem.text
+        assert split_lines(poem.text) == poem.lines and all(len(line) == 5 for line in poem.lines)
+        assert poem.constraints == {"format": True}
+        assert poem.pattern is None
+    assert model.training  # the previous mode is restored
+
+
+def test_greedy_is_deterministic_and_sampling_reproducible(model, vocab, z):
+    assert [p.text for p in run(model, vocab, z, None, strategy="greedy")] == [
+        p.text for p in run(model, vocab, z, None, strategy="greedy")
+    ]
+    for strategy in ("sample", "top_k", "top_p"):
+        a = [p.text for p in run(model, vocab, z, 7, strategy=strategy)]
+        b = [p.text for p in run(model, vocab, z, 7, strategy=strategy)]
+        c = [p.text for p in run(model, vocab, z, 8, strategy=strategy)]
+        assert a == b
+        assert a != c
+
+
+def test_sampling_differs_across_poems_and_greedy_follows_z(model, vocab, z):
+    sampled = {p.text for p in run(model, vocab, z, strategy="sample")}
+    assert len(sampled) == N
+    greedy = [p.text for p in run(model, vocab, z[:2], strategy="greedy")]
+    assert greedy[0] != greedy[1]
+
+
+def test_log_prob_matches_teacher_forcing(model, vocab, z):
+    for strategy in ("greedy", "top_p"):
+        poems = run(model, vocab, z[:8], strategy=strategy, rhyme="pingshui", tone="auto")
+        recomputed = teacher_forced_log_prob(model, vocab, z[:8], poems)
+        assert torch.allclose(torch.tensor([p.log_prob for p in poems]), recomputed, atol=1e-3)
+
+
+def test_beam_scores_beat_greedy_on_average(model, vocab, z):
+    """Beam search may lose the greedy prefix (a wider beam is not a superset of greedy), so ``beam >= greedy``
+    cannot hold for every poem; it holds on the whole and is exact when the beam covers every prefix (below)."""
+    greedy = run(model, vocab, z, strategy="greedy")
+    beam = run(model, vocab, z, strategy="beam", beam_size=4)
+    gain = torch.tensor([b.log_prob - g.log_prob for g, b in zip(greedy, beam, strict=True)])
+    assert (gain >= -1e-4).float().mean() >= 0.9 and gain.mean() > 0.1
+    recomputed = teacher_forced_log_prob(model, vocab, z, beam)
+    assert torch.allclose(torch.tensor([p.log_prob for p in beam]), recomputed, atol=1e-3)
+    # width 1 is greedy
+    assert [p.text for p in run(model, vocab, z, strategy="beam", beam_size=1)] == [p.text for p in greedy]
+
+
+def test_wide_beam_is_exact_search():
+    """With beam_size >= V**(T-1) nothing is pruned: beam search must return the exhaustive argmax."""
+    small = Vocabulary.build(["山水花月"])
+    lm = tiny_model(len(small), use_latent=False, seed=3)
+    chars = torch.arange(4, len(small))  # the four hanzi
+    request = DecodeRequest(strategy="beam", beam_size=64, num_lines=2, line_length=2)
+    best = generate(lm, small, None, request, num_poems=1)[0]
+    grid = torch.cartesian_prod(*[chars] * 4)  # all 256 poems of 2 x 2 characters
+    bos = torch.full((len(grid), 1), small.bos_id)
+    lm.eval()
+    with torch.no_grad():
+        scores = lm.token_log_probs(torch.cat([bos, grid[:, :-1]], 1), grid).sum(1)
+    assert small.decode(grid[scores.argmax()].tolist()) == "".join(best.lines)
+    assert best.log_prob == pytest.approx(scores.max().item(), abs=1e-4)
+    lm.train()
+    smaller = generate(
+        lm, small, None, DecodeRequest(strategy="beam", beam_size=2, num_lines=2, line_length=2), num_poems=1
+    )[0]
+    assert smaller.log_prob <= best.log_prob + 1e-5
+
+
+def test_lm_baseline_decodes_without_z(vocab):
+    lm = tiny_model(len(vocab), use_latent=False)
+    assert sample_prior(lm, 5, torch.Generator().manual_seed(0)) is None
+    poems = generate(
+        lm, vocab, None, DecodeRequest(strategy="top_p", rhyme="xinyun"), torch.Generator().manual_seed(0), num_poems=6
+    )
+    assert len(poems) == 6 and all(is_format_valid(p.text) and p.constraints["rhyme"] for p in poems)
+    with pytest.raises(PromptError, match="latent"):
+        encode_texts(lm, vocab, [POEM])
+    with pytest.raises(PromptError, match="latent"):
+        homotopy(lm, vocab, POEM, POEM_B)
+
+
+# ---- prosody constraints ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("system", ["pingshui", "xinyun"])
+@pytest.mark.parametrize("strategy", ["greedy", "top_p", "beam"])
+def test_rhyme_always_holds(model, vocab, z, system, strategy):
+    poems = run(model, vocab, z[:16], strategy=strategy, rhyme=system, beam_size=3)
+    assert rhyme_rate([p.text for p in poems], system) == 1.0
+    for poem in poems:
+        assert poem.constraints["rhyme"] and poem.constraints["format"]
+        assert poem.lines[1][-1] != poem.lines[3][-1]  # rhyme characters differ
+        # line 2 ends in a character whose class leaves line 4 a choice: >= 2 other members in the vocabulary
+        anchor = poem.lines[1][-1]
+        assert any(len(class_members(vocab, name, system) - {anchor}) >= 2 for name in rhyme_classes(anchor, system))
+
+
+def test_unconstrained_random_model_rarely_rhymes(model, vocab, z):
+    """The rhyme test above is not vacuous: without the mask a random model's poems mostly do not rhyme."""
+    poems = run(model, vocab, z, strategy="top_p")
+    assert rhyme_rate([p.text for p in poems], "pingshui") < 0.5
+
+
+@pytest.mark.parametrize("system", ["pingshui", "xinyun"])
+def test_rhyme_first_line(model, vocab, z, system):
+    for poem in run(model, vocab, z, rhyme=system, rhyme_first_line=True):
+        ends = [line[-1] for line in poem.lines]
+        assert rhymes(ends[0], ends[1], system) and rhymes(ends[1], ends[3], system)
+        assert len({ends[0], ends[1], ends[3]}) == 3
+        assert poem.constraints["rhyme"]
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+def test_fixed_tone_pattern(model, vocab, z, pattern):
+    for strict in (False, True):
+        for poem in run(model, vocab, z[:16], tone=pattern, strict_tone=strict):
+            assert fits_pattern(poem.lines, pattern, strict=strict)
+            assert poem.pattern == pattern and poem.constraints["tone"]
+
+
+def test_unconstrained_random_model_rarely_fits_a_pattern(model, vocab, z):
+    poems = run(model, vocab, z, strategy="top_p")
+    assert sum(any(fits_pattern(p.lines, name) for name in PATTERNS) for p in poems) < N // 4
+
+
+@pytest.mark.parametrize("strategy", ["top_p", "beam"])
+def test_auto_tone_fits_the_reported_pattern(model, vocab, z, strategy):
+    for strict in (False, True):
+        poems = run(model, vocab, z[:24], strategy=strategy, tone="auto", strict_tone=strict, beam_size=3)
+        for poem in poems:
+            assert poem.pattern in PATTERNS
+            assert fits_pattern(poem.lines, poem.pattern, strict=strict), (poem.text, poem.pattern)
+            assert poem.constraints["tone"]
+    assert len({p.pattern for p in run(model, vocab, z, tone="auto")}) > 1  # not stuck on one pattern
+
+
+@pytest.mark.parametrize("system", ["pingshui", "xinyun"])
+def test_rhyme_and_tone_together(model, vocab, z, system):
+    poems = run(model, vocab, z, rhyme=system, tone="auto", strict_tone=True, no_repeat=True)
+    for poem in poems:
+        assert fits_pattern(poem.lines, poem.pattern, strict=True, system=system)
+        assert rhymes(poem.lines[1][-1], poem.lines[3][-1], system)
+        if poem.pattern.endswith("rhymed_first"):
+            assert rhymes(poem.lines[0][-1], poem.lines[1][-1], system)
+        if system == "pingshui":  # the shared class is a 平 class
+            shared = rhyme_classes(poem.lines[1][-1]) & rhyme_classes(poem.lines[3][-1])
+            assert any("平" in name for name in shared), (poem.text, shared)
+        assert all(poem.constraints.values()), poem.constraints
+
+
+def test_fixed_rhymed_first_pattern_rhymes_line_one(model, vocab, z):
+    for poem in run(model, vocab, z, rhyme="pingshui", tone="pingqi_rhymed_first"):
+        ends = [line[-1] for line in poem.lines]
+        assert rhymes(ends[0], ends[1]) and rhymes(ends[1], ends[3])
+        assert fits_pattern(poem.lines, "pingqi_rhymed_first")
+
+
+# ---- prompts and no_repeat --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "top_p", "beam"])
+def test_first_line_and_acrostic(model, vocab, z, strategy):
+    poems = run(model, vocab, z[:12], strategy=strategy, first_line="白日依山尽", beam_size=3)
+    assert all(p.lines[0] == "白日依山尽" and p.constraints["first_line"] for p in poems)
+    assert len({p.text for p in poems}) > 1
+    poems = run(model, vocab, z[:12], strategy=strategy, acrostic="春夏秋冬", rhyme="pingshui", beam_size=3)
+    for poem in poems:
+        assert [line[0] for line in poem.lines] == list("春夏秋冬")
+        assert poem.constraints == {"format": True, "rhyme": True, "acrostic": True}
+
+
+def test_forced_chars_log_prob_counted(model, vocab, z):
+    poems = run(model, vocab, z[:8], strategy="greedy", first_line="白日依山尽", acrostic="白黄欲更")
+    recomputed = teacher_forced_log_prob(model, vocab, z[:8], poems)
+    assert torch.allclose(torch.tensor([p.log_prob for p in poems]), recomputed, atol=1e-3)
+
+
+def test_first_line_with_tone_and_rhyme(model, vocab, z):
+    # 白日依山尽 fits zeqi (白 and 日 are 入声, so 仄): lines 2-4 must follow that pattern and rhyme
+    for poem in run(model, vocab, z, first_line="白日依山尽", tone="zeqi", strict_tone=True, rhyme="pingshui"):
+        assert fits_pattern(poem.lines, "zeqi", strict=True) and rhymes(poem.lines[1][-1], poem.lines[3][-1])
+        assert all(poem.constraints.values())
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "top_p", "beam"])
+def test_no_repeat(model, vocab, z, strategy):
+    plain = run(model, vocab, z[:16], strategy="greedy")
+    assert any(len(set("".join(p.lines))) < 20 for p in plain)  # the random model does repeat itself
+    for poem in run(model, vocab, z[:16], strategy=strategy, no_repeat=True, rhyme="xinyun", beam_size=3):
+        assert len(set("".join(poem.lines))) == 20
+        assert poem.constraints["no_repeat"] and poem.constraints["rhyme"]
+
+
+# ---- errors -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"first_line": "白日依山"}, "first_line must be 5 characters, got 4: '白日依山'"),
+        ({"first_line": "白日依山盡盡"}, "first_line must be 5 characters, got 6"),
+        ({"first_line": "白日依山A"}, r"character 5 'A'.*pick another"),
+        ({"acrostic": "春夏秋"}, "acrostic must be exactly 4 characters"),
+        ({"acrostic": "春夏秋冬雪"}, "acrostic must be exactly 4 characters"),
+        ({"acrostic": "春x秋冬"}, r"acrostic: character 2 'x'"),
+        ({"first_line": "白日依山尽", "tone": "pingqi", "strict_tone": True}, r"'白' at line 1, character 1.*平"),
+        (
+            {"first_line": "白日依山尽", "tone": "zeqi", "rhyme_first_line": True, "rhyme": "pingshui"},
+            "does not rhyme its first line",
+        ),
+        ({"acrostic": "春春秋冬", "no_repeat": True}, "repeats '春'"),
+        ({"tone": "qijue"}, "unknown tone pattern"),
+        ({"rhyme": "cilin"}, "unknown rhyme system"),
+        ({"rhyme_first_line": True}, "needs a rhyme system"),
+        ({"strategy": "nucleus"}, "unknown strategy"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+    ],
+)
+def test_prompt_errors(model, vocab, z, kwargs, message):
+    with pytest.raises(PromptError, match=message) as info:
+        run(model, vocab, z[:2], **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_rare_char_error_names_char_and_position(model, vocab, z):
+    rare = next(c for c in "龘靐齉爩麤" if c not in vocab)
+    with pytest.raises(PromptError, match=f"character 3 '{rare}'.*simplified"):
+        run(model, vocab, z[:2], first_line=f"白日{rare}山尽")
+
+
+def test_auto_tone_with_impossible_prompt_explains_every_pattern(model, vocab, z):
+    # strict: 白 (仄) then 平 at position 2 fits no pattern's first line
+    with pytest.raises(PromptError, match="no tone pattern fits"):
+        run(model, vocab, z[:2], first_line="白天依山尽", tone="auto", strict_tone=True)
+
+
+def test_unsatisfiable_rhyme_raises(corpus):
+    chars = "山水花月"  # four different 平水韵 classes: no rhyming pair exists
+    assert not any(rhymes(a, b) for a in chars for b in chars if a != b)
+    small = Vocabulary.build([chars * 5])
+    lm = tiny_model(len(small), use_latent=False)
+    assert len(generate(lm, small, None, DecodeRequest(), num_poems=3)) == 3  # fine without rhyme
+    for strategy in ("top_p", "beam"):
+        with pytest.raises(PromptError, match="rhyme"):
+            generate(lm, small, None, DecodeRequest(strategy=strategy, rhyme="pingshui"), num_poems=3)
+    with pytest.raises(PromptError, match="no character satisfies"):  # 4 distinct chars cannot fill 20 slots
+        generate(lm, small, None, DecodeRequest(no_repeat=True), num_poems=2)
+
+
+# ---- latent tools -----------------------------------------------------------------------------------------
+
+
+def test_encode_texts_accepts_punctuated_and_bare(model, vocab):
+    mu, logvar = encode_texts(
+        model, vocab, [POEM, POEM.replace("，", "").replace("。", ""), "白日依山尽 黄河入海流 欲穷千里目 更上一层楼"]
+    )
+    assert mu.shape == logvar.shape == (3, 8)
+    assert torch.allclose(mu[0], mu[1]) and torch.allclose(mu[0], mu[2])
+    assert model.training
+
+
+def test_encode_texts_errors(model, vocab):
+    with pytest.raises(PromptError, match=r"20 characters.*got 15"):
+        encode_texts(model, vocab, ["白日依山尽，黄河入海流。欲穷千里目。"])
+    with pytest.raises(PromptError, match=r"poem 2: .*character 7 'X'"):
+        encode_texts(model, vocab, [POEM, "白日依山尽，黄X入海流。欲穷千里目，更上一层楼。"])
+
+
+def test_reconstruct_and_homotopy(model, vocab):
+    poems = reconstruct(model, vocab, [POEM, POEM_B])
+    mu, _ = encode_texts(model, vocab, [POEM, POEM_B])
+    assert [p.text for p in poems] == [p.text for p in generate(model, vocab, mu, DecodeRequest(strategy="greedy"))]
+    path = homotopy(model, vocab, POEM, POEM_B, steps=5, request=DecodeRequest(strategy="greedy", rhyme="xinyun"))
+    assert len(path) == 5 and all(is_format_valid(p.text) and p.constraints["rhyme"] for p in path)
+    plain = homotopy(model, vocab, POEM, POEM_B, steps=5)
+    assert plain[0].text == poems[0].text and plain[-1].text == poems[1].text
+
+
+@pytest.mark.parametrize("spherical", [False, True])
+def test_interpolate(spherical):
+    a, b = torch.randn(8), torch.randn(8)
+    path = interpolate(a, b, 7, spherical=spherical)
+    assert path.shape == (7, 8)
+    assert torch.equal(path[0], a) and torch.equal(path[-1], b)
+    if spherical:  # slerp keeps the norm between the endpoints' on a unit-norm pair
+        unit = interpolate(a / a.norm(), b / b.norm(), 5, spherical=True)
+        assert torch.allclose(unit.norm(dim=1), torch.ones(5), atol=1e-5)
+    else:
+        assert torch.allclose(path[3], (a + b) / 2, atol=1e-6)
+    with pytest.raises(PromptError):
+        interpolate(a, b, 1)
+
+
+def test_nearest():
+    bank = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 5.0], [0.9, 0.1]])
+    assert nearest(torch.tensor([1.0, 0.0]), bank, k=2).tolist() == [1, 3]
+    assert nearest(torch.tensor([[4.0, 4.0], [0.1, 0.0]]), bank, k=1).tolist() == [[2], [0]]
+    assert nearest(torch.zeros(2), bank, k=10).shape == (4,)

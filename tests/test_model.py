@@ -1,0 +1,178 @@
+import pytest
+import torch
+from torch import nn
+
+from poetry_vae.errors import PoetryVAEError
+from poetry_vae.model import Highway, PoemVAE, VAEConfig
+
+V, T = 50, 20
+OUTPUTS = ["softmax", "adaptive"]
+
+
+def tiny(output_layer: str = "softmax", **kw) -> PoemVAE:
+    torch.manual_seed(0)
+    base = dict(vocab_size=V, embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16)
+    base.update(output_layer=output_layer, adaptive_cutoffs=(10, 30), dropout=0.3)
+    return PoemVAE(VAEConfig(**(base | kw)))
+
+
+def batch(b: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, V, (b, T), generator=g)
+    dec_in = torch.cat([torch.full((b, 1), 1), tokens], dim=1)
+    target = torch.cat([tokens, torch.full((b, 1), 2)], dim=1)
+    return tokens, dec_in, target
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_shapes(output_layer: str) -> None:
+    model = tiny(output_layer)
+    out = model(*batch())
+    assert out.rec.shape == (4,) and out.kl.shape == (4, 8)
+    assert out.mu.shape == out.logvar.shape == out.z.shape == (4, 8)
+    assert (out.rec > 0).all() and (out.kl >= 0).all()
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_step_log_probs_normalised(output_layer: str) -> None:
+    model = tiny(output_layer).eval()
+    z = torch.randn(3, 8)
+    logp, (h, c) = model.step(torch.tensor([1, 5, 7]), model.initial_state(z, 3), z)
+    assert logp.shape == (3, V) and h.shape == c.shape == (2, 3, 16)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(3))
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_eval_deterministic_train_stochastic(output_layer: str) -> None:
+    model = tiny(output_layer)
+    _, dec_in, target = batch()
+    z = torch.randn(4, 8)
+    model.eval()
+    a, b = model.token_log_probs(dec_in, target, z), model.token_log_probs(dec_in, target, z)
+    assert torch.equal(a, b)
+    mu1, _ = model.encode(batch()[0])
+    mu2, _ = model.encode(batch()[0])
+    assert torch.equal(mu1, mu2)
+    model.train()
+    assert not torch.equal(model.token_log_probs(dec_in, target, z), model.token_log_probs(dec_in, target, z))
+
+
+@pytest.mark.parametrize("use_latent", [True, False])
+def test_no_state_between_calls_and_batch_independent(use_latent: bool) -> None:
+    model = tiny(use_latent=use_latent).eval()
+    tokens, dec_in, target = batch(5)
+    z = torch.randn(5, 8) if use_latent else None
+    full = model.token_log_probs(dec_in, target, z)
+    model.token_log_probs(*batch(5, seed=9)[1:], z)  # an unrelated call in between
+    torch.testing.assert_close(model.token_log_probs(dec_in, target, z), full)
+    alone = model.token_log_probs(dec_in[:1], target[:1], None if z is None else z[:1])
+    torch.testing.assert_close(alone, full[:1], atol=1e-5, rtol=1e-5)
+    if use_latent:
+        torch.testing.assert_close(model.encode(tokens[:1])[0], model.encode(tokens)[0][:1], atol=1e-5, rtol=0)
+
+
+def test_highway_gate_bias_and_identity_start() -> None:
+    hw = Highway(16, 2)
+    for gate in hw.gate:
+        assert torch.all(gate.bias == -1.0)
+    assert tiny().highway.gate[0].bias.eq(-1.0).all()
+
+
+def test_encoder_has_bias_and_dropout_lm_has_no_encoder() -> None:
+    model = tiny()
+    assert model.encoder.lstm.bias and model.encoder.lstm.bias_ih_l0 is not None
+    assert model.decoder.lstm.bias and model.decoder.lstm.dropout == pytest.approx(0.3)
+    assert any(isinstance(m, nn.Dropout) for m in model.encoder.modules())
+    assert any(isinstance(m, nn.Dropout) for m in model.decoder.modules())
+    lm = tiny(use_latent=False)
+    assert lm.encoder is None and not any("encoder" in n for n, _ in lm.named_parameters())
+    assert lm.num_parameters() < model.num_parameters()
+    out = lm(*batch())
+    assert out.kl.shape == (4, 0) and out.mu is None and out.z is None
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_token_log_probs_sum_is_rec(output_layer: str) -> None:
+    model = tiny(output_layer).eval()
+    tokens, dec_in, target = batch()
+    torch.manual_seed(3)
+    out = model(tokens, dec_in, target)
+    torch.testing.assert_close(-model.token_log_probs(dec_in, target, out.z).sum(1), out.rec)
+
+
+def test_pad_targets_score_zero_and_padded_encoder() -> None:
+    model = tiny().eval()
+    tokens, dec_in, target = batch()
+    target[0, 15:], dec_in[0, 16:], tokens[0, 15:] = 0, 0, 0
+    logp = model.token_log_probs(dec_in, target, torch.randn(4, 8))
+    assert (logp[0, 15:] == 0).all() and (logp[0, :15] < 0).all()
+    mu_padded, _ = model.encode(tokens)
+    torch.testing.assert_close(mu_padded[0], model.encode(tokens[:1, :15])[0][0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+@pytest.mark.parametrize("z_to_initial_state,z_to_every_input", [(True, True), (True, False), (False, True)])
+def test_step_reproduces_teacher_forcing(output_layer: str, z_to_initial_state: bool, z_to_every_input: bool) -> None:
+    model = tiny(output_layer, z_to_initial_state=z_to_initial_state, z_to_every_input=z_to_every_input).eval()
+    _, dec_in, target = batch(3)
+    z = torch.randn(3, 8)
+    forced = model.token_log_probs(dec_in, target, z)
+    state, stepped = model.initial_state(z, 3), []
+    for t in range(dec_in.size(1)):
+        logp, state = model.step(dec_in[:, t], state, z)
+        stepped.append(logp.gather(1, target[:, t : t + 1]).squeeze(1))
+    torch.testing.assert_close(torch.stack(stepped, 1), forced, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_overfits_random_poems(output_layer: str) -> None:
+    model = tiny(output_layer, dropout=0.0, latent_dim=16, embed_dim=32, decoder_hidden=64, encoder_hidden=32)
+    data = batch(32, seed=5)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        out = model(*data)
+        loss = out.rec.mean() + 0.1 * out.kl.sum(1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = out.rec.mean().item() if first is None else first
+    assert out.rec.mean().item() < 0.3 * first
+
+
+def test_word_dropout_only_in_training() -> None:
+    model = tiny(word_dropout=1.0, dropout=0.0)
+    _, dec_in, target = batch()
+    z = torch.randn(4, 8)
+    model.eval()
+    clean = model.token_log_probs(dec_in, target, z)
+    all_unk = dec_in.clone()
+    all_unk[:, 1:] = 3
+    expected = model.token_log_probs(all_unk, target, z)
+    model.train()
+    dropped = model.token_log_probs(dec_in, target, z)
+    torch.testing.assert_close(dropped, expected)
+    assert not torch.allclose(dropped, clean)
+
+
+def test_load_embeddings_and_config_roundtrip() -> None:
+    model = tiny()
+    m = torch.randn(V, 16)
+    model.load_embeddings(m)
+    assert torch.equal(model.embed.weight, m)
+    with pytest.raises(ValueError, match=r"\(50, 16\)"):
+        model.load_embeddings(torch.randn(V, 15))
+    cfg = model.cfg
+    d = cfg.to_dict()
+    assert d["adaptive_cutoffs"] == [10, 30] and VAEConfig.from_dict(d) == cfg
+    with pytest.raises(PoetryVAEError, match="bogus"):
+        VAEConfig.from_dict(d | {"bogus": 1})
+    with pytest.raises(PoetryVAEError, match="output_layer"):
+        VAEConfig(vocab_size=V, output_layer="sparsemax")
+
+
+def test_adaptive_cutoffs_clipped_to_vocab() -> None:
+    model = tiny("adaptive", adaptive_cutoffs=(1000, 3000))
+    assert model.decoder.out.cutoffs == [V // 2, V]
+    model = tiny("adaptive", adaptive_cutoffs=(10, 3000))
+    assert model.decoder.out.cutoffs == [10, V]

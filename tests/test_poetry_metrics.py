@@ -1,0 +1,233 @@
+"""Poem-level metrics: format, rhyme, 平仄, diversity, novelty — on hand-checked examples and the human test split."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from poetry_vae.data.corpus import load_corpus
+from poetry_vae.data.split import split_poems
+from poetry_vae.errors import PromptError
+from poetry_vae.metrics.poetry import (
+    distinct_n,
+    is_format_valid,
+    novelty,
+    poem_rhymes,
+    poetry_report,
+    render,
+    rhyme_rate,
+    self_bleu,
+    sentence_bleu,
+    split_lines,
+    tone_compliance,
+)
+
+DENG = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"  # 流/楼 rhyme; fits 仄起 loosely, not strictly
+JING = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"  # 霜/乡 rhyme; fits no pattern (best 10/12)
+JIANG = "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"  # 灭/雪 rhyme (入声九屑; 新韵 三皆)
+ZHENG = "鸣筝金粟柱，素手玉房前。欲得周郎顾，时时误拂弦。"  # 前/弦 rhyme; fits 平起 even strictly
+NO_RHYME = "白日依山尽，黄河入海流。欲穷千里目，更上一层山。"  # 流 / 山: no shared class in either system
+QIYAN = "朝辞白帝彩云间，千里江陵一日还。两岸猿声啼不住，轻舟已过万重山。"  # 间/山 rhyme, but not a 五绝
+
+
+# ---- format ----
+
+
+def test_is_format_valid() -> None:
+    assert is_format_valid(DENG)
+    assert is_format_valid("  " + DENG + "\n")  # surrounding whitespace ignored
+    assert is_format_valid("𠀀" * 5 + "，" + DENG[6:])  # CJK extension B counts as an ideograph
+    bad = [
+        DENG.replace("。", "，", 1),  # wrong punctuation
+        DENG.replace("，", "。", 1),
+        DENG.replace("，", ",", 1),  # ASCII comma
+        DENG[:-1] + "！",
+        DENG.replace("依山", "<unk>", 1)[:-3] + "。",  # <unk> inside, same length
+        "<unk>，黄河入海流。欲穷千里目，更上一层楼。",  # a special token exactly as long as a line
+        DENG.replace("尽", "", 1),  # 19 characters
+        DENG.replace("山", "s", 1),  # ASCII letter
+        DENG.replace("依", " ", 1),  # inner space
+        DENG.replace("，", "", 1).replace("。", "", 1),  # missing punctuation
+        DENG + DENG,
+        "",
+        "白日依山尽黄河入海流欲穷千里目更上一层楼",
+        "白日依山尽，黄河入海流。",
+    ]
+    for text in bad:
+        assert not is_format_valid(text), text
+    assert is_format_valid("白日依山尽，黄河入海流。", n_lines=2)
+    assert is_format_valid(QIYAN, line_len=7)
+
+
+def test_split_render_round_trip() -> None:
+    lines = ["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"]
+    assert split_lines(DENG) == lines
+    assert render(lines) == DENG
+    assert render(split_lines(DENG)) == DENG
+    assert split_lines(lines) == lines  # lists pass through
+    assert split_lines("白日依山尽, 黄河入海流.\n欲穷千里目！更上一层楼？") == lines
+    assert render(["一二三四五", "六七八九十"]) == "一二三四五，六七八九十。"
+
+
+# ---- rhyme ----
+
+
+def test_rhyme_rate_hand_labelled() -> None:
+    poems = [DENG, JING, JIANG, NO_RHYME]
+    for system in ("pingshui", "xinyun"):
+        assert rhyme_rate(poems, system) == pytest.approx(3 / 4)
+        assert rhyme_rate([split_lines(p) for p in poems], system) == pytest.approx(3 / 4)
+    assert rhyme_rate([]) == 0.0
+    with pytest.raises(PromptError):
+        rhyme_rate(poems, "cilin")
+
+
+def test_malformed_poem_does_not_rhyme() -> None:
+    # the module contract: a poem that is not 4 lines of 5 characters counts as not rhyming
+    assert not poem_rhymes(QIYAN)
+    assert not poem_rhymes(DENG[:12])
+    assert not poem_rhymes(["白日依山", "黄河入海流", "欲穷千里目", "更上一层楼"])
+    assert rhyme_rate([DENG, JING, JIANG, NO_RHYME, QIYAN]) == pytest.approx(3 / 5)
+
+
+# ---- 平仄 ----
+
+
+def test_tone_compliance_hand_checked() -> None:
+    malformed = "白日依山尽，黄河入海流。"
+    poems = [ZHENG, DENG, JING, malformed]
+    loose = tone_compliance(poems)
+    assert loose["fit_rate"] == pytest.approx(2 / 4)
+    assert loose["position_rate"] == pytest.approx((1.0 + 1.0 + 10 / 12 + 0.0) / 4)
+    strict = tone_compliance(poems, strict=True)
+    assert strict["fit_rate"] == pytest.approx(1 / 4)  # only 听筝 is on pattern at every position
+    assert tone_compliance([malformed]) == {"fit_rate": 0.0, "position_rate": 0.0}
+    assert tone_compliance([QIYAN]) == {"fit_rate": 0.0, "position_rate": 0.0}
+    assert tone_compliance([]) == {"fit_rate": 0.0, "position_rate": 0.0}
+    with pytest.raises(PromptError):
+        tone_compliance(poems, system="cilin")
+
+
+# ---- diversity ----
+
+
+def test_distinct_n_hand_computed() -> None:
+    assert distinct_n(["明月明月明"], 1) == pytest.approx(2 / 5)  # 明 x3, 月 x2
+    assert distinct_n(["明月明月明"], 2) == pytest.approx(2 / 4)  # 明月 月明 明月 月明
+    assert distinct_n(["明月明月明"], 3) == pytest.approx(2 / 3)  # 明月明 月明月 明月明
+    # n-grams do not cross line boundaries: 明月|月明 has bigrams 明月, 月明 only (not 月月)
+    assert distinct_n(["明月，月明。"], 2) == pytest.approx(2 / 2)
+    assert distinct_n([["明月"], ["明月"]], 2) == pytest.approx(1 / 2)
+    assert distinct_n([DENG], 1) == pytest.approx(1.0)  # 20 different characters
+    assert distinct_n([DENG, DENG], 2) == pytest.approx(16 / 32)
+    assert distinct_n([["明"]], 2) == 0.0 and distinct_n([], 1) == 0.0
+    with pytest.raises(ValueError):
+        distinct_n([DENG], 0)
+
+
+def test_sentence_bleu_hand_computed() -> None:
+    assert sentence_bleu("春风又绿江南岸", ["春风又绿江南岸"]) == pytest.approx(1.0)
+    # 1-4 gram precisions 3/4, 2/3, 1/2, 0 -> 0.1/1 (method 1); equal lengths: no brevity penalty
+    assert sentence_bleu("春风又绿", ["春风又到"]) == pytest.approx((0.75 * 2 / 3 * 0.5 * 0.1) ** 0.25)
+    # hypothesis shorter than the reference: brevity penalty exp(1 - 6/4)
+    expected = math.exp(1 - 6 / 4) * (1.0 * 1.0 * 1.0 * 1.0) ** 0.25
+    assert sentence_bleu("春风又绿", ["春风又绿江南"]) == pytest.approx(expected)
+    # two orders only for a 2-character hypothesis
+    assert sentence_bleu("春风", "春风") == pytest.approx(1.0)
+    assert sentence_bleu("", ["春风"]) == 0.0 and sentence_bleu("春风", []) == 0.0
+
+
+def test_self_bleu_identical_and_disjoint() -> None:
+    assert self_bleu([DENG, DENG, DENG]) == pytest.approx(1.0)
+    # no shared character at all: every precision is smoothed 0.1 / count
+    disjoint = ["一二三四五，六七八九十。", "甲乙丙丁戊，己庚辛壬癸。"]
+    assert self_bleu(disjoint) < 0.02
+    assert math.isnan(self_bleu([DENG])) and math.isnan(self_bleu([]))
+    assert 0.0 < self_bleu([DENG, NO_RHYME, JING]) < 1.0
+
+
+def test_self_bleu_equals_brute_force() -> None:
+    rng = random.Random(0)
+    alphabet = "春夏秋冬山水风月花鸟"  # small alphabet so that higher-order n-grams repeat across poems
+    poems = ["".join(rng.choice(alphabet) for _ in range(rng.choice((10, 20, 20, 15)))) for _ in range(25)]
+    texts = [render(split_lines([p[i : i + 5] for i in range(0, len(p), 5)])) for p in poems]
+    brute = sum(
+        sentence_bleu("".join(split_lines(t)), ["".join(split_lines(o)) for j, o in enumerate(texts) if j != i])
+        for i, t in enumerate(texts)
+    ) / len(texts)
+    assert self_bleu(texts) == pytest.approx(brute)
+    # sampling: deterministic for a seed, and the full set when sample >= len
+    assert self_bleu(texts, sample=10, seed=3) == self_bleu(texts, sample=10, seed=3)
+    assert self_bleu(texts, sample=100) == pytest.approx(brute)
+
+
+# ---- novelty ----
+
+
+def test_novelty() -> None:
+    train = [DENG, split_lines(JING), JIANG]
+    mixed = render([*split_lines(DENG)[:2], "春风又绿江", "明月何时照"])
+    poems = [split_lines(DENG), mixed, ZHENG]  # copied poem, 2 copied lines, novel poem
+    out = novelty(poems, train)
+    assert out["copied_poem_rate"] == pytest.approx(1 / 3)
+    assert out["copied_line_rate"] == pytest.approx((4 + 2 + 0) / 12)
+    assert novelty([], train) == {"copied_poem_rate": 0.0, "copied_line_rate": 0.0}
+    assert novelty([ZHENG], []) == {"copied_poem_rate": 0.0, "copied_line_rate": 0.0}
+
+
+# ---- report ----
+
+
+def test_poetry_report() -> None:
+    poems = [DENG, JING, JIANG, ZHENG]
+    report = poetry_report(poems, train_poems=[DENG])
+    assert report["n_poems"] == 4.0
+    assert report["format_valid_rate"] == 1.0
+    assert report["rhyme_rate"] == pytest.approx(1.0)
+    assert report["tone_fit_rate"] == pytest.approx(2 / 4)  # 听筝, 登鹳雀楼 (江雪 is a 仄韵 古绝)
+    assert report["tone_fit_rate_strict"] == pytest.approx(1 / 4)
+    assert report["distinct_1"] == pytest.approx(distinct_n(poems, 1))
+    assert report["copied_poem_rate"] == pytest.approx(1 / 4)
+    assert all(isinstance(v, float) for v in report.values())
+    lists = poetry_report([split_lines(p) for p in poems] + [["白日依山", "黄河入海流"]])
+    assert lists["format_valid_rate"] == pytest.approx(4 / 5)
+    assert "copied_poem_rate" not in lists
+    with pytest.raises(PromptError):
+        poetry_report(poems, system="cilin")
+
+
+# ---- the human test split ----
+
+
+@pytest.fixture(scope="module")
+def human_test() -> list[tuple[str, ...]]:
+    return [poem.lines for poem in split_poems(load_corpus())["test"]]
+
+
+@pytest.fixture(scope="module")
+def human_report(human_test) -> dict[str, float]:
+    return poetry_report(human_test, self_bleu_sample=200)
+
+
+def test_human_test_split_metrics(human_test, human_report) -> None:
+    report = human_report
+    assert len(human_test) > 500
+    assert report["format_valid_rate"] == 1.0
+    assert 0.6 <= report["rhyme_rate"] <= 0.95
+    assert 0.6 <= rhyme_rate(human_test, "xinyun") <= 0.95
+    assert report["distinct_2"] > 0.8
+    assert 0.05 < report["distinct_1"] < 0.5
+    assert 0.2 < report["tone_fit_rate"] < 0.9
+    assert report["tone_fit_rate_strict"] < report["tone_fit_rate"]
+    assert 0.75 < report["tone_position_rate"] <= 1.0
+    assert report["tone_position_rate_strict"] < report["tone_position_rate"]
+    assert 0.0 < report["self_bleu"] < 0.2
+
+
+def test_human_test_split_is_novel_to_train(human_test) -> None:
+    train = [poem.lines for poem in split_poems(load_corpus())["train"]]
+    out = novelty(human_test, train)
+    assert out["copied_poem_rate"] == 0.0  # the split keeps variant texts together
+    assert out["copied_line_rate"] < 0.1
