@@ -25,6 +25,7 @@ class LoadedCheckpoint:
     hparams: dict[str, Any]
     global_step: int
     path: Path
+    data_hparams: dict[str, Any]  # the QuatrainDataModule's arguments: rebuilds the same split and vocabulary
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -65,4 +66,5 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         reason = str(error).splitlines()[0]
         raise CheckpointError(f"checkpoint {path} is incomplete or from another version ({reason})") from None
     model.to(map_location).eval()
-    return LoadedCheckpoint(model, vocab, dict(hparams), int(data.get("global_step", 0)), Path(path))
+    return LoadedCheckpoint(model, vocab, dict(hparams), int(data.get("global_step", 0)), Path(path),
+                            dict(data.get("datamodule_hyper_parameters") or {}))

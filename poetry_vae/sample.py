@@ -7,6 +7,7 @@ Modes: ``prior`` (z ~ N(0, I)), ``reconstruct`` (decode given poems from their p
 from __future__ import annotations
 
 import json
+import random
 import sys
 from typing import Any
 
@@ -19,9 +20,11 @@ from rich.table import Table
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError, PromptError
 from poetry_vae.generation.decoding import DecodeRequest, GeneratedPoem, generate, sample_prior
 from poetry_vae.generation.latent_ops import homotopy, reconstruct
+from poetry_vae.metrics.poetry import poetry_report
 
 MODES = ("prior", "reconstruct", "interpolate")
 REQUEST_KEYS = ("strategy", "temperature", "top_k", "top_p", "beam_size", "rhyme", "rhyme_first_line", "tone",
@@ -53,7 +56,8 @@ def write_poems(cfg: DictConfig) -> list[GeneratedPoem]:
         poems = generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=int(cfg.n))
     elif cfg.mode == "reconstruct":
         if not poems_in:
-            raise PromptError("mode=reconstruct needs poems=[...], e.g. poems=[白日依山尽，黄河入海流。欲穷千里目，更上一层楼。]")
+            example = "poems=[白日依山尽，黄河入海流。欲穷千里目，更上一层楼。]"
+            raise PromptError(f"mode=reconstruct needs poems=[...], e.g. {example}")
         poems = reconstruct(ckpt.model, ckpt.vocab, poems_in, request, generator)
     else:
         if len(poems_in) != 2:
@@ -61,6 +65,8 @@ def write_poems(cfg: DictConfig) -> list[GeneratedPoem]:
         poems = homotopy(ckpt.model, ckpt.vocab, poems_in[0], poems_in[1], int(cfg.steps), request,
                          bool(cfg.spherical), generator)
     show(poems, cfg)
+    if cfg.report:
+        show_report(poems, ckpt.data_hparams, int(cfg.seed))
     if cfg.out:
         records = [record(i, poem, cfg) for i, poem in enumerate(poems)]
         atomic_write_text(cfg.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
@@ -84,6 +90,24 @@ def show(poems: list[GeneratedPoem], cfg: DictConfig) -> None:
         held = " ".join(f"{name}{'✓' if ok else '✗'}" for name, ok in poem.constraints.items())
         table.add_row(str(i), poem.text, f"{poem.log_prob:.1f}", held + (f" {poem.pattern}" if poem.pattern else ""))
     Console(width=max(100, Console().width)).print(table)
+
+
+def show_report(poems: list[GeneratedPoem], data_hparams: dict[str, Any], seed: int) -> None:
+    """Poetry metrics of these poems beside the same metrics on as many human poems from the test split."""
+    datamodule = QuatrainDataModule(**data_hparams)  # the checkpoint's own split
+    datamodule.prepare()
+    test = [list(p.lines) for p in datamodule.poems["test"]]
+    human = random.Random(seed).sample(test, min(len(poems), len(test)))
+    train = [list(p.lines) for p in datamodule.poems["train"]]
+    rows = {"generated": poetry_report([p.lines for p in poems], train), "human test split": poetry_report(human, train)}
+    table = Table(title=f"poetry metrics (human row: {len(human)} random test-split poems; 平水韵)")
+    table.add_column("")
+    names = list(rows["generated"])
+    for name in names:
+        table.add_column(name.replace("_rate", "").replace("_", " "), justify="right")
+    for label, report in rows.items():
+        table.add_row(label, *(f"{report[name]:.3f}" if name != "n_poems" else f"{report[name]:.0f}" for name in names))
+    Console(width=max(160, Console().width)).print(table)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")

@@ -34,3 +34,50 @@ def tiny_corpus_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
     path.write_text("\n".join(TINY_POEMS * 5) + "\n", encoding="utf-8")
     return path
+
+
+TINY_TRAIN_OVERRIDES = [
+    "model.embed_dim=16",
+    "model.encoder_hidden=16",
+    "model.latent_dim=8",
+    "model.decoder_hidden=16",
+    "model.decoder_layers=1",
+    "model.highway_layers=1",
+    "model.init_embeddings=random",
+    "data.limit_train_poems=32",
+    "data.batch_size=8",
+    "data.eval_batch_size=256",
+    "evaluation.iw_samples_val=2",
+    "evaluation.iw_samples_test=2",
+    "logger=csv",
+    "callbacks=checkpoint",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.log_every_n_steps=1",
+    "trainer.num_sanity_val_steps=1",
+    "test_after_fit=false",
+    "torch_threads=1",
+]
+
+
+def tiny_train_config(out: Path, cache: Path, *overrides: str):  # -> DictConfig
+    """The train config of a tiny model on 32 poems (4 steps an epoch), writing into ``out``."""
+    from hydra import compose, initialize_config_dir
+
+    from poetry_vae.config_check import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[*TINY_TRAIN_OVERRIDES, f"paths.output_dir={out}",
+                                           f"paths.cache_dir={cache}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (tiny, barely trained) checkpoint written by the training entry point."""
+    from poetry_vae.train import train
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    # vocabulary from 3,000 poems (so prompts of famous poems are in it), then 4 training steps
+    train(tiny_train_config(root / "run", root / "cache", "trainer.max_epochs=1", "data.limit_train_poems=3000",
+                            "trainer.limit_train_batches=4", "trainer.limit_val_batches=1"))
+    return root / "run" / "checkpoints" / "last.ckpt"

@@ -10,46 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from conftest import tiny_train_config
 from omegaconf import DictConfig
 
 from poetry_vae.checkpoint import load_checkpoint, read_checkpoint
-from poetry_vae.config_check import CONFIG_DIR, ConfigError, check_overrides
+from poetry_vae.config_check import ConfigError, check_overrides
 from poetry_vae.errors import CheckpointError
 from poetry_vae.metrics.poetry import is_format_valid
 from poetry_vae.train import train
 
-TINY = [
-    "model.embed_dim=16",
-    "model.encoder_hidden=16",
-    "model.latent_dim=8",
-    "model.decoder_hidden=16",
-    "model.decoder_layers=1",
-    "model.highway_layers=1",
-    "model.init_embeddings=random",
-    "data.limit_train_poems=32",
-    "data.batch_size=8",
-    "data.eval_batch_size=256",
-    "evaluation.iw_samples_val=2",
-    "evaluation.iw_samples_test=2",
-    "logger=csv",
-    "callbacks=checkpoint",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-    "trainer.num_sanity_val_steps=1",
-    "test_after_fit=false",
-    "torch_threads=1",
-]
-
 
 def make_cfg(out: Path, cache: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[*TINY, f"paths.output_dir={out}", f"paths.cache_dir={cache}", "anneal=linear",
-                       "anneal.warmup_steps=6", "model.word_dropout=0.2", *overrides],
-        )
+    return tiny_train_config(out, cache, "anneal=linear", "anneal.warmup_steps=6", "model.word_dropout=0.2",
+                             *overrides)
 
 
 def train_losses(out: Path) -> list[tuple[int, float, float]]:
