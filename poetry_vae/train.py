@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.checkpoint import read_checkpoint
 from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
 
@@ -100,7 +101,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float | None:
     try:
-        metrics = train(cfg)
+        with single_job_command_line():
+            metrics = train(cfg)
     except (PoetryVAEError, InstantiationException) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         raise SystemExit(2) from None
