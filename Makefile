@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	    echo "installing $(TORCH_CPU_SPEC) (CPU build)"; $(PY) -m pip install -q "$(TORCH_CPU_SPEC)"; \
 	  fi; \
 	fi
-	$(PY) -m pip install -q -e '.[dev,notebooks]'
+	$(PY) -m pip install -q -e '.[dev,notebooks,cluster,search]'
 	@touch $(STAMP)
 
 train: $(STAMP)
