@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import TINY_TRAIN_OVERRIDES
+
 from poetry_vae.checkpoint import read_checkpoint
 
 
