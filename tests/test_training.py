@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning.loggers import WandbLogger
 from conftest import tiny_train_config
 from omegaconf import DictConfig
 
@@ -138,6 +139,14 @@ def test_default_callbacks_and_loggers_write_samples_and_wandb_offline(
     tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
+    summaries: list[dict] = []
+    finalize = WandbLogger.finalize
+
+    def capture_summary(self: WandbLogger, status: str) -> None:  # the run's summary just before it closes
+        summaries.append(dict(self.experiment.summary))
+        finalize(self, status)
+
+    monkeypatch.setattr(WandbLogger, "finalize", capture_summary)
     out = tmp_path / "run"
     train(make_cfg(out, cache, "trainer.max_epochs=1", "callbacks=default", "logger=default", "run_name=t",
                          "callbacks.throughput.window_size=2"))
@@ -148,4 +157,7 @@ def test_default_callbacks_and_loggers_write_samples_and_wandb_offline(
     header = (out / "csv" / "version_0" / "metrics.csv").read_text("utf-8").splitlines()[0].split(",")
     assert {"train/device/samples_per_sec", "lr-Adam", "val/iw_nll_char", "val/active_units", "val/mi"} <= set(header)
     runs = list((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))  # offline: a local run folder, nothing sent
+    expected = {"train/loss", "train/kl", "train/beta", "val/rec", "val/kl", "val/elbo", "val/iw_nll_char",
+                "val/active_units", "val/mi", "lr-Adam", "samples/poems"}
+    assert summaries and expected <= set(summaries[-1])
