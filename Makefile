@@ -45,5 +45,10 @@ corpus: $(STAMP)
 	cd $(CORPUS_CACHE) && test -d package || (npm pack chinese-poetry@2.0.1 && tar xzf chinese-poetry-2.0.1.tgz)
 	$(PY) -m poetry_vae.data.build_corpus --source $(CORPUS_CACHE)/package --out poetry_vae/resources/wujue.jsonl.gz
 
+# Train the standard experiments for REPORT_BUDGET minutes each, evaluate on the test split, write docs/results.md
+REPORT_BUDGET ?= 15
+report: $(STAMP)
+	$(PY) scripts/report.py --budget-min $(REPORT_BUDGET)
+
 clean:
 	rm -rf outputs multirun wandb lightning_logs .cache/poetry_vae

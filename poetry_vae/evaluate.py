@@ -1,0 +1,67 @@
+"""Evaluate a checkpoint on a split: ``python -m poetry_vae.evaluate ckpt_path=... [iw_samples=500 split=test]``.
+
+Reports the importance-weighted NLL (the number comparable with the LM baseline), ELBO terms, KL, active units
+and mutual information, computed by the same LightningModule code as training.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from poetry_vae.atomic import atomic_write_text
+from poetry_vae.checkpoint import read_checkpoint
+from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.errors import PoetryVAEError, PromptError
+from poetry_vae.lit_module import PoemVAEModule
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise PromptError("no checkpoint given: pass ckpt_path=outputs/<run>/checkpoints/last.ckpt")
+    if cfg.split not in ("val", "test"):
+        raise PromptError(f"split={cfg.split!r}: use val or test")
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
+    raw = read_checkpoint(cfg.ckpt_path)  # one-line errors for bad files; weights_only
+    hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
+               "iw_chunk": int(cfg.iw_chunk)}
+    module = PoemVAEModule(**hparams)
+    module.load_state_dict(raw["state_dict"])
+    datamodule = QuatrainDataModule(**(raw.get("datamodule_hyper_parameters") or {}))
+    pl.seed_everything(int(cfg.seed), verbose=False)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    run = trainer.test if cfg.split == "test" else trainer.validate
+    results = run(module, datamodule=datamodule, verbose=False)[0]
+    metrics = {name: float(value) for name, value in results.items()}
+    metrics.update({"global_step": float(raw["global_step"]), "iw_samples": float(cfg.iw_samples)})
+    for name, value in sorted(metrics.items()):
+        print(f"{name:>24}  {value:.4f}")
+    if cfg.out:
+        atomic_write_text(cfg.out, json.dumps({"checkpoint": str(cfg.ckpt_path), "split": cfg.split,
+                                                "metrics": metrics}, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def hydra_main(cfg: DictConfig) -> None:
+    try:
+        evaluate(cfg)
+    except PoetryVAEError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main() -> None:
+    run_cli("evaluate", hydra_main)
+
+
+if __name__ == "__main__":
+    main()
