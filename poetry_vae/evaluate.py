@@ -7,18 +7,16 @@ and mutual information, computed by the same LightningModule code as training.
 from __future__ import annotations
 
 import json
-import sys
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.checkpoint import read_checkpoint
-from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
-from poetry_vae.errors import PoetryVAEError, PromptError
+from poetry_vae.errors import PromptError
 from poetry_vae.lit_module import PoemVAEModule
 
 
@@ -50,18 +48,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
-def hydra_main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except PoetryVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def main() -> None:
-    run_cli("evaluate", hydra_main)
-
+main = hydra_command("evaluate", evaluate)
 
 if __name__ == "__main__":
     main()

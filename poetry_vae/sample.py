@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from typing import Any
 
-import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -19,9 +17,9 @@ from rich.table import Table
 
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.checkpoint import load_checkpoint
-from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
-from poetry_vae.errors import PoetryVAEError, PromptError
+from poetry_vae.errors import PromptError
 from poetry_vae.generation.decoding import DecodeRequest, GeneratedPoem, generate, sample_prior
 from poetry_vae.generation.latent_ops import homotopy, reconstruct
 from poetry_vae.metrics.poetry import poetry_report
@@ -111,18 +109,7 @@ def show_report(poems: list[GeneratedPoem], data_hparams: dict[str, Any], seed: 
     Console(width=max(160, Console().width)).print(table)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="sample")
-def hydra_main(cfg: DictConfig) -> None:
-    try:
-        write_poems(cfg)
-    except PoetryVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-def main() -> None:
-    run_cli("sample", hydra_main)
-
+main = hydra_command("sample", write_poems)
 
 if __name__ == "__main__":
     main()

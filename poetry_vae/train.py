@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import hydra
 import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -15,7 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.checkpoint import read_checkpoint
-from poetry_vae.config_check import CONFIG_DIR, run_cli
+from poetry_vae.cli import hydra_command
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
@@ -98,21 +97,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def hydra_main(cfg: DictConfig) -> float | None:
+def train_job(cfg: DictConfig) -> float | None:
+    """One job of ``python -m poetry_vae.train``; returns the metric a sweeper optimises."""
     try:
         with single_job_command_line():
             metrics = train(cfg)
-    except (PoetryVAEError, InstantiationException) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except InstantiationException as error:  # a bad value in a config node: Hydra names the node
+        raise PoetryVAEError(str(error)) from None
     print(f"run directory: {HydraConfig.get().runtime.output_dir}")
     return metrics.get(cfg.optimized_metric)
 
 
-def main() -> None:
-    run_cli("train", hydra_main)
-
+main = hydra_command("train", train_job)
 
 if __name__ == "__main__":
     main()

@@ -64,7 +64,7 @@ def tiny_train_config(out: Path, cache: Path, *overrides: str):  # -> DictConfig
     """The train config of a tiny model on 32 poems (4 steps an epoch), writing into ``out``."""
     from hydra import compose, initialize_config_dir
 
-    from poetry_vae.config_check import CONFIG_DIR
+    from poetry_vae.cli import CONFIG_DIR
 
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=[*TINY_TRAIN_OVERRIDES, f"paths.output_dir={out}",

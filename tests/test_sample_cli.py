@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from poetry_vae.config_check import CONFIG_DIR, quote_unicode_values
+from poetry_vae.cli import CONFIG_DIR, quote_unicode_values
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.metrics.poetry import is_format_valid, rhyme_rate
 from poetry_vae.prosody import fits_pattern

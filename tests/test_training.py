@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from pytorch_lightning.loggers import WandbLogger
 from conftest import tiny_train_config
 from omegaconf import DictConfig
+from pytorch_lightning.loggers import WandbLogger
 
 from poetry_vae.checkpoint import load_checkpoint, read_checkpoint
-from poetry_vae.config_check import ConfigError, check_overrides
+from poetry_vae.cli import ConfigError, check_overrides
 from poetry_vae.errors import CheckpointError
 from poetry_vae.metrics.poetry import is_format_valid
 from poetry_vae.train import train

@@ -1,7 +1,8 @@
-"""Compose the config once before Hydra runs, so a wrong key or group is one line that names it.
+"""The command lines' shared shell: Hydra entry points whose mistakes are one line.
 
-Hydra itself reports such mistakes over several lines (with a hint to set HYDRA_FULL_ERROR); researchers
-sweeping dozens of overrides want the offending key at a glance.
+The config is composed once before Hydra runs, so a wrong key or group is one line that names it (Hydra itself
+reports such mistakes over several lines, with a hint to set HYDRA_FULL_ERROR); 汉字 values are quoted for
+Hydra's grammar; expected errors raised by a job print ``error: ...`` and exit with status 2.
 """
 
 from __future__ import annotations
@@ -10,15 +11,19 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn, TypeVar
 
+import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from poetry_vae.errors import PoetryVAEError
 
+T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Flags of Hydra's command line that take a value: with these the user drives Hydra directly, we step aside.
 _EXPERT_FLAGS = ("--config-path", "-cp", "--config-dir", "-cd", "--config-name", "-cn", "--cfg", "-c",
@@ -118,12 +123,27 @@ def check_overrides(config_name: str, args: list[str]) -> None:
         GlobalHydra.instance().clear()
 
 
-def run_cli(config_name: str, hydra_main: Callable[[], object]) -> None:
-    """A Hydra entry point with friendly input: 汉字 values quoted, a bad override reported in one line."""
-    sys.argv[1:] = quote_unicode_values(sys.argv[1:])
-    try:
-        check_overrides(config_name, sys.argv[1:])
-    except PoetryVAEError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    hydra_main()
+def hydra_command(config_name: str, job: Callable[[DictConfig], T]) -> Callable[[], None]:
+    """``main()`` of a command: ``job(cfg)`` run by Hydra on ``conf/<config_name>.yaml``."""
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
+    def hydra_main(cfg: DictConfig) -> T:
+        try:
+            return job(cfg)  # its return value is what a Hydra sweeper optimises
+        except PoetryVAEError as error:
+            fail(str(error))
+
+    def main() -> None:
+        sys.argv[1:] = quote_unicode_values(sys.argv[1:])
+        try:
+            check_overrides(config_name, sys.argv[1:])
+        except PoetryVAEError as error:
+            fail(str(error))
+        hydra_main()
+
+    return main
+
+
+def fail(message: str) -> NoReturn:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(2)
