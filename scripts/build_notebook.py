@@ -15,7 +15,8 @@ Load a checkpoint written by `python -m poetry_vae.train`, write poems from the 
 tone / acrostic constraints), reconstruct and interpolate real poems, map the test set's latent codes and
 compare poetry metrics with the human test split.
 
-Set `POETRY_VAE_CKPT` to a checkpoint, or leave it unset to use the newest `outputs/*/checkpoints/last.ckpt`."""),
+The checkpoint is a parameter: `CKPT_PATH` below, or the `POETRY_VAE_CKPT` environment variable; by default the
+one `make train` writes (`outputs/make_train/checkpoints/last.ckpt`), else the newest `outputs/*/checkpoints/last.ckpt`."""),
     ("code", """import os
 import random
 from pathlib import Path
@@ -28,10 +29,12 @@ from poetry_vae.generation import DecodeRequest, generate, homotopy, nearest, re
 from poetry_vae.metrics.poetry import poetry_report
 from poetry_vae.plots import latent_map
 
+CKPT_PATH = None  # parameter: a checkpoint path, or None for the default below
+
 root = Path.cwd() if (Path.cwd() / "conf").is_dir() else Path.cwd().parent
+default = root / "outputs" / "make_train" / "checkpoints" / "last.ckpt"
 found = sorted(root.glob("outputs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-ckpt_path = os.environ.get("POETRY_VAE_CKPT") or (str(found[-1]) if found else None)
-assert ckpt_path, "train a model first (make train), or set POETRY_VAE_CKPT"
+ckpt_path = CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or str(default if default.exists() else found[-1])
 ckpt = load_checkpoint(ckpt_path)
 model, vocab = ckpt.model, ckpt.vocab
 print(f"{ckpt_path}: step {ckpt.global_step}, {len(vocab)} characters, latent {model.cfg.latent_dim}-d, "
@@ -43,11 +46,13 @@ def show(poems):
     for p in poems:
         held = " ".join(k for k, ok in p.constraints.items() if ok)
         print(f"{p.text}  log p {p.log_prob:7.1f}  {held} {p.pattern or ''}")"""),
-    ("md", "## Prior samples: free, then rhyming (平水韵) in a standard tone pattern"),
-    ("code", """n = 8
+    ("md", "## Prior samples with each decoding strategy, then rhyming (平水韵) in a standard tone pattern"),
+    ("code", """n = 4
 z = sample_prior(model, n, generator)
-show(generate(model, vocab, z, DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8), generator, num_poems=n))
-print()
+for strategy in ("greedy", "sample", "top_k", "top_p", "beam"):
+    print(f"-- {strategy}")
+    show(generate(model, vocab, z, DecodeRequest(strategy=strategy, temperature=0.8), generator, num_poems=n))
+print("-- top_p + rhyme=pingshui + tone=auto")
 show(generate(model, vocab, z, DecodeRequest(strategy="top_p", temperature=0.8, rhyme="pingshui", tone="auto"),
               generator, num_poems=n))"""),
     ("md", "## Acrostic (藏头) and first-line continuation, with beam search"),

@@ -46,8 +46,19 @@ def sh(command: Sequence[str], log: Path) -> None:
         raise SystemExit(f"error: {' '.join(command[:4])} ... failed ({code}); see {log}")
 
 
+def budget_spent(run: Path, budget_s: float) -> bool:
+    """True if the run's last checkpoint says its training time (Lightning's Timer) reached the budget."""
+    last = run / "checkpoints" / "last.ckpt"
+    if not last.exists():
+        return False
+    timer = torch.load(last, weights_only=True)["callbacks"].get("Timer", {})
+    return timer.get("time_elapsed", {}).get("train", 0.0) >= 0.99 * budget_s
+
+
 def train(experiment: str, args: argparse.Namespace) -> Path:
     run = ROOT / "outputs" / f"{args.prefix}{experiment}"
+    if budget_spent(run, args.budget_min * 60):
+        return run  # resuming would still take one more step before Lightning's Timer stops it
     budget = time.strftime("%H:%M:%S", time.gmtime(args.budget_min * 60))
     sh([sys.executable, "-m", "poetry_vae.train", f"experiment={experiment}", f"run_name={run.name}",
         f"trainer.max_time=00:{budget}", "trainer.max_epochs=1000", "torch_threads=1", "test_after_fit=false",

@@ -55,7 +55,7 @@ def test_interpolate_and_reconstruct_modes(tiny_checkpoint: Path, tmp_path: Path
     [
         (["acrostic=春夏秋"], "acrostic"),
         (["first_line=白日依山"], "first_line"),
-        (["first_line=白日依山盡"], "'盡'"),
+        (["first_line=白日依山盡"], "simplified form '尽'"),
         (["strategy=nucleus"], "strategy"),
         (["mode=interpolate", "poems=[白日依山尽，黄河入海流。欲穷千里目，更上一层楼。]"], "exactly 2"),
         (["mode=reconstruct"], "needs poems"),

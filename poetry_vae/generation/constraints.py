@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from opencc import OpenCC
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
@@ -73,12 +74,18 @@ def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:
     ids = []
     for i, char in enumerate(text, start=1):
         if char not in vocab or not is_hanzi(char):
-            raise PromptError(
-                f"{name}: character {i} {char!r} is not in the model's vocabulary; pick another character "
-                "(the corpus is in simplified Chinese, so rare or traditional forms may be missing)"
-            )
+            hint = _suggest(vocab, char)
+            raise PromptError(f"{name}: character {i} {char!r} is not in the model's vocabulary; {hint}")
         ids.append(vocab.index[char])
     return ids
+
+
+def _suggest(vocab: Vocabulary, char: str) -> str:
+    """The nearest allowed use: the simplified form when the vocabulary has it, else a general hint."""
+    simplified = OpenCC("t2s").convert(char)
+    if simplified != char and simplified in vocab:
+        return f"use its simplified form {simplified!r} (the corpus is in simplified Chinese)"
+    return "pick another character (rare characters, seen fewer than min_count times in training, are not kept)"
 
 
 @dataclass
