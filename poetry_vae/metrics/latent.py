@@ -29,12 +29,14 @@ def iw_log_likelihood(
     k: int,
     chunk: int = 50,
     generator: torch.Generator | None = None,
+    max_rows: int = 2048,
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per poem (Burda et al. 2016): (B,), in nats.
 
     log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), scored ``chunk`` samples at a time.
     A lower bound of log p(x) in expectation, >= the ELBO and tightening with K. For the LM baseline
-    (use_latent=False) this is the exact log p(x). Set ``model.eval()`` first.
+    (use_latent=False) this is the exact log p(x). Set ``model.eval()`` first. At most ``max_rows`` poems are
+    decoded at once (samples x batch): the full-softmax logits of a row take V x 21 floats (~0.4 MB).
     """
     if not model.cfg.use_latent:
         return model.token_log_probs(dec_in, target, None).sum(dim=1)
@@ -42,6 +44,7 @@ def iw_log_likelihood(
         raise ValueError(f"need k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
     mu, logvar = model.encode(tokens)
     B = mu.size(0)
+    chunk = max(1, min(chunk, max_rows // B))
     log_w = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
