@@ -15,8 +15,9 @@ Load a checkpoint written by `python -m poetry_vae.train`, write poems from the 
 tone / acrostic constraints), reconstruct and interpolate real poems, map the test set's latent codes and
 compare poetry metrics with the human test split.
 
-The checkpoint is a parameter: `CKPT_PATH` below, or the `POETRY_VAE_CKPT` environment variable; by default the
-one `make train` writes (`outputs/make_train/checkpoints/last.ckpt`), else the newest `outputs/*/checkpoints/last.ckpt`."""),
+The checkpoint is a parameter: `CKPT_PATH` below, or the `POETRY_VAE_CKPT` environment variable; by default
+the one `make train` writes (`outputs/make_train/checkpoints/last.ckpt`), else the newest
+`outputs/*/checkpoints/last.ckpt`."""),
     ("code", """import os
 import random
 from pathlib import Path

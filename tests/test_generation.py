@@ -21,6 +21,7 @@ from poetry_vae.generation import (
     reconstruct,
     sample_prior,
 )
+from poetry_vae.generation.sampling import pick_tokens
 from poetry_vae.metrics.poetry import is_format_valid, rhyme_rate, split_lines
 from poetry_vae.model.config import VAEConfig
 from poetry_vae.model.vae import PoemVAE
@@ -45,6 +46,15 @@ def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0) -> PoemV
         use_latent=use_latent,
     )
     return PoemVAE(cfg)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Batches here are tiny: a second intra-op thread only adds sync overhead (and spins badly on a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -315,10 +325,13 @@ def test_prompt_errors(model, vocab, z, kwargs, message):
     assert "\n" not in str(info.value)
 
 
-def test_rare_char_error_names_char_and_position(model, vocab, z):
+def test_unknown_char_error_names_char_position_and_fix(model, vocab, z):
     rare = next(c for c in "龘靐齉爩麤" if c not in vocab)
-    with pytest.raises(PromptError, match=f"character 3 '{rare}'.*simplified"):
+    with pytest.raises(PromptError, match=f"character 3 '{rare}'.*pick another character"):
         run(model, vocab, z[:2], first_line=f"白日{rare}山尽")
+    assert "書" not in vocab and "书" in vocab  # a traditional form: point at the simplified one
+    with pytest.raises(PromptError, match=r"acrostic: character 2 '書'.*simplified form '书'"):
+        run(model, vocab, z[:2], acrostic="春書秋冬")
 
 
 def test_auto_tone_with_impossible_prompt_explains_every_pattern(model, vocab, z):
@@ -389,3 +402,38 @@ def test_nearest():
     assert nearest(torch.tensor([1.0, 0.0]), bank, k=2).tolist() == [1, 3]
     assert nearest(torch.tensor([[4.0, 4.0], [0.1, 0.0]]), bank, k=1).tolist() == [[2], [0]]
     assert nearest(torch.zeros(2), bank, k=10).shape == (4,)
+
+
+# ---- token pickers ----------------------------------------------------------------------------------------
+
+
+def test_pickers_respect_mask_and_filters():
+    torch.manual_seed(0)
+    logp = torch.log_softmax(torch.randn(4000, 30), dim=1)
+    allowed = torch.ones(30, dtype=torch.bool)
+    allowed[[0, 5]] = False
+    greedy = pick_tokens(logp, allowed, "greedy")
+    assert torch.equal(greedy, logp.masked_fill(~allowed, -1e9).argmax(1))
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(pick_tokens(logp, allowed, "top_k", top_k=1, generator=g), greedy)
+    assert torch.equal(pick_tokens(logp, allowed, "top_p", top_p=1e-6, generator=g), greedy)
+    for strategy in ("sample", "top_k", "top_p"):
+        picked = pick_tokens(logp, allowed, strategy, top_k=5, top_p=0.6, generator=g)
+        assert not bool(((picked == 0) | (picked == 5)).any())
+    # top-p keeps exactly the nucleus computed by a plain sort
+    probs = torch.softmax(logp.masked_fill(~allowed, float("-inf")), 1)
+    values, order = probs.sort(1, descending=True)
+    in_nucleus = torch.zeros_like(probs, dtype=torch.bool).scatter(1, order, (values.cumsum(1) - values) < 0.6)
+    picked = pick_tokens(logp, allowed, "top_p", top_p=0.6, generator=g)
+    assert bool(in_nucleus.gather(1, picked.unsqueeze(1)).all())
+    # top-k keeps the k best; sampling follows the (renormalised) distribution
+    top5 = logp.masked_fill(~allowed, float("-inf")).topk(5, 1).indices
+    picked = pick_tokens(logp, allowed, "top_k", top_k=5, generator=g)
+    assert bool((top5 == picked.unsqueeze(1)).any(1).all())
+    row = logp[:1].expand(20000, -1)
+    picked = pick_tokens(row, allowed, "sample", generator=g)
+    freq = torch.bincount(picked, minlength=30).float() / len(picked)
+    assert torch.allclose(freq, probs[0], atol=0.015)
+    # temperature sharpens
+    cold = pick_tokens(row, allowed, "sample", temperature=0.05, generator=g)
+    assert (cold == greedy[0]).float().mean() > 0.9

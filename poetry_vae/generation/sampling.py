@@ -7,6 +7,7 @@ step, so a seeded generator reproduces a batch exactly.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,6 +27,24 @@ def _inverse_cdf(probs: Tensor, generator: torch.Generator | None) -> Tensor:
     # float rounding can land on a trailing zero-weight column: fall back to the heaviest one
     bad = probs.gather(1, index.unsqueeze(1)).squeeze(1) <= 0
     return torch.where(bad, probs.argmax(dim=1), index)
+
+
+def _nucleus_threshold(probs: Tensor, top_p: float) -> Tensor:
+    """(R, 1) smallest probability inside each row's nucleus: the fewest most-likely tokens whose mass
+    reaches ``top_p`` (the top token always counts; ties with the last one are kept too).
+
+    Only sorted *values* are needed (sampling then runs over the unsorted vocabulary, where order does not
+    matter); on CPU numpy's value sort is ~20x faster than ``torch.sort``, which also builds indices (a
+    ``topk`` prefilter was no faster here: measured 60-120 ms against 65 ms for 1024 x 4783).
+    """
+    if probs.device.type == "cpu":
+        ascending = torch.from_numpy(np.sort(probs.numpy(), axis=1))
+    else:
+        ascending = probs.sort(dim=1).values
+    cumulative = ascending.cumsum(dim=1)
+    above = cumulative[:, -1:] - cumulative  # mass strictly above each token
+    kept = (above < top_p * cumulative[:, -1:]).sum(dim=1, keepdim=True).clamp_(min=1)
+    return ascending.gather(1, ascending.shape[1] - kept)
 
 
 def pick_tokens(
@@ -51,9 +70,6 @@ def pick_tokens(
         values, index = logits.topk(min(top_k, logits.shape[1]), dim=1)
         return index.gather(1, _inverse_cdf(torch.softmax(values, dim=1), generator).unsqueeze(1)).squeeze(1)
     if strategy == "top_p":
-        values, index = logits.sort(dim=1, descending=True)
-        probs = torch.softmax(values, dim=1)
-        before = probs.cumsum(dim=1) - probs  # mass strictly above each token: keep while it is < top_p
-        probs = probs.masked_fill(before >= top_p, 0.0)  # the first token always stays (before = 0)
-        return index.gather(1, _inverse_cdf(probs, generator).unsqueeze(1)).squeeze(1)
+        probs = torch.softmax(logits, dim=1)
+        return _inverse_cdf(probs.masked_fill(probs < _nucleus_threshold(probs, top_p), 0.0), generator)
     raise ValueError(f"unknown strategy {strategy!r}")
