@@ -38,7 +38,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                          enable_model_summary=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
     results = run(module, datamodule=datamodule, verbose=False)[0]
-    metrics = {name: float(value) for name, value in results.items()}
+    # β and the β-weighted loss depend on the training step, which a fresh Trainer does not have: leave them out
+    metrics = {name: float(value) for name, value in results.items() if not name.endswith(("/beta", "/loss"))}
     metrics.update({"global_step": float(raw["global_step"]), "iw_samples": float(cfg.iw_samples)})
     for name, value in sorted(metrics.items()):
         print(f"{name:>24}  {value:.4f}")
