@@ -180,7 +180,8 @@ def fmt(value: float, digits: int = 3) -> str:
 
 
 def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]], reports: dict[str, dict[str, float]],
-                   samples: dict[str, list], figures: list[str], homotopy_rows: list[str], best_vae: str) -> None:
+                   samples: dict[str, list], figures: list[str], homotopy_rows: list[str], best_vae: str,
+                   latent_vae: str) -> None:
     lm = table.get("lm")
     ranked = sorted(table, key=lambda name: table[name]["test/iw_nll_char"])
     best = ranked[0]
@@ -209,14 +210,17 @@ def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]],
         lines.append(f"**Best by test IW-NLL: `{best}`**" + (
             "." if best == "lm" else f", {abs(delta):.3f} nats/char below the LM baseline "
             f"(perplexity {table[best]['test/iw_ppl']:.1f} vs {lm['test/iw_ppl']:.1f})."))
-        vae = table[best_vae]
-        gap = vae["test/iw_nll_char"] - lm["test/iw_nll_char"]
-        lines.append(f"Best VAE: `{best_vae}`, {gap:+.3f} nats/char against the LM (perplexity "
-                     f"{vae['test/iw_ppl']:.1f} vs {lm['test/iw_ppl']:.1f}) with KL {vae['test/kl']:.2f} nats and "
-                     f"{int(vae.get('test/active_units', 0))} active units. The target was a VAE no worse than the "
-                     "LM while KL ≥ 3 and AU ≥ 4: "
-                     + ("met." if gap <= 0 and vae["test/kl"] >= 3 and vae.get("test/active_units", 0) >= 4
-                        else "not met in this budget."))
+        for label, name in (("Best VAE by test IW-NLL", best_vae), ("Best VAE that uses its latent", latent_vae)):
+            vae = table[name]
+            gap = vae["test/iw_nll_char"] - lm["test/iw_nll_char"]
+            lines.append(f"{label}: `{name}`, {gap:+.3f} nats/char against the LM (perplexity "
+                         f"{vae['test/iw_ppl']:.1f} vs {lm['test/iw_ppl']:.1f}) with KL {vae['test/kl']:.2f} nats "
+                         f"and {int(vae.get('test/active_units', 0))} active units.")
+        meets = [name for name in table if name != "lm" and table[name]["test/kl"] >= 3
+                 and table[name].get("test/active_units", 0) >= 4
+                 and table[name]["test/iw_nll_char"] <= lm["test/iw_nll_char"]]
+        lines.append("Target (a VAE no worse than the LM while KL ≥ 3 nats and AU ≥ 4): "
+                     + (f"met by {', '.join(meets)}." if meets else "not met by any run in this budget."))
     lines += ["", "poems/s: optimiser steps × batch size / budget seconds (validation included).", ""]
     lines += ["## Curves", ""] + [f"![{f}](figures/{f})" for f in figures] + [""]
     lines += ["## Poetry metrics", "",
@@ -230,7 +234,7 @@ def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]],
     lines += ["", "## Sample poems (the first five of each row above, not selected)", ""]
     for name, texts in samples.items():
         lines += [f"**{name}**", ""] + [f"- {t}" for t in texts] + [""]
-    lines += [f"## Homotopy ({best_vae}, greedy decoding from 7 points between two posterior means)", ""]
+    lines += [f"## Homotopy ({latent_vae}, greedy decoding from 7 points between two posterior means)", ""]
     lines += [f"{i}. {t}" for i, t in enumerate(homotopy_rows)] + [""]
     atomic_write_text(DOCS / "results.md", "\n".join(lines) + "\n")
 
@@ -255,9 +259,12 @@ def main() -> None:
         metrics[name]["poems_per_s"] = training_speed(run, curves[name], args.budget_min * 60)
     vaes = [name for name in runs if name != "lm"]
     best_vae = min(vaes, key=lambda name: metrics[name]["test/iw_nll_char"])
+    # The latent map and homotopy are only worth drawing for a model that uses its latent (KL >= 1 nat).
+    in_use = [name for name in vaes if metrics[name]["test/kl"] >= 1.0] or [best_vae]
+    latent_vae = min(in_use, key=lambda name: metrics[name]["test/iw_nll_char"])
     reports, samples = poetry_rows(runs, args.poems, args.seed)
-    figures = [*plot_curves(curves), latent_figure(runs[best_vae])]
-    write_markdown(args, metrics, reports, samples, figures, homotopy_table(runs[best_vae]), best_vae)
+    figures = [*plot_curves(curves), latent_figure(runs[latent_vae])]
+    write_markdown(args, metrics, reports, samples, figures, homotopy_table(runs[latent_vae]), best_vae, latent_vae)
     atomic_write_text(DOCS / "results.json", json.dumps({"args": vars(args), "test": metrics, "poetry": reports},
                                                          indent=2, ensure_ascii=False))
     print(f"wrote {DOCS / 'results.md'}")
