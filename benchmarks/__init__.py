@@ -1,0 +1,1 @@
+"""Speed benchmarks (``make bench``): the seed reference against the project; not part of the package."""
