@@ -23,6 +23,7 @@ from poetry_vae.objective import ConstantBeta, elbo_terms
 
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"
 _EVAL_STAGES = ("val", "test")
+_ON_PROGRESS_BAR = ("loss", "kl", "beta", "iw_nll_char", "active_units")
 
 
 class PoemVAEModule(pl.LightningModule):
@@ -72,7 +73,9 @@ class PoemVAEModule(pl.LightningModule):
             "train/beta": beta,
             "train/nll_char": terms["rec"] / positions,
         }
-        self.log_dict(logs, on_step=True, on_epoch=False, batch_size=size)
+        for name, value in logs.items():
+            self.log(name, value, on_step=True, on_epoch=False, batch_size=size,
+                     prog_bar=name.split("/")[1] in _ON_PROGRESS_BAR)
         self.log("train/ppl", math.exp(min(50.0, float(terms["rec"].detach()) / positions)), batch_size=size)
         return terms["loss"]
 
@@ -124,7 +127,8 @@ class PoemVAEModule(pl.LightningModule):
         }
         logs.update(self._latent_usage(stage))
         # Values are already reduced across ranks (MeanMetric, all_gather): no further sync needed.
-        self.log_dict(logs, sync_dist=False)
+        for name, value in logs.items():
+            self.log(name, value, sync_dist=False, prog_bar=name.split("/")[1] in _ON_PROGRESS_BAR)
 
     def _latent_usage(self, stage: str) -> dict[str, float]:
         if not self._posteriors:
