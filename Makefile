@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 
 train: $(STAMP)
 	$(PY) -m poetry_vae.train experiment=make_train
-	$(PY) -m poetry_vae.sample ckpt_path=outputs/make_train/checkpoints/last.ckpt n=8 out=outputs/make_train/poems.jsonl
+	$(PY) -m poetry_vae.sample ckpt_path=outputs/make_train/checkpoints/last.ckpt n=8 rhyme=pingshui tone=auto out=outputs/make_train/poems.jsonl
 
 test: $(STAMP)
 	$(PY) -m pytest -q
