@@ -33,9 +33,9 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-import unicodedata
 from importlib import resources
 
+from poetry_vae.data.charset import is_cjk
 from poetry_vae.errors import PromptError
 
 RHYME_SYSTEMS: tuple[str, ...] = ("pingshui", "xinyun")
@@ -72,10 +72,8 @@ def check_system(system: str) -> str:
 
 
 def is_hanzi(char: str) -> bool:
-    """True for one CJK ideograph: unified (BMP and extensions A-H, ...) or compatibility ideographs."""
-    return len(char) == 1 and unicodedata.name(char, "").startswith(
-        ("CJK UNIFIED IDEOGRAPH", "CJK COMPATIBILITY IDEOGRAPH")
-    )
+    """True for one CJK ideograph: the corpus's own definition (:func:`poetry_vae.data.charset.is_cjk`)."""
+    return is_cjk(char)
 
 
 @functools.cache
