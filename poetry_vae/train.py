@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,10 @@ from poetry_vae.cli import hydra_command
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
+
+# Lightning notices that say nothing about this run (we count no FLOPs; a torch deprecation inside Lightning).
+warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 MODEL_EXTRAS = ("free_bits", "init_embeddings")
 NEEDS_LOGGER = ("LearningRateMonitor", "ThroughputMonitor")
