@@ -12,8 +12,8 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import CheckpointError, CorpusError, PoetryVAEError
-from poetry_vae.lit_module import CHECKPOINT_FORMAT
-from poetry_vae.model import PoemVAE, VAEConfig
+from poetry_vae.lit_module import CHECKPOINT_FORMAT, build_model
+from poetry_vae.model import PoemVAE
 
 _MODEL_PREFIX = "model."
 
@@ -57,9 +57,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         hparams = data["hyper_parameters"]
         vocab = Vocabulary.from_dict(hparams["vocab"], f"the vocabulary inside {path}")
-        ids = {"pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "unk_id": vocab.unk_id}
-        cfg = VAEConfig.from_dict({**hparams["model"], **ids, "vocab_size": len(vocab)})
-        model = PoemVAE(cfg)
+        model = build_model(hparams["model"], vocab)
         state = {k[len(_MODEL_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(_MODEL_PREFIX)}
         model.load_state_dict(state)
     except (KeyError, TypeError, RuntimeError, CorpusError, PoetryVAEError) as error:

@@ -26,6 +26,12 @@ _EVAL_STAGES = ("val", "test")
 _ON_PROGRESS_BAR = ("loss", "kl", "beta", "iw_nll_char", "active_units")
 
 
+def build_model(model: dict[str, Any], vocab: Vocabulary) -> PoemVAE:
+    """The PoemVAE of a checkpoint's ``model`` hyper-parameters; sizes and special ids come from the vocabulary."""
+    ids = {"pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "unk_id": vocab.unk_id}
+    return PoemVAE(VAEConfig.from_dict({**model, **ids, "vocab_size": len(vocab)}))
+
+
 class PoemVAEModule(pl.LightningModule):
     def __init__(
         self,
@@ -42,9 +48,7 @@ class PoemVAEModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(logger=False)  # into checkpoints; loggers get the readable Hydra config instead
         self.vocab = Vocabulary.from_dict(vocab)
-        ids = {"pad_id": self.vocab.pad_id, "bos_id": self.vocab.bos_id, "eos_id": self.vocab.eos_id,
-               "unk_id": self.vocab.unk_id}
-        self.model = PoemVAE(VAEConfig.from_dict({**model, **ids, "vocab_size": len(self.vocab)}))
+        self.model = build_model(model, self.vocab)
         self.beta_schedule = instantiate(anneal) if anneal else ConstantBeta(1.0)
         # Epoch-level evaluation sums; MeanMetric syncs across DDP ranks by itself.
         self.eval_means = torch.nn.ModuleDict(

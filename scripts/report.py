@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poetry_vae.atomic import atomic_write_text  # noqa: E402
-from poetry_vae.checkpoint import load_checkpoint  # noqa: E402
+from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint  # noqa: E402
 from poetry_vae.data.datamodule import QuatrainDataModule  # noqa: E402
 from poetry_vae.generation import DecodeRequest, generate, homotopy, sample_prior  # noqa: E402
 from poetry_vae.metrics.poetry import poetry_report  # noqa: E402
@@ -95,10 +95,17 @@ def series(rows: list[dict[str, str]], key: str) -> tuple[list[int], list[float]
 
 def training_speed(run: Path, rows: list[dict[str, str]], budget_s: float) -> float:
     """Poems per second of the wall-clock budget (training + its validation), from the step count."""
-    hparams = json.loads(json.dumps(torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-                                    ["datamodule_hyper_parameters"]))
+    hparams = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["datamodule_hyper_parameters"]
     steps = max(int(r["step"]) for r in rows)
     return steps * int(hparams["batch_size"]) / budget_s
+
+
+def load_run(run: Path) -> tuple[LoadedCheckpoint, QuatrainDataModule]:
+    """A run's best checkpoint and the split and vocabulary it was trained on."""
+    ckpt = load_checkpoint(best_checkpoint(run))
+    datamodule = QuatrainDataModule(**ckpt.data_hparams)
+    datamodule.prepare()
+    return ckpt, datamodule
 
 
 def poetry_rows(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
@@ -106,9 +113,7 @@ def poetry_rows(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dic
     samples: dict[str, list] = {}
     human_done = False
     for name, run in runs.items():
-        ckpt = load_checkpoint(best_checkpoint(run))
-        datamodule = QuatrainDataModule(**ckpt.data_hparams)
-        datamodule.prepare()
+        ckpt, datamodule = load_run(run)
         train_lines = [list(p.lines) for p in datamodule.poems["train"]]
         if not human_done:
             human = random.Random(seed).sample([list(p.lines) for p in datamodule.poems["test"]], n)
@@ -158,9 +163,7 @@ def latent_figure(run: Path) -> str:
     matplotlib.use("Agg")
     from poetry_vae.plots import latent_map
 
-    ckpt = load_checkpoint(best_checkpoint(run))
-    datamodule = QuatrainDataModule(**ckpt.data_hparams)
-    datamodule.prepare()
+    ckpt, datamodule = load_run(run)
     with torch.no_grad():
         mu, _ = ckpt.model.encode(datamodule.tensors["test"]["tokens"])
     fig = latent_map(mu, [p.dynasty for p in datamodule.poems["test"]], f"test-set posterior means ({run.name})")
