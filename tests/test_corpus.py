@@ -8,9 +8,9 @@ import opencc
 import pytest
 
 from poetry_vae.data.build_corpus import extract
-from poetry_vae.data.charset import is_cjk
 from poetry_vae.data.corpus import Poem, load_corpus
 from poetry_vae.errors import CorpusError
+from poetry_vae.form import is_hanzi
 
 
 def test_shipped_corpus_counts(corpus: list[Poem]) -> None:
@@ -22,7 +22,7 @@ def test_shipped_corpus_counts(corpus: list[Poem]) -> None:
 
 def test_every_poem_is_four_lines_of_five_cjk_simplified_characters(corpus: list[Poem]) -> None:
     assert all(len(p.lines) == 4 and all(len(line) == 5 for line in p.lines) for p in corpus)
-    assert all(is_cjk(ch) for p in corpus for ch in p.text)
+    assert all(is_hanzi(ch) for p in corpus for ch in p.text)
     to_simplified = opencc.OpenCC("t2s")
     # t2s converts phrases in context, so a second pass may still touch a rare word (乾闼婆 → 干闼婆): allow 0.1%.
     changed = [p.text for p in corpus if to_simplified.convert(p.text) != p.text]

@@ -11,6 +11,7 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
+from poetry_vae.form import is_format_valid, split_lines
 from poetry_vae.generation import (
     DecodeRequest,
     encode_texts,
@@ -22,7 +23,7 @@ from poetry_vae.generation import (
     sample_prior,
 )
 from poetry_vae.generation.sampling import pick_tokens
-from poetry_vae.metrics.poetry import is_format_valid, rhyme_rate, split_lines
+from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.model.config import VAEConfig
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_classes, rhymes

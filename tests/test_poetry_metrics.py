@@ -10,17 +10,15 @@ import pytest
 from poetry_vae.data.corpus import load_corpus
 from poetry_vae.data.split import split_poems
 from poetry_vae.errors import PromptError
+from poetry_vae.form import is_format_valid, render, split_lines
 from poetry_vae.metrics.poetry import (
     distinct_n,
-    is_format_valid,
     novelty,
     poem_rhymes,
     poetry_report,
-    render,
     rhyme_rate,
     self_bleu,
     sentence_bleu,
-    split_lines,
     tone_compliance,
 )
 
@@ -57,8 +55,8 @@ def test_is_format_valid() -> None:
     ]
     for text in bad:
         assert not is_format_valid(text), text
-    assert is_format_valid("白日依山尽，黄河入海流。", n_lines=2)
-    assert is_format_valid(QIYAN, line_len=7)
+    assert is_format_valid("白日依山尽，黄河入海流。", num_lines=2)
+    assert is_format_valid(QIYAN, line_length=7)
 
 
 def test_split_render_round_trip() -> None:

@@ -11,6 +11,7 @@ from collections import Counter
 import pytest
 
 from poetry_vae.errors import PromptError
+from poetry_vae.form import is_hanzi
 from poetry_vae.prosody import (
     PATTERNS,
     best_pattern,
@@ -20,7 +21,6 @@ from poetry_vae.prosody import (
     fits_pattern,
     in_table,
     is_free,
-    is_hanzi,
     pattern_match,
     pattern_tones,
     rhyme_classes,

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import opencc
 
-from poetry_vae.data.charset import CJK_CLASS
+from poetry_vae.form import CJK_CLASS, SOURCE_LINE_MARKS
 
 CORPUS_SOURCE = "chinese-poetry@2.0.1 (npm, MIT licence)"
-LINE_PUNCTUATION = "，。？！；、："
 
 
 def line_pattern(line_length: int, num_lines: int) -> re.Pattern[str]:
-    return re.compile(f"^(?:([{CJK_CLASS}]{{{line_length}}})([{LINE_PUNCTUATION}])){{{num_lines}}}$")
+    return re.compile(f"^(?:([{CJK_CLASS}]{{{line_length}}})([{SOURCE_LINE_MARKS}])){{{num_lines}}}$")
 
 
 def poem_files(dist: Path, dynasty: str) -> list[Path]:
@@ -63,7 +62,7 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[
     poems: list[dict] = []
     seen: set[str] = set()
     stats: Counter = Counter()
-    line_split = re.compile(f"([{CJK_CLASS}]{{{line_length}}})([{LINE_PUNCTUATION}])")
+    line_split = re.compile(f"([{CJK_CLASS}]{{{line_length}}})([{SOURCE_LINE_MARKS}])")
     for dynasty in ("tang", "song"):
         for path in poem_files(dist, dynasty):
             for row in json.loads(path.read_text(encoding="utf-8")):

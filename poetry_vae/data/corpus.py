@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from poetry_vae.data.charset import CJK_CHAR
 from poetry_vae.errors import CorpusError
+from poetry_vae.form import has_shape, is_hanzi, split_lines
 
 DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "resources" / "wujue.jsonl.gz"
-_SEPARATORS = re.compile(r"[，。？！；、：,.?!;:\s]+")
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ def _open_lines(path: Path) -> list[str]:
 
 
 def _check_lines(lines: list[str], where: str, line_length: int, num_lines: int) -> tuple[str, ...]:
-    if len(lines) != num_lines or any(len(line) != line_length for line in lines):
+    if not has_shape(lines, line_length, num_lines):
         shape = " / ".join(f"{len(line)}" for line in lines) or "nothing"
         raise CorpusError(
             f"{where}: expected {num_lines} lines of {line_length} characters, found line lengths {shape}; "
@@ -69,7 +67,7 @@ def _check_lines(lines: list[str], where: str, line_length: int, num_lines: int)
         )
     for line in lines:
         for position, char in enumerate(line, start=1):
-            if not CJK_CHAR.match(char):
+            if not is_hanzi(char):
                 raise CorpusError(
                     f"{where}: stray character {char!r} (U+{ord(char):04X}) in line {line!r} at position "
                     f"{position}: poems may hold only Chinese characters and line punctuation; fix or remove this row"
@@ -97,7 +95,7 @@ def _parse_json_row(raw: str, where: str, line_length: int, num_lines: int) -> P
 
 
 def _parse_text_row(raw: str, where: str, line_length: int, num_lines: int) -> Poem:
-    lines = [part for part in _SEPARATORS.split(raw.strip()) if part]
+    lines = split_lines(raw.strip())
     return Poem(lines=_check_lines(lines, where, line_length, num_lines))
 
 

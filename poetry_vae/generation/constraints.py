@@ -25,7 +25,8 @@ from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.prosody import PATTERNS, build_masks, check_pattern, is_free, is_hanzi, rhyme_lines
+from poetry_vae.form import is_hanzi
+from poetry_vae.prosody import PATTERNS, build_masks, check_pattern, is_free, rhyme_lines
 from poetry_vae.prosody.masks import ProsodyMasks
 from poetry_vae.prosody.tables import RHYME_SYSTEMS, pingshui_table
 

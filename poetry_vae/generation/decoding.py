@@ -16,9 +16,9 @@ from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
+from poetry_vae.form import is_format_valid, render
 from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, build_plan
 from poetry_vae.generation.sampling import STRATEGIES, pick_tokens
-from poetry_vae.metrics.poetry import is_format_valid, render
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_lines, rhymes
 

@@ -2,73 +2,33 @@
 
 Pure Python (no torch). A poem is either a list of line strings without punctuation
 (``["白日依山尽", "黄河入海流", ...]``) or rendered text (``"白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"``);
-:func:`split_lines` and :func:`render` convert between the two. Rates are over *all* poems given: a malformed
-poem (not 4 lines of 5 characters) counts as not rhyming and not fitting any pattern.
+:mod:`poetry_vae.form` converts between the two. Rates are over *all* poems given: a malformed poem
+(not 4 lines of 5 characters) counts as not rhyming and not fitting any pattern.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from poetry_vae.form import PoemLike, has_shape, is_format_valid, render, split_lines
 from poetry_vae.prosody.patterns import PATTERNS, pattern_match
-from poetry_vae.prosody.tables import check_system, is_hanzi, rhymes
+from poetry_vae.prosody.tables import check_system, rhymes
 
-Poem = str | Sequence[str]
-
-LINE_PUNCTUATION = ("，", "。")
-_SPLIT = re.compile(r"[，。,.！？!?；;：:、\s]+")
 BLEU_EPSILON = 0.1
 
 
-def split_lines(text: Poem) -> list[str]:
-    """The lines of a poem: ``text`` split on CJK/ASCII punctuation and whitespace (lists pass through)."""
-    if not isinstance(text, str):
-        return list(text)
-    return [line for line in _SPLIT.split(text) if line]
-
-
-def render(lines: Sequence[str]) -> str:
-    """Render lines as ``"L1，L2。L3，L4。"`` (commas after odd-numbered lines, full stops after even ones)."""
-    return "".join(line + LINE_PUNCTUATION[i % 2] for i, line in enumerate(lines))
-
-
-def is_format_valid(text: str, line_len: int = 5, n_lines: int = 4) -> bool:
-    """True if ``text`` is exactly ``n_lines`` lines of ``line_len`` CJK ideographs punctuated ``，。，。``.
-
-    Ideographs include CJK extensions A-H and compatibility ideographs; surrounding whitespace is ignored;
-    anything else (special tokens such as ``<unk>``, ASCII, other punctuation, inner spaces) is invalid.
-    """
-    text = text.strip()
-    if len(text) != n_lines * (line_len + 1):
-        return False
-    for i in range(n_lines):
-        chunk = text[i * (line_len + 1) : (i + 1) * (line_len + 1)]
-        if chunk[-1] != LINE_PUNCTUATION[i % 2] or not all(is_hanzi(char) for char in chunk[:-1]):
-            return False
-    return True
-
-
-def _lines(poem: Poem) -> list[str]:
-    return split_lines(poem)
-
-
-def _is_quatrain(lines: Sequence[str]) -> bool:
-    return len(lines) == 4 and all(len(line) == 5 for line in lines)
-
-
-def poem_rhymes(poem: Poem, system: str = "pingshui") -> bool:
+def poem_rhymes(poem: PoemLike, system: str = "pingshui") -> bool:
     """True if the last characters of lines 2 and 4 share a rhyme class (False for a malformed poem)."""
-    lines = _lines(poem)
-    if not _is_quatrain(lines):
+    lines = split_lines(poem)
+    if not has_shape(lines):
         return False
     return rhymes(lines[1][-1], lines[3][-1], system)
 
 
-def rhyme_rate(poems: Sequence[Poem], system: str = "pingshui") -> float:
+def rhyme_rate(poems: Sequence[PoemLike], system: str = "pingshui") -> float:
     """Share of poems whose lines 2 and 4 end in a shared rhyme class (0.0 for no poems)."""
     check_system(system)
     if not poems:
@@ -76,7 +36,7 @@ def rhyme_rate(poems: Sequence[Poem], system: str = "pingshui") -> float:
     return sum(poem_rhymes(poem, system) for poem in poems) / len(poems)
 
 
-def tone_compliance(poems: Sequence[Poem], strict: bool = False, system: str = "pingshui") -> dict[str, float]:
+def tone_compliance(poems: Sequence[PoemLike], strict: bool = False, system: str = "pingshui") -> dict[str, float]:
     """``fit_rate``: share of poems fitting some pattern fully; ``position_rate``: mean best-pattern score.
 
     Free positions (0-based 0 and 2 of each line) are skipped unless ``strict``. Malformed poems score 0.
@@ -87,8 +47,8 @@ def tone_compliance(poems: Sequence[Poem], strict: bool = False, system: str = "
     fits = 0
     score_sum = 0.0
     for poem in poems:
-        lines = _lines(poem)
-        if not _is_quatrain(lines):
+        lines = split_lines(poem)
+        if not has_shape(lines):
             continue
         best = max(pattern_match(lines, name, strict, system) for name in PATTERNS)
         score_sum += best
@@ -96,13 +56,13 @@ def tone_compliance(poems: Sequence[Poem], strict: bool = False, system: str = "
     return {"fit_rate": fits / len(poems), "position_rate": score_sum / len(poems)}
 
 
-def distinct_n(poems: Sequence[Poem], n: int) -> float:
+def distinct_n(poems: Sequence[PoemLike], n: int) -> float:
     """Distinct / total character n-grams over all poems, n-grams taken inside lines only (0.0 if none)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     grams: Counter[str] = Counter()
     for poem in poems:
-        for line in _lines(poem):
+        for line in split_lines(poem):
             grams.update(line[i : i + n] for i in range(len(line) - n + 1))
     total = sum(grams.values())
     return len(grams) / total if total else 0.0
@@ -146,7 +106,7 @@ def sentence_bleu(hypothesis: str, references: Iterable[str], max_n: int = 4) ->
     return _bleu_from_counts(_ngrams(hypothesis, max_n), len(hypothesis), max_ref, ref_len, max_n)
 
 
-def self_bleu(poems: Sequence[Poem], max_n: int = 4, sample: int | None = 1000, seed: int = 0) -> float:
+def self_bleu(poems: Sequence[PoemLike], max_n: int = 4, sample: int | None = 1000, seed: int = 0) -> float:
     """Mean BLEU of each poem against all the others (characters of its lines joined, no punctuation).
 
     With more than ``sample`` poems a deterministic random subset of ``sample`` poems (``random.Random(seed)``)
@@ -154,7 +114,7 @@ def self_bleu(poems: Sequence[Poem], max_n: int = 4, sample: int | None = 1000, 
     hypothesis itself is read from a top-two index, so the cost is linear in the number of n-grams.
     Returns ``nan`` for fewer than two poems.
     """
-    texts = ["".join(_lines(poem)) for poem in poems]
+    texts = ["".join(split_lines(poem)) for poem in poems]
     if sample is not None and len(texts) > sample:
         picked = sorted(random.Random(seed).sample(range(len(texts)), sample))
         texts = [texts[i] for i in picked]
@@ -189,27 +149,27 @@ def self_bleu(poems: Sequence[Poem], max_n: int = 4, sample: int | None = 1000, 
     return sum(scores) / len(scores)
 
 
-def novelty(poems: Sequence[Poem], train_poems: Sequence[Poem]) -> dict[str, float]:
+def novelty(poems: Sequence[PoemLike], train_poems: Sequence[PoemLike]) -> dict[str, float]:
     """``copied_poem_rate``: share of poems equal (line by line) to a training poem; ``copied_line_rate``:
     share of all lines that occur as a line of some training poem."""
-    train_sets = [tuple(_lines(poem)) for poem in train_poems]
+    train_sets = [tuple(split_lines(poem)) for poem in train_poems]
     train_poem_set = set(train_sets)
     train_line_set = {line for lines in train_sets for line in lines}
-    copied_poems = copied_lines = n_lines = 0
+    copied_poems = copied_lines = total_lines = 0
     for poem in poems:
-        lines = _lines(poem)
+        lines = split_lines(poem)
         copied_poems += tuple(lines) in train_poem_set
         copied_lines += sum(line in train_line_set for line in lines)
-        n_lines += len(lines)
+        total_lines += len(lines)
     return {
         "copied_poem_rate": copied_poems / len(poems) if poems else 0.0,
-        "copied_line_rate": copied_lines / n_lines if n_lines else 0.0,
+        "copied_line_rate": copied_lines / total_lines if total_lines else 0.0,
     }
 
 
 def poetry_report(
-    poems: Sequence[Poem],
-    train_poems: Sequence[Poem] | None = None,
+    poems: Sequence[PoemLike],
+    train_poems: Sequence[PoemLike] | None = None,
     system: str = "pingshui",
     self_bleu_sample: int | None = 1000,
 ) -> dict[str, float]:

@@ -10,9 +10,6 @@ from typing import TYPE_CHECKING, Any
 
 from poetry_vae.prosody.patterns import (
     FREE_POSITIONS,
-    LINE_LEN,
-    N_LINES,
-    PATTERN_LABELS,
     PATTERNS,
     best_pattern,
     check_pattern,
@@ -28,7 +25,6 @@ from poetry_vae.prosody.tables import (
     check_system,
     class_names,
     in_table,
-    is_hanzi,
     rhyme_classes,
     rhymes,
     tones,
@@ -39,10 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FREE_POSITIONS",
-    "LINE_LEN",
-    "N_LINES",
     "PATTERNS",
-    "PATTERN_LABELS",
     "RHYME_SYSTEMS",
     "XINYUN_CLASSES",
     "ProsodyMasks",
@@ -54,7 +47,6 @@ __all__ = [
     "fits_pattern",
     "in_table",
     "is_free",
-    "is_hanzi",
     "pattern_match",
     "pattern_tones",
     "rhyme_classes",

@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from poetry_vae.errors import PromptError
+from poetry_vae.form import LINE_LENGTH, NUM_LINES, has_shape
 from poetry_vae.prosody.tables import tones
 
-LINE_LEN = 5
-N_LINES = 4
 FREE_POSITIONS: tuple[int, ...] = (0, 2)
 
 PATTERNS: dict[str, tuple[str, str, str, str]] = {
@@ -22,12 +21,6 @@ PATTERNS: dict[str, tuple[str, str, str, str]] = {
     "zeqi_rhymed_first": ("ZZZPP", "PPZZP", "PPPZZ", "ZZZPP"),  # 仄起首句入韵
     "pingqi": ("PPPZZ", "ZZZPP", "ZZPPZ", "PPZZP"),  # 平起首句不入韵
     "pingqi_rhymed_first": ("PPZZP", "ZZZPP", "ZZPPZ", "PPZZP"),  # 平起首句入韵
-}
-PATTERN_LABELS: dict[str, str] = {
-    "zeqi": "仄起首句不入韵",
-    "zeqi_rhymed_first": "仄起首句入韵",
-    "pingqi": "平起首句不入韵",
-    "pingqi_rhymed_first": "平起首句入韵",
 }
 
 
@@ -50,8 +43,8 @@ def is_free(pos: int, strict: bool = False) -> bool:
 
 
 def _check_lines(lines: Sequence[str]) -> None:
-    if len(lines) != N_LINES or any(len(line) != LINE_LEN for line in lines):
-        raise ValueError(f"expected {N_LINES} lines of {LINE_LEN} characters, got {list(lines)!r}")
+    if not has_shape(lines, LINE_LENGTH, NUM_LINES):
+        raise ValueError(f"expected {NUM_LINES} lines of {LINE_LENGTH} characters, got {list(lines)!r}")
 
 
 def _counts(lines: Sequence[str], pattern: str, strict: bool, system: str) -> tuple[int, int]:

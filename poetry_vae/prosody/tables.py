@@ -35,11 +35,10 @@ import gzip
 import json
 from importlib import resources
 
-from poetry_vae.data.charset import is_cjk
 from poetry_vae.errors import PromptError
+from poetry_vae.form import is_hanzi
 
 RHYME_SYSTEMS: tuple[str, ...] = ("pingshui", "xinyun")
-TONES: tuple[str, str] = ("P", "Z")
 PINGSHUI_RESOURCE = "pingshui.json.gz"
 
 XINYUN_CLASSES: tuple[str, ...] = (
@@ -69,11 +68,6 @@ def check_system(system: str) -> str:
     if system not in RHYME_SYSTEMS:
         raise PromptError(f"unknown rhyme system {system!r}; choose one of {', '.join(RHYME_SYSTEMS)}")
     return system
-
-
-def is_hanzi(char: str) -> bool:
-    """True for one CJK ideograph: the corpus's own definition (:func:`poetry_vae.data.charset.is_cjk`)."""
-    return is_cjk(char)
 
 
 @functools.cache

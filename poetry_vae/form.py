@@ -1,0 +1,73 @@
+"""The written form of a poem: what counts as a Chinese character, how lines are split, rendered and checked.
+
+A quatrain is ``num_lines`` lines of ``line_length`` characters (五绝 4 × 5, 七绝 4 × 7). It is written
+``L1，L2。L3，L4。``: a comma after odd-numbered lines, a full stop after even ones. Readers are lenient (any
+punctuation or space separates lines); writers and the format check are strict.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+LINE_LENGTH = 5  # 五言
+NUM_LINES = 4  # 绝句
+
+# Unified ideographs, Extension A, Extensions B–H, compatibility ideographs and their supplement: a filter on
+# U+4E00–9FA5 alone drops ~120 real characters of the corpus.
+CJK_CLASS = (
+    "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+    "\U00020000-\U0002a6df\U0002a700-\U0002ebef\U00030000-\U000323af\U0002f800-\U0002fa1f"
+)
+CJK_CHAR = re.compile(f"[{CJK_CLASS}]")
+
+SOURCE_LINE_MARKS = "，。？！；、："  # marks that close a line in the source texts
+RENDER_MARKS = ("，", "。")  # what we write after odd- and even-numbered lines
+_SEPARATORS = re.compile(r"[，。？！；、：,.?!;:\s]+")
+
+PoemLike = str | Sequence[str]  # rendered text, or its lines without punctuation
+
+
+def is_hanzi(char: str) -> bool:
+    """True for exactly one CJK ideograph."""
+    return len(char) == 1 and CJK_CHAR.match(char) is not None
+
+
+def split_lines(poem: PoemLike) -> list[str]:
+    """The lines of a poem: text split on CJK/ASCII punctuation and whitespace (lists pass through)."""
+    if not isinstance(poem, str):
+        return list(poem)
+    return [line for line in _SEPARATORS.split(poem) if line]
+
+
+def render(lines: Sequence[str]) -> str:
+    """``"L1，L2。L3，L4。"``."""
+    return "".join(line + RENDER_MARKS[i % 2] for i, line in enumerate(lines))
+
+
+def has_shape(lines: Sequence[str], line_length: int = LINE_LENGTH, num_lines: int = NUM_LINES) -> bool:
+    """True if there are ``num_lines`` lines of ``line_length`` characters each (characters not checked)."""
+    return len(lines) == num_lines and all(len(line) == line_length for line in lines)
+
+
+def line_length_of(lines: Sequence[str]) -> int | None:
+    """The common length of ``lines`` (None if they differ or there are none)."""
+    lengths = {len(line) for line in lines}
+    return lengths.pop() if len(lengths) == 1 else None
+
+
+def is_format_valid(text: str, line_length: int = LINE_LENGTH, num_lines: int = NUM_LINES) -> bool:
+    """True if ``text`` is exactly ``num_lines`` lines of ``line_length`` ideographs punctuated ``，。，。``.
+
+    Surrounding whitespace is ignored; anything else (special tokens such as ``<unk>``, ASCII, other
+    punctuation, inner spaces) is invalid.
+    """
+    text = text.strip()
+    width = line_length + 1
+    if len(text) != num_lines * width:
+        return False
+    chunks = [text[i * width : (i + 1) * width] for i in range(num_lines)]
+    return all(
+        chunk[-1] == RENDER_MARKS[i % 2] and all(is_hanzi(char) for char in chunk[:-1])
+        for i, chunk in enumerate(chunks)
+    )
