@@ -20,21 +20,22 @@ from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
-from poetry_vae.generation.decoding import DecodeRequest, GeneratedPoem, generate, sample_prior
+from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import homotopy, reconstruct
+from poetry_vae.generation.request import FORM_FIELDS, REQUEST_FIELDS, DecodeRequest, GeneratedPoem
 from poetry_vae.metrics.poetry import poetry_report
 
 MODES = ("prior", "reconstruct", "interpolate")
-REQUEST_KEYS = ("strategy", "temperature", "top_k", "top_p", "beam_size", "rhyme", "rhyme_first_line", "tone",
-                "strict_tone", "first_line", "acrostic", "no_repeat")
 
 
-def decode_request(cfg: DictConfig) -> DecodeRequest:
-    values = {key: cfg[key] for key in REQUEST_KEYS}
+def decode_request(cfg: DictConfig, form: dict[str, Any]) -> DecodeRequest:
+    """The request from the command line's decoding keys; the form's sizes from the checkpoint's data settings."""
+    values = {key: cfg[key] for key in REQUEST_FIELDS}
     for key in ("first_line", "acrostic"):  # Hydra parses 一二三四 fine, but digits or numbers need str()
         if values[key] is not None:
             values[key] = str(values[key])
-    return DecodeRequest(**values)
+    sizes = {key: int(form[key]) for key in FORM_FIELDS if key in form}
+    return DecodeRequest(**values, **sizes)
 
 
 def write_poems(cfg: DictConfig) -> list[GeneratedPoem]:
@@ -44,7 +45,7 @@ def write_poems(cfg: DictConfig) -> list[GeneratedPoem]:
     if cfg.mode not in MODES:
         raise PromptError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
     ckpt = load_checkpoint(cfg.ckpt_path, map_location=cfg.device)
-    request = decode_request(cfg)
+    request = decode_request(cfg, ckpt.data_hparams)
     generator = torch.Generator(device=cfg.device).manual_seed(int(cfg.seed))
     poems_in = [str(p) for p in cfg.poems]
     if cfg.mode == "prior":

@@ -17,7 +17,8 @@ from pytorch_lightning.loggers import WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from poetry_vae.atomic import atomic_write_text
-from poetry_vae.generation.decoding import DecodeRequest, generate, sample_prior
+from poetry_vae.generation.decoding import generate, sample_prior
+from poetry_vae.generation.request import DecodeRequest
 
 
 class PoemSamples(pl.Callback):

@@ -1,13 +1,8 @@
 """Generation: batched constrained decoding (form, rhyme, tone, prompts) and latent-space tools."""
 
-from poetry_vae.generation.decoding import (
-    DecodeRequest,
-    GeneratedPoem,
-    check_constraints,
-    generate,
-    sample_prior,
-)
+from poetry_vae.generation.decoding import check_constraints, generate, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts, homotopy, interpolate, nearest, reconstruct
+from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 
 __all__ = [
     "DecodeRequest",

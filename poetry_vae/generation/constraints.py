@@ -17,7 +17,6 @@ from __future__ import annotations
 import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from opencc import OpenCC
@@ -26,12 +25,10 @@ from torch import Tensor
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_hanzi
+from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.prosody import PATTERNS, build_masks, check_pattern, is_free, rhyme_lines
 from poetry_vae.prosody.masks import ProsodyMasks
 from poetry_vae.prosody.tables import RHYME_SYSTEMS, pingshui_table
-
-if TYPE_CHECKING:
-    from poetry_vae.generation.decoding import DecodeRequest
 
 ANY = "*"  # pseudo-pattern: no tone constraint
 # The first rhyme character must leave its class this many spare members beyond the rhyme positions still to

@@ -9,8 +9,6 @@ holds is re-checked afterwards by the independent checkers in :mod:`poetry_vae.m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 from torch import Tensor
 
@@ -18,51 +16,10 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_format_valid, render
 from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, build_plan
-from poetry_vae.generation.sampling import STRATEGIES, pick_tokens
+from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
+from poetry_vae.generation.sampling import pick_tokens
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_lines, rhymes
-
-
-@dataclass
-class DecodeRequest:
-    """Everything a user can ask of the decoder."""
-
-    strategy: str = "top_p"  # greedy | sample | top_k | top_p | beam
-    temperature: float = 1.0
-    top_k: int = 50
-    top_p: float = 0.9
-    beam_size: int = 5
-    rhyme: str | None = None  # None | "pingshui" | "xinyun"
-    rhyme_first_line: bool = False
-    tone: str | None = None  # None | "auto" | a name in PATTERNS
-    strict_tone: bool = False  # also constrain positions 1 and 3 of each line
-    first_line: str | None = None  # line_length characters: the model writes the rest
-    acrostic: str | None = None  # num_lines characters: each line starts with one
-    no_repeat: bool = False  # no character twice in a poem
-    line_length: int = 5
-    num_lines: int = 4
-
-    def validate(self) -> None:
-        """Numeric settings; prompt and prosody checks happen in :func:`build_plan` (they need the vocabulary)."""
-        if self.strategy not in STRATEGIES:
-            raise PromptError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if not self.temperature > 0:
-            raise PromptError(f"temperature must be > 0, got {self.temperature}")
-        if self.top_k < 1:
-            raise PromptError(f"top_k must be >= 1, got {self.top_k}")
-        if not 0 < self.top_p <= 1:
-            raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.beam_size < 1:
-            raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
-
-
-@dataclass
-class GeneratedPoem:
-    text: str  # rendered: L1，L2。L3，L4。
-    lines: list[str]
-    log_prob: float  # sum of the model's unconstrained log-probs of the chosen characters
-    constraints: dict[str, bool] = field(default_factory=dict)  # requested constraint -> holds (re-checked)
-    pattern: str | None = None  # the tone pattern the poem fits, when a tone constraint was requested
 
 
 def sample_prior(model: PoemVAE, n: int, generator: torch.Generator | None = None) -> Tensor | None:

@@ -12,7 +12,8 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import split_lines
 from poetry_vae.generation.constraints import check_prompt_chars
-from poetry_vae.generation.decoding import DecodeRequest, GeneratedPoem, generate
+from poetry_vae.generation.decoding import generate
+from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.model.vae import PoemVAE
 
 

@@ -1,0 +1,60 @@
+"""What a user can ask of the decoder, and what it gives back: plain dataclasses with no decoding logic.
+
+The sample command's accepted keys are these fields (``REQUEST_FIELDS``), so a new decoding option is one field
+here plus its use in :mod:`.constraints` or :mod:`.decoding`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from poetry_vae.errors import PromptError
+from poetry_vae.generation.sampling import STRATEGIES
+
+
+@dataclass
+class DecodeRequest:
+    """Everything a user can ask of the decoder."""
+
+    strategy: str = "top_p"  # greedy | sample | top_k | top_p | beam
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.9
+    beam_size: int = 5
+    rhyme: str | None = None  # None | "pingshui" | "xinyun"
+    rhyme_first_line: bool = False
+    tone: str | None = None  # None | "auto" | a name in PATTERNS
+    strict_tone: bool = False  # also constrain positions 1 and 3 of each line
+    first_line: str | None = None  # line_length characters: the model writes the rest
+    acrostic: str | None = None  # num_lines characters: each line starts with one
+    no_repeat: bool = False  # no character twice in a poem
+    line_length: int = 5
+    num_lines: int = 4
+
+    def validate(self) -> None:
+        """Numeric settings; prompt and prosody checks happen in :func:`build_plan` (they need the vocabulary)."""
+        if self.strategy not in STRATEGIES:
+            raise PromptError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if not self.temperature > 0:
+            raise PromptError(f"temperature must be > 0, got {self.temperature}")
+        if self.top_k < 1:
+            raise PromptError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.beam_size < 1:
+            raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
+
+
+@dataclass
+class GeneratedPoem:
+    text: str  # rendered: L1，L2。L3，L4。
+    lines: list[str]
+    log_prob: float  # sum of the model's unconstrained log-probs of the chosen characters
+    constraints: dict[str, bool] = field(default_factory=dict)  # requested constraint -> holds (re-checked)
+    pattern: str | None = None  # the tone pattern the poem fits, when a tone constraint was requested
+
+
+# Set by the user (the form's sizes come from the checkpoint's data settings, not from the command line).
+FORM_FIELDS = ("line_length", "num_lines")
+REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeRequest) if f.name not in FORM_FIELDS)
