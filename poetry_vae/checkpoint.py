@@ -1,4 +1,8 @@
-"""Safe checkpoint loading: ``weights_only=True`` always, one-line errors for missing, corrupt or foreign files."""
+"""Safe checkpoint loading: ``weights_only=True`` always, one-line errors for missing, corrupt or foreign files.
+
+Torch only: sampling and evaluation rebuild the model from the checkpoint's plain hyper-parameters, as nanoGPT's
+``sample.py`` does, without importing Lightning.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,9 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import CheckpointError, CorpusError, PoetryVAEError
-from poetry_vae.lit_module import CHECKPOINT_FORMAT, build_model
-from poetry_vae.model import PoemVAE
+from poetry_vae.model import PoemVAE, build_model
 
+CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
 _MODEL_PREFIX = "model."
 
 
@@ -28,9 +32,27 @@ class LoadedCheckpoint:
     data_hparams: dict[str, Any]  # the QuatrainDataModule's arguments: rebuilds the same split and vocabulary
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device, or a one-line error where it does not exist on this machine."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CheckpointError(f"device={device!r} is not a device: use cpu, cuda or cuda:<index>") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise CheckpointError(f"device={device}: no CUDA GPU is available on this machine; use device=cpu")
+        if resolved.index is not None and resolved.index >= count:
+            raise CheckpointError(f"device={device}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
+    elif resolved.type != "cpu":
+        raise CheckpointError(f"device={device}: only cpu and cuda devices are supported")
+    return resolved
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, loaded without unpickling arbitrary objects."""
     path = Path(path)
+    map_location = check_device(map_location)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     try:

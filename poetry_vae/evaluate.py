@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.atomic import atomic_write_text
-from poetry_vae.checkpoint import read_checkpoint
+from poetry_vae.checkpoint import check_device, read_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
@@ -27,6 +27,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise PromptError(f"split={cfg.split!r}: use val or test")
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
+    device = check_device(cfg.device)
     raw = read_checkpoint(cfg.ckpt_path)  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
                "iw_chunk": int(cfg.iw_chunk)}
@@ -34,7 +35,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module.load_state_dict(raw["state_dict"])
     datamodule = QuatrainDataModule(**(raw.get("datamodule_hyper_parameters") or {}))
     pl.seed_everything(int(cfg.seed), verbose=False)
-    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    on_gpu = device.type == "cuda"
+    trainer = pl.Trainer(accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
     results = run(module, datamodule=datamodule, verbose=False)[0]

@@ -16,20 +16,14 @@ from hydra.utils import instantiate
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from poetry_vae.checkpoint import CHECKPOINT_FORMAT
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.metrics.latent import active_units, iw_log_likelihood, mutual_information
-from poetry_vae.model import PoemVAE, VAEConfig
-from poetry_vae.objective import ConstantBeta, elbo_terms
+from poetry_vae.model import build_model
+from poetry_vae.objective import ConstantBeta, ObjectiveConfig, elbo_terms
 
-CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"
 _EVAL_STAGES = ("val", "test")
 _ON_PROGRESS_BAR = ("loss", "kl", "beta", "iw_nll_char", "active_units")
-
-
-def build_model(model: dict[str, Any], vocab: Vocabulary) -> PoemVAE:
-    """The PoemVAE of a checkpoint's ``model`` hyper-parameters; sizes and special ids come from the vocabulary."""
-    ids = {"pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "unk_id": vocab.unk_id}
-    return PoemVAE(VAEConfig.from_dict({**model, **ids, "vocab_size": len(vocab)}))
 
 
 class PoemVAEModule(pl.LightningModule):
@@ -37,10 +31,10 @@ class PoemVAEModule(pl.LightningModule):
         self,
         model: dict[str, Any],
         vocab: dict[str, Any],
+        objective: dict[str, Any] | None = None,
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         anneal: dict[str, Any] | None = None,
-        free_bits: float = 0.0,
         iw_samples_val: int = 10,
         iw_samples_test: int = 500,
         iw_chunk: int = 50,
@@ -49,6 +43,7 @@ class PoemVAEModule(pl.LightningModule):
         self.save_hyperparameters(logger=False)  # into checkpoints; loggers get the readable Hydra config instead
         self.vocab = Vocabulary.from_dict(vocab)
         self.model = build_model(model, self.vocab)
+        self.objective = ObjectiveConfig(**(objective or {}))
         self.beta_schedule = instantiate(anneal) if anneal else ConstantBeta(1.0)
         # Epoch-level evaluation sums; MeanMetric syncs across DDP ranks by itself.
         self.eval_means = torch.nn.ModuleDict(
@@ -64,9 +59,9 @@ class PoemVAEModule(pl.LightningModule):
         return float(self.beta_schedule(self.global_step))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        out = self.model(batch["tokens"], batch["dec_in"], batch["target"])
+        out = self.model(batch["tokens"], batch["dec_in"], batch["target"], self.objective.word_dropout)
         beta = self.current_beta()
-        terms = elbo_terms(out.rec, out.kl, beta, self.hparams.free_bits)
+        terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)
         positions = self._positions(batch)
         size = batch["tokens"].size(0)
         logs = {

@@ -14,6 +14,22 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from poetry_vae.errors import PoetryVAEError
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """What the training loss adds to the reconstruction term; ``conf/objective/*.yaml`` maps onto it."""
+
+    free_bits: float = 0.0  # per-dimension KL floor in nats (0 = off)
+    word_dropout: float = 0.0  # decoder inputs (not <s>, not pad) -> <unk> at this rate, training only
+
+    def __post_init__(self) -> None:
+        if self.free_bits < 0:
+            raise PoetryVAEError(f"objective.free_bits={self.free_bits}: must be >= 0 nats")
+        if not 0.0 <= self.word_dropout <= 1.0:
+            raise PoetryVAEError(f"objective.word_dropout={self.word_dropout}: must be in [0, 1]")
+
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per dimension: (B, Z) -> (B, Z)."""

@@ -18,7 +18,6 @@ from rich.table import Table
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import hydra_command
-from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import homotopy, reconstruct
@@ -93,6 +92,8 @@ def show(poems: list[GeneratedPoem], cfg: DictConfig) -> None:
 
 def show_report(poems: list[GeneratedPoem], data_hparams: dict[str, Any], seed: int) -> None:
     """Poetry metrics of these poems beside the same metrics on as many human poems from the test split."""
+    from poetry_vae.data.datamodule import QuatrainDataModule  # Lightning is needed only for this report
+
     datamodule = QuatrainDataModule(**data_hparams)  # the checkpoint's own split
     datamodule.prepare()
     test = [list(p.lines) for p in datamodule.poems["test"]]

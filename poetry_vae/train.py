@@ -24,7 +24,7 @@ from poetry_vae.lit_module import PoemVAEModule
 warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
-MODEL_EXTRAS = ("free_bits", "init_embeddings")
+EMBEDDING_INITS = ("word2vec", "random")
 NEEDS_LOGGER = ("LearningRateMonitor", "ThroughputMonitor")
 PROGRESS_BARS = ("RichProgressBar", "TQDMProgressBar")
 
@@ -48,24 +48,27 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     return ckpt_path
 
 
+def _plain(node: DictConfig | None) -> Any:
+    """A config node as plain Python values (what checkpoints may hold), or None when empty."""
+    return OmegaConf.to_container(node, resolve=True) or None if node is not None else None
+
+
 def build_module(cfg: DictConfig, datamodule: Any) -> PoemVAEModule:
+    """The LightningModule: each config node is passed whole to the argument of the same name."""
+    if cfg.init_embeddings not in EMBEDDING_INITS:
+        raise PoetryVAEError(f"init_embeddings={cfg.init_embeddings!r}: use one of {', '.join(EMBEDDING_INITS)}")
     vocab = datamodule.prepare()
-    model_cfg: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
-    extras = {key: model_cfg.pop(key) for key in MODEL_EXTRAS}
-    plain = lambda node: OmegaConf.to_container(node, resolve=True) or None  # noqa: E731
     module = PoemVAEModule(
-        model=model_cfg,
+        model=_plain(cfg.model),
         vocab=vocab.to_dict(),
-        optimizer=plain(cfg.optimizer),
-        scheduler=plain(cfg.scheduler),
-        anneal=plain(cfg.anneal),
-        free_bits=float(extras["free_bits"]),
-        **OmegaConf.to_container(cfg.evaluation),  # type: ignore[arg-type]
+        objective=_plain(cfg.objective),
+        optimizer=_plain(cfg.optimizer),
+        scheduler=_plain(cfg.scheduler),
+        anneal=_plain(cfg.anneal),
+        **_plain(cfg.evaluation),
     )
-    if extras["init_embeddings"] == "word2vec":
+    if cfg.init_embeddings == "word2vec":
         module.model.load_embeddings(torch.from_numpy(datamodule.embedding_matrix(module.model.cfg.embed_dim)))
-    elif extras["init_embeddings"] != "random":
-        raise PoetryVAEError(f"model.init_embeddings={extras['init_embeddings']!r}: use word2vec or random")
     return module
 
 

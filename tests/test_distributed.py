@@ -17,7 +17,7 @@ def test_multirun_with_ddp_runs_each_job_once(tmp_path: Path) -> None:
     args = [*TINY_TRAIN_OVERRIDES, "data.limit_train_poems=64", "data.batch_size=16", "trainer.max_epochs=1",
             "trainer.limit_val_batches=1", f"paths.cache_dir={tmp_path / 'cache'}"]
     command = [sys.executable, "-m", "poetry_vae.train", "-m", *args, "trainer=ddp", "trainer.devices=2",
-               "trainer.accelerator=cpu", "model.word_dropout=0,0.25", f"paths.multirun_root={tmp_path / 'mr'}",
+               "trainer.accelerator=cpu", "objective.word_dropout=0,0.25", f"paths.multirun_root={tmp_path / 'mr'}",
                "run_name=sweep"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -31,4 +31,4 @@ def test_multirun_with_ddp_runs_each_job_once(tmp_path: Path) -> None:
         assert [p.name for p in (run / "csv").iterdir()] == ["version_0"]  # one training run per job
         assert (run / "train_ddp_process_1.log").is_file()  # rank 1 ran inside this job's directory
         overrides = (run / ".hydra" / "overrides.yaml").read_text("utf-8")
-        assert f"model.word_dropout={'0' if job == '0' else '0.25'}" in overrides
+        assert f"objective.word_dropout={'0' if job == '0' else '0.25'}" in overrides

@@ -140,19 +140,18 @@ def test_overfits_random_poems(output_layer: str) -> None:
     assert out.rec.mean().item() < 0.3 * first
 
 
-def test_word_dropout_only_in_training() -> None:
-    model = tiny(word_dropout=1.0, dropout=0.0)
+def test_word_dropout_replaces_decoder_inputs_only_when_asked() -> None:
+    model = tiny(dropout=0.0).eval()
     _, dec_in, target = batch()
     z = torch.randn(4, 8)
-    model.eval()
     clean = model.token_log_probs(dec_in, target, z)
     all_unk = dec_in.clone()
     all_unk[:, 1:] = 3
     expected = model.token_log_probs(all_unk, target, z)
-    model.train()
-    dropped = model.token_log_probs(dec_in, target, z)
+    dropped = model.token_log_probs(dec_in, target, z, word_dropout_rate=1.0)
     torch.testing.assert_close(dropped, expected)
     assert not torch.allclose(dropped, clean)
+    torch.testing.assert_close(model.token_log_probs(dec_in, target, z, word_dropout_rate=0.0), clean)
 
 
 def test_load_embeddings_and_config_roundtrip() -> None:

@@ -211,7 +211,7 @@ TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "，", "。", "国", "东", "中", "�
 def test_build_masks_consistent_with_lookups(system: str) -> None:
     masks = build_masks(TOKENS, system)
     names = list(class_names(system))
-    assert masks.vocab_size == len(TOKENS) and masks.num_classes == len(names) == masks.rhyme.shape[0]
+    assert masks.rhyme.shape == (len(names), len(TOKENS)) and masks.ping.shape == (len(TOKENS),)
     assert masks.class_names == names
     for i, token in enumerate(TOKENS):
         if not is_hanzi(token):
@@ -229,15 +229,12 @@ def test_masks_queries() -> None:
     shan, jian, dong, zhong, guo = (TOKENS.index(c) for c in "山间东中国")
     assert masks.ze[guo] and not masks.ping[guo]
     assert masks.ping[zhong] and masks.ze[zhong]
-    row = masks.rhyme_mask([masks.class_id("上平声一东"), -1])
-    assert row.shape == (2, len(TOKENS))
-    assert {TOKENS[i] for i in row[0].nonzero().flatten().tolist()} == {"东", "中"}
-    assert row[1].all()
-    like = masks.rhyme_mask_like([shan])
-    assert like[0, jian] and like[0, shan] and not like[0, dong]
-    assert not masks.rhyme_mask_like([TOKENS.index("<unk>")]).any()
-    with pytest.raises(PromptError):
-        masks.class_id("一麻")  # a 新韵 class name is not a 平水韵 class
+    row = masks.rhyme[masks.class_names.index("上平声一东")]
+    assert {TOKENS[i] for i in row.nonzero().flatten().tolist()} == {"东", "中"}
+    shared = masks.rhyme[:, shan].float() @ masks.rhyme.float() > 0  # tokens sharing a class with 山
+    assert shared[jian] and shared[shan] and not shared[dong]
+    assert not masks.rhyme[:, TOKENS.index("<unk>")].any()
+    assert "一麻" not in masks.class_names  # a 新韵 class name is not a 平水韵 class
     with pytest.raises(PromptError):
         masks.tone_mask("X")
 

@@ -30,7 +30,7 @@ def test_two_trial_optuna_search_returns_the_objective(tmp_path: Path) -> None:
     (sweep,) = (tmp_path / "mr" / "optuna").iterdir()
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
     results = yaml.safe_load((sweep / "optimization_results.yaml").read_text("utf-8"))
-    assert set(results["best_params"]) == {"model.word_dropout", "model.free_bits", "optimizer.lr", "anneal"}
+    assert set(results["best_params"]) == {"objective.word_dropout", "objective.free_bits", "optimizer.lr", "anneal"}
     assert 0.0 < results["best_value"] < 10.0  # validation IW-NLL per character, in nats
 
 

@@ -22,7 +22,7 @@ from poetry_vae.train import train
 
 
 def make_cfg(out: Path, cache: Path, *overrides: str) -> DictConfig:
-    return tiny_train_config(out, cache, "anneal=linear", "anneal.warmup_steps=6", "model.word_dropout=0.2",
+    return tiny_train_config(out, cache, "anneal=linear", "anneal.warmup_steps=6", "objective.word_dropout=0.2",
                              *overrides)
 
 
@@ -122,7 +122,7 @@ def test_bad_config_is_one_line_naming_the_key(args: list[str], named: str) -> N
     with pytest.raises(ConfigError, match=named) as error:
         check_overrides("train", args)
     assert "\n" not in str(error.value)
-    check_overrides("train", ["anneal=linear,cyclical", "model.word_dropout=0,0.25", "-m"])  # a valid sweep
+    check_overrides("train", ["anneal=linear,cyclical", "objective.word_dropout=0,0.25", "-m"])  # a valid sweep
 
 
 def test_cli_bad_key_exit_status_and_single_line(tmp_path: Path) -> None:

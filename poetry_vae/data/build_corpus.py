@@ -20,6 +20,7 @@ from pathlib import Path
 
 import opencc
 
+from poetry_vae.atomic import atomic_path
 from poetry_vae.form import CJK_CLASS, SOURCE_LINE_MARKS
 
 CORPUS_SOURCE = "chinese-poetry@2.0.1 (npm, MIT licence)"
@@ -97,12 +98,10 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[
 
 def write_corpus(poems: list[dict], out: Path) -> None:
     """Deterministic bytes (gzip mtime 0) written whole: a temporary file renamed into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz:
+    with atomic_path(out) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz:
         for poem in poems:
             gz.write((json.dumps(poem, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
-    tmp.replace(out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -143,10 +143,6 @@ class QuatrainDataModule(pl.LightningDataModule):
         return cached_embeddings(texts, vocab, dim, self.cache_dir, window=hp.word2vec_window,
                                  epochs=hp.word2vec_epochs, seed=hp.word2vec_seed)
 
-    def unk_rate(self, split: str = "val") -> float:
-        tokens = self.tensors[split]["tokens"]
-        return float((tokens == Vocabulary.unk_id).float().mean())
-
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         self.prepare()
         hp = self.hparams

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import gensim
 import numpy as np
 from gensim.models import Word2Vec
 
+from poetry_vae.atomic import atomic_write
 from poetry_vae.data.vocab import SPECIALS, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -57,8 +57,5 @@ def cached_embeddings(texts: list[str], vocab: Vocabulary, dim: int, cache_dir: 
         log.warning("word2vec cache %s is damaged; retraining", path)
     log.info("training word2vec (%d-d) on %d poems; cached in %s", dim, len(texts), path)
     matrix = train_word2vec(texts, vocab, dim, window, epochs, sg, seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, matrix)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: np.save(tmp, matrix))
     return matrix

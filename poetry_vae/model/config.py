@@ -23,8 +23,7 @@ class VAEConfig:
     decoder_layers: int = 2
     dropout: float = 0.5
     z_to_initial_state: bool = True  # z -> tanh(Linear) -> decoder (h0, c0) for every layer
-    z_to_every_input: bool = True  # z concatenated to every decoder input step (the seed's way)
-    word_dropout: float = 0.0  # training only: decoder input tokens (not <s>, not pad) -> <unk> at this rate
+    z_to_every_input: bool = True  # z concatenated to every decoder input step (the original program's way)
     output_layer: str = "softmax"  # "softmax" | "adaptive" (nn.AdaptiveLogSoftmaxWithLoss)
     adaptive_cutoffs: tuple[int, ...] = (1000, 3000)  # those >= vocab_size are dropped at build time
     adaptive_div_value: float = 4.0
@@ -44,7 +43,6 @@ class VAEConfig:
                 f"output_layer={self.output_layer!r}, not one of {OUTPUT_LAYERS}",
             ),
             (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
-            (not 0.0 <= self.word_dropout <= 1.0, f"word_dropout={self.word_dropout} must be in [0, 1]"),
             (
                 self.use_latent and not (self.z_to_initial_state or self.z_to_every_input),
                 "use_latent=True needs z_to_initial_state or z_to_every_input, otherwise z is unused",
@@ -65,12 +63,15 @@ class VAEConfig:
     def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
         """Inverse of ``to_dict``. Unknown keys are an error naming them; missing keys take defaults."""
         known = {f.name for f in dataclasses.fields(cls)}
+        d = {key: value for key, value in d.items() if key not in _MOVED_TO_OBJECTIVE}
         unknown = sorted(set(d) - known)
         if unknown:
             raise PoetryVAEError(f"unknown model config key(s): {', '.join(unknown)}")
         return cls(**dict(d))
 
 
+# Keys that older checkpoints hold in the model's hyper-parameters; the objective owns them now.
+_MOVED_TO_OBJECTIVE = ("word_dropout",)
 _POSITIVE = (
     "embed_dim",
     "encoder_hidden",

@@ -71,34 +71,36 @@ class PoemVAE(nn.Module):
         self._check_z(z)
         return self.decoder.initial_state(z, batch_size)
 
-    def token_log_probs(self, dec_in: Tensor, target: Tensor, z: Tensor | None = None) -> Tensor:
+    def token_log_probs(
+        self, dec_in: Tensor, target: Tensor, z: Tensor | None = None, word_dropout_rate: float = 0.0
+    ) -> Tensor:
         """log p(target_t | target_<t, z) for each position: (B, T), 0 where target is pad.
 
-        Teacher forcing; word dropout on ``dec_in`` in training mode only. To score one poem under K
-        codes, the caller repeats dec_in/target to (K*B, T) and passes z of shape (K*B, Z).
+        Teacher forcing; ``word_dropout_rate`` (a training regulariser the objective sets) replaces decoder inputs
+        by ``<unk>``. To score one poem under K codes, repeat dec_in/target to (K*B, T) and pass z (K*B, Z).
         """
         self._check_z(z)
         cfg = self.cfg
-        if self.training and cfg.word_dropout > 0:
-            dec_in = word_dropout(dec_in, cfg.word_dropout, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
+        if word_dropout_rate > 0:
+            dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
         state = self.decoder.initial_state(z, dec_in.size(0))
         hidden, _ = self.decoder.hidden(self._embed(dec_in), state, z)
         logp = self.decoder.target_log_probs(hidden.reshape(-1, hidden.size(-1)), target.reshape(-1))
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
-    def forward(self, tokens: Tensor, dec_in: Tensor, target: Tensor) -> VAEOutput:
+    def forward(self, tokens: Tensor, dec_in: Tensor, target: Tensor, word_dropout_rate: float = 0.0) -> VAEOutput:
         if self.encoder is None:
-            rec = -self.token_log_probs(dec_in, target, None).sum(dim=1)
+            rec = -self.token_log_probs(dec_in, target, None, word_dropout_rate).sum(dim=1)
             return VAEOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
         mu, logvar = self.encode(tokens)
         z = self.reparameterize(mu, logvar)
-        rec = -self.token_log_probs(dec_in, target, z).sum(dim=1)
+        rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate).sum(dim=1)
         return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
     def step(self, prev_tokens: Tensor, state: State, z: Tensor | None = None) -> tuple[Tensor, State]:
         """One decoding step: prev_tokens (B,) -> full next-token log-probs (B, V) and the new state.
 
-        Same code path as ``token_log_probs`` (no word dropout here), so running it autoregressively
+        Same code path as ``token_log_probs``, so running it autoregressively
         over ``dec_in`` reproduces teacher forcing exactly in eval mode.
         """
         self._check_z(z)

@@ -35,21 +35,6 @@ class ProsodyMasks:
     ze: Tensor
     rhyme: Tensor
 
-    @property
-    def vocab_size(self) -> int:
-        return int(self.ping.shape[0])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def class_id(self, name: str) -> int:
-        """Row index of the rhyme class called ``name``."""
-        try:
-            return self.class_names.index(name)
-        except ValueError:
-            raise PromptError(f"unknown {self.system} rhyme class {name!r}") from None
-
     def tone_mask(self, tone: str) -> Tensor:
         """``[V]`` mask of tokens admitting ``tone``: ``"P"``, ``"Z"`` or ``"*"`` (any toned hanzi)."""
         if tone == "P":
@@ -59,22 +44,6 @@ class ProsodyMasks:
         if tone == ANY_TONE:
             return self.ping | self.ze
         raise PromptError(f"unknown tone {tone!r}; use 'P' (平), 'Z' (仄) or '*'")
-
-    def rhyme_mask(self, class_ids: Tensor | Sequence[int]) -> Tensor:
-        """``[B, V]`` mask: row ``b`` allows the members of class ``class_ids[b]``; ``-1`` allows every token."""
-        ids = torch.as_tensor(class_ids, dtype=torch.long, device=self.rhyme.device).reshape(-1)
-        rows = self.rhyme[ids.clamp(min=0)]
-        return rows | (ids < 0).unsqueeze(1)
-
-    def classes_of(self, token_ids: Tensor | Sequence[int]) -> Tensor:
-        """``[B, C]`` bool: the rhyme classes of each token (all False for specials / unknown characters)."""
-        ids = torch.as_tensor(token_ids, dtype=torch.long, device=self.rhyme.device).reshape(-1)
-        return self.rhyme[:, ids].T
-
-    def rhyme_mask_like(self, token_ids: Tensor | Sequence[int]) -> Tensor:
-        """``[B, V]`` mask of tokens sharing at least one rhyme class with ``token_ids[b]``."""
-        classes = self.classes_of(token_ids)
-        return (classes.to(torch.float32) @ self.rhyme.to(torch.float32)) > 0
 
     def to(self, device: torch.device | str) -> ProsodyMasks:
         """A copy with every tensor on ``device``."""
