@@ -7,6 +7,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from poetry_vae.errors import PoetryVAEError
+
+
+def check_writable(path: str | Path, key: str = "out") -> Path:
+    """``path`` as a file we may write, or a one-line error (a directory, or a file where a folder must be)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise PoetryVAEError(f"{key}={path} is a directory: give a file path, e.g. {key}={path / 'poems.jsonl'}")
+    blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise PoetryVAEError(f"{key}={path}: {blocking} is a file, not a folder; choose another path")
+    return path
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

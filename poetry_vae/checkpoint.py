@@ -20,6 +20,8 @@ from poetry_vae.model import PoemVAE, build_model
 
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
 _MODEL_PREFIX = "model."
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+_PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcode
 
 
 @dataclass
@@ -55,6 +57,11 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     map_location = check_device(map_location)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+    with open(path, "rb") as handle:
+        magic = handle.read(4)
+    if magic[:4] != _ZIP_MAGIC and magic[:1] != _PICKLE_MAGIC:
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save): pass "
+                              "ckpt_path=<run dir>/checkpoints/last.ckpt")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from poetry_vae.errors import PoetryVAEError
+from poetry_vae.schema import CHECKS, ConfigError
 
 T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -58,10 +59,6 @@ def _quote(item: str) -> str:
     if item[:1] in ("'", '"'):
         return item
     return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-class ConfigError(PoetryVAEError):
-    """A config override that names an unknown key or group option, or does not parse."""
 
 
 def _one_line(message: str) -> str:
@@ -107,28 +104,52 @@ def sweep_variants(args: list[str], limit: int = 64) -> list[list[str]] | None:
     return variants[:limit]
 
 
-def check_overrides(config_name: str, args: list[str]) -> None:
-    """Raise :class:`ConfigError` (one line) if ``args`` would not compose with ``conf/<config_name>.yaml``."""
+def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
+    """Raise :class:`ConfigError` (one line) if ``args`` would not compose with ``conf/<config_name>.yaml``, or
+    give a key a value of the wrong type or range. Returns the composed config of a single run (None for a
+    sweep, or when Hydra's own flags are in use)."""
     variants = sweep_variants(args)
     if variants is None:
-        return
-    GlobalHydra.instance().clear()
+        return None
+    composed = []
+    GlobalHydra.instance().clear()  # a composition left over in this process (tests, notebooks) would clash
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             for overrides in variants:
-                compose(config_name, overrides=overrides, return_hydra_config=True)
+                composed.append(compose(config_name, overrides=overrides, return_hydra_config=True))
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(f"bad config override: {_one_line(str(error))}") from None
     finally:
         GlobalHydra.instance().clear()
+    for cfg in composed:
+        validate(config_name, cfg)
+    return composed[0] if len(composed) == 1 and not ({"-m", "--multirun"} & set(args)) else None
 
 
-def hydra_command(config_name: str, job: Callable[[DictConfig], T]) -> Callable[[], None]:
-    """``main()`` of a command: ``job(cfg)`` run by Hydra on ``conf/<config_name>.yaml``."""
+def validate(config_name: str, cfg: DictConfig) -> None:
+    """Types and ranges of every key (see :mod:`poetry_vae.schema`)."""
+    check = CHECKS.get(config_name)
+    if check is None:
+        return
+    try:
+        check(cfg)
+    except OmegaConfBaseException as error:  # an interpolation that does not resolve
+        raise ConfigError(f"bad config value: {_one_line(str(error))}") from None
+
+
+def hydra_command(
+    config_name: str, job: Callable[[DictConfig], T], precheck: Callable[[DictConfig], None] | None = None
+) -> Callable[[], None]:
+    """``main()`` of a command: ``job(cfg)`` run by Hydra on ``conf/<config_name>.yaml``.
+
+    ``precheck(cfg)`` sees a single run's composed config (with its ``hydra`` node) before Hydra writes anything,
+    so a refused run leaves no trace (Hydra writes ``.hydra/`` into the run directory before the job starts).
+    """
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
     def hydra_main(cfg: DictConfig) -> T:
         try:
+            validate(config_name, cfg)  # again per job: a sweep's jobs are composed by Hydra
             return job(cfg)  # its return value is what a Hydra sweeper optimises
         except PoetryVAEError as error:
             fail(str(error))
@@ -136,7 +157,9 @@ def hydra_command(config_name: str, job: Callable[[DictConfig], T]) -> Callable[
     def main() -> None:
         sys.argv[1:] = quote_unicode_values(sys.argv[1:])
         try:
-            check_overrides(config_name, sys.argv[1:])
+            single = check_overrides(config_name, sys.argv[1:])
+            if single is not None and precheck is not None:
+                precheck(single)
         except PoetryVAEError as error:
             fail(str(error))
         hydra_main()

@@ -12,7 +12,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from poetry_vae.atomic import atomic_write_text
+from poetry_vae.atomic import atomic_write_text, check_writable
 from poetry_vae.checkpoint import check_device, read_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
@@ -27,6 +27,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise PromptError(f"split={cfg.split!r}: use val or test")
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
+    if cfg.out:
+        check_writable(cfg.out)
     device = check_device(cfg.device)
     raw = read_checkpoint(cfg.ckpt_path)  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),

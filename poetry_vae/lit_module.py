@@ -21,6 +21,7 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.metrics.latent import active_units, iw_log_likelihood, mutual_information
 from poetry_vae.model import build_model
 from poetry_vae.objective import ConstantBeta, ObjectiveConfig, elbo_terms
+from poetry_vae.tracking import RUN_IDS_KEY, run_ids
 
 _EVAL_STAGES = ("val", "test")
 _ON_PROGRESS_BAR = ("loss", "kl", "beta", "iw_nll_char", "active_units")
@@ -156,6 +157,7 @@ class PoemVAEModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["poetry_vae_format"] = CHECKPOINT_FORMAT
+        checkpoint[RUN_IDS_KEY] = run_ids(self.loggers)  # a resume continues the same wandb run
         checkpoint["torch_rng_state"] = torch.get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -107,7 +107,7 @@ class CyclicalBeta:
 
     def __post_init__(self) -> None:
         if self.total_steps < 1 or self.cycles < 1 or not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"bad CyclicalBeta({self}): need total_steps, cycles >= 1 and 0 < ratio <= 1")
+            raise ValueError(f"bad {self}: need total_steps, cycles >= 1 and 0 < ratio <= 1")
 
     def __call__(self, step: int) -> float:
         if step >= self.total_steps:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from poetry_vae.atomic import atomic_write_text
+from poetry_vae.atomic import atomic_write_text, check_writable
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.errors import PromptError
@@ -43,8 +43,11 @@ def write_poems(cfg: DictConfig) -> list[GeneratedPoem]:
         raise PromptError("no checkpoint given: pass ckpt_path=outputs/<run>/checkpoints/last.ckpt")
     if cfg.mode not in MODES:
         raise PromptError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
+    if cfg.out:
+        check_writable(cfg.out)  # before any work: a bad path must not cost the poems
     ckpt = load_checkpoint(cfg.ckpt_path, map_location=cfg.device)
     request = decode_request(cfg, ckpt.data_hparams)
+    request.validate()
     generator = torch.Generator(device=cfg.device).manual_seed(int(cfg.seed))
     poems_in = [str(p) for p in cfg.poems]
     if cfg.mode == "prior":

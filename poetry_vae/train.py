@@ -19,6 +19,7 @@ from poetry_vae.cli import hydra_command
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.tracking import flat_config, make_loggers, tracked
 
 # Lightning notices that say nothing about this run (we count no FLOPs; a torch deprecation inside Lightning).
 warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
@@ -29,8 +30,13 @@ NEEDS_LOGGER = ("LearningRateMonitor", "ThroughputMonitor")
 PROGRESS_BARS = ("RichProgressBar", "TQDMProgressBar")
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """``last`` resumes this run's last.ckpt (fresh start if none); a path must be a readable checkpoint."""
+def resolve_ckpt_path(
+    ckpt_path: str | None, output_dir: Path, quiet: bool = False
+) -> tuple[str | None, dict[str, Any] | None]:
+    """``last`` resumes this run's last.ckpt (fresh start if none); a path must be a readable checkpoint.
+
+    Returns the path and the checkpoint's contents (None, None for a fresh run).
+    """
     last = output_dir / "checkpoints" / "last.ckpt"
     if ckpt_path is None:
         if last.exists():  # refuse to overwrite an earlier run's checkpoints
@@ -38,14 +44,15 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
                 f"{output_dir} already holds checkpoints: resume with ckpt_path=last, or start a new run with "
                 "run_name=<another name>"
             )
-        return None
+        return None, None
     if ckpt_path == "last":
         if not last.exists():
-            print(f"no checkpoint at {last} yet: starting a fresh run", file=sys.stderr)
-            return None
+            if not quiet:
+                print(f"no checkpoint at {last} yet: starting a fresh run", file=sys.stderr)
+            return None, None
         ckpt_path = str(last)
-    read_checkpoint(ckpt_path)  # one-line errors for missing, corrupt or foreign files, before Lightning sees it
-    return ckpt_path
+    # one-line errors for missing, corrupt or foreign files, before Lightning sees it
+    return ckpt_path, read_checkpoint(ckpt_path)
 
 
 def _plain(node: DictConfig | None) -> Any:
@@ -86,22 +93,21 @@ def train(cfg: DictConfig) -> dict[str, float]:
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    ckpt_path, checkpoint = resolve_ckpt_path(cfg.ckpt_path, output_dir)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule)
-    loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
+    loggers = make_loggers(cfg, checkpoint)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    for logger in loggers:
-        logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-    if cfg.test_after_fit:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics.update({name: float(value) for name, value in (results[0] if results else {}).items()})
-    for logger in loggers:
-        logger.finalize("success")
+    with tracked(loggers):
+        for logger in loggers:
+            logger.log_hyperparams(flat_config(cfg))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if cfg.test_after_fit:
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update({name: float(value) for name, value in (results[0] if results else {}).items()})
     return metrics
 
 
@@ -116,7 +122,13 @@ def train_job(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.optimized_metric)
 
 
-main = hydra_command("train", train_job)
+def refuse_before_writing(cfg: DictConfig) -> None:
+    """A single run that would overwrite a run, or resume from a bad checkpoint, is refused before Hydra records
+    anything in its directory (the earlier run's .hydra/ config stays as it was)."""
+    resolve_ckpt_path(cfg.ckpt_path, Path(cfg.hydra.run.dir), quiet=True)
+
+
+main = hydra_command("train", train_job, precheck=refuse_before_writing)
 
 if __name__ == "__main__":
     main()

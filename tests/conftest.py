@@ -36,28 +36,7 @@ def tiny_corpus_file(tmp_path: Path) -> Path:
     return path
 
 
-TINY_TRAIN_OVERRIDES = [
-    "model.embed_dim=16",
-    "model.encoder_hidden=16",
-    "model.latent_dim=8",
-    "model.decoder_hidden=16",
-    "model.decoder_layers=1",
-    "model.highway_layers=1",
-    "init_embeddings=random",
-    "data.limit_train_poems=32",
-    "data.batch_size=8",
-    "data.eval_batch_size=256",
-    "evaluation.iw_samples_val=2",
-    "evaluation.iw_samples_test=2",
-    "logger=csv",
-    "callbacks=checkpoint",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.log_every_n_steps=1",
-    "trainer.num_sanity_val_steps=1",
-    "test_after_fit=false",
-    "torch_threads=1",
-]
+TINY_TRAIN_OVERRIDES = ["debug=tiny", "trainer.enable_model_summary=false"]
 
 
 def tiny_train_config(out: Path, cache: Path, *overrides: str):  # -> DictConfig

@@ -10,7 +10,10 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from poetry_vae.errors import PromptError
+from poetry_vae.form import is_hanzi
 from poetry_vae.generation.sampling import STRATEGIES
+from poetry_vae.prosody.patterns import PATTERNS
+from poetry_vae.prosody.tables import RHYME_SYSTEMS
 
 
 @dataclass
@@ -44,6 +47,21 @@ class DecodeRequest:
             raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.beam_size < 1:
             raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
+        if self.tone is not None and self.tone != "auto" and self.tone not in PATTERNS:
+            raise PromptError(f"unknown tone pattern {self.tone!r}; choose auto or one of {', '.join(PATTERNS)}")
+        if self.rhyme is not None and self.rhyme not in RHYME_SYSTEMS:
+            raise PromptError(f"unknown rhyme system {self.rhyme!r}; choose one of {', '.join(RHYME_SYSTEMS)}")
+        for name, text, size in (("first_line", self.first_line, self.line_length),
+                                 ("acrostic", self.acrostic, self.num_lines)):
+            if text is None:
+                continue
+            stray = next((char for char in text if not is_hanzi(char)), None)
+            if stray is not None:
+                raise PromptError(f"{name}={text!r}: {stray!r} is not a Chinese character; give {size} Chinese "
+                                  "characters")
+            if len(text) != size:
+                raise PromptError(f"{name}={text!r} has {len(text)} characters: this model writes lines of "
+                                  f"{self.line_length} characters in {self.num_lines} lines, so give {size}")
 
 
 @dataclass

@@ -1,0 +1,279 @@
+"""Typed configs: every key a user can set is checked for type and range before a job starts.
+
+A node with a ``_target_`` is checked against the annotations of what it instantiates (the DataModule, the
+β schedule, Lightning's Trainer, ...); ``model`` and ``objective`` against their dataclasses; the commands' own
+keys against the schemas below. A mistake is one line naming the key, the value and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from poetry_vae.errors import PoetryVAEError
+from poetry_vae.generation.request import REQUEST_FIELDS, DecodeRequest
+from poetry_vae.model.config import VAEConfig
+from poetry_vae.objective import ObjectiveConfig
+
+
+class ConfigError(PoetryVAEError):
+    """A config key with a value of the wrong type or out of range, or a key that does not exist."""
+
+
+def _at_least(low: float) -> dict[str, Any]:
+    return {"check": (lambda value: value is None or value >= low, f">= {low}")}
+
+
+@dataclass
+class Evaluation:
+    iw_samples_val: int = field(default=10, metadata=_at_least(1))
+    iw_samples_test: int = field(default=500, metadata=_at_least(1))
+    iw_chunk: int = field(default=50, metadata=_at_least(1))
+
+
+@dataclass
+class TrainKeys:
+    """conf/train.yaml's own keys (the groups are checked against what they instantiate)."""
+
+    run_name: str = "default"
+    seed: int = 0
+    ckpt_path: str | None = None
+    test_after_fit: bool = True
+    optimized_metric: str = "val/iw_nll_char"
+    torch_threads: int | None = field(default=None, metadata=_at_least(1))
+    init_embeddings: Literal["word2vec", "random"] = "word2vec"
+
+
+@dataclass
+class SampleKeys:
+    """conf/sample.yaml, beside the decoding keys of :class:`DecodeRequest`."""
+
+    ckpt_path: str = "???"
+    mode: Literal["prior", "reconstruct", "interpolate"] = "prior"
+    n: int = field(default=10, metadata=_at_least(1))
+    poems: list[str] = field(default_factory=list)
+    steps: int = field(default=5, metadata=_at_least(2))
+    spherical: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+    report: bool = False
+
+
+@dataclass
+class EvaluateKeys:
+    """conf/evaluate.yaml."""
+
+    ckpt_path: str = "???"
+    split: Literal["val", "test"] = "test"
+    iw_samples: int = field(default=500, metadata=_at_least(1))
+    iw_chunk: int = field(default=50, metadata=_at_least(1))
+    seed: int = 0
+    device: str = "cpu"
+    torch_threads: int | None = field(default=None, metadata=_at_least(1))
+    out: str | None = None
+
+
+# ---- checking one value against an annotation ----
+
+_SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _literals(annotation: Any) -> list[Any]:
+    """Every option of a Literal, or of a union of Literals (and None); [] if anything else is allowed."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return list(typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        parts = [_literals(a) if a is not type(None) else [None] for a in typing.get_args(annotation)]
+        return [] if any(not part for part in parts) else [option for part in parts for option in part]
+    return []
+
+
+def _describe(annotation: Any) -> str:
+    options = _literals(annotation)
+    if options:
+        return "one of " + ", ".join(dict.fromkeys("null" if o is None else str(o) for o in options))
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_describe(a) for a in typing.get_args(annotation)))
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return "a list"
+    if origin is dict or annotation is dict:
+        return "a mapping"
+    return _SIMPLE.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _understood(annotation: Any) -> bool:
+    """Whether every type in ``annotation`` is one a YAML value can be judged against."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal or annotation in _SIMPLE or annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType, list, tuple, dict):
+        return all(_understood(a) for a in typing.get_args(annotation) if a is not Ellipsis)
+    return annotation in (list, tuple, dict)
+
+
+def matches(value: Any, annotation: Any) -> bool:
+    """True if a plain YAML value fits ``annotation`` (an int is a valid float; a bool is not an int)."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(value == option and type(value) is type(option) for option in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(matches(value, a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or annotation in (list, tuple):
+        items = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) and all(matches(v, items[0]) for v in value) if items else \
+            isinstance(value, (list, tuple))
+    if origin is dict or annotation is dict:
+        return isinstance(value, Mapping)
+    return True
+
+
+def _shown(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def check_keys(node: Mapping[str, Any], hints: Mapping[str, Any], where: str,
+               checks: Mapping[str, tuple[Callable[[Any], bool], str]] | None = None,
+               known: set[str] | None = None) -> None:
+    """Each key of ``node`` against its annotation in ``hints`` and its range check; unknown keys are errors
+    when ``known`` is given."""
+    for key, value in node.items():
+        name = f"{where}{key}"
+        if key.startswith("_"):
+            continue
+        if key not in hints:
+            if known is not None and key not in known:
+                raise ConfigError(f"{name} is not a setting here: remove it or check its spelling")
+            continue
+        annotation = hints[key]
+        if _understood(annotation) and not matches(value, annotation):
+            raise ConfigError(f"{name}={_shown(value)}: expected {_describe(annotation)}")
+        check = (checks or {}).get(key)
+        if check and matches(value, int | float) and not check[0](value):
+            raise ConfigError(f"{name}={_shown(value)}: expected a value {check[1]}")
+
+
+def _dataclass_hints(cls: type) -> tuple[dict[str, Any], dict[str, tuple[Callable[[Any], bool], str]]]:
+    hints = typing.get_type_hints(cls)
+    checks = {f.name: f.metadata["check"] for f in dataclasses.fields(cls) if "check" in f.metadata}
+    return hints, checks
+
+
+def _target_hints(target: str) -> dict[str, Any]:
+    """Annotations of the callable a node instantiates (its class's ``__init__``); {} where they cannot be read."""
+    try:
+        obj = get_object(target)
+        function = obj.__init__ if inspect.isclass(obj) else obj
+        return typing.get_type_hints(function)
+    except Exception:  # an annotation we cannot resolve: Hydra still reports a wrong key at instantiation
+        return {}
+
+
+_UNRESOLVED = object()
+
+
+def _plain(node: Any) -> Any:
+    """Plain values of a config, resolved one by one: a value that cannot resolve yet (``${hydra:...}`` outside a
+    job, ``???``) is left out rather than failing the whole check."""
+    if isinstance(node, DictConfig):
+        out = {}
+        for key in node:
+            if key == "hydra" or OmegaConf.is_missing(node, key):
+                continue
+            try:
+                value = _plain(node[key])
+            except OmegaConfBaseException:
+                continue
+            if value is not _UNRESOLVED:
+                out[str(key)] = value
+        return out
+    if isinstance(node, ListConfig):
+        return [_plain(item) for item in node]
+    return node
+
+
+def check_target_nodes(node: Mapping[str, Any], where: str) -> None:
+    """Every ``_target_`` node below ``node`` against the signature of its target."""
+    if "_target_" in node:
+        check_keys(node, _target_hints(str(node["_target_"])), where)
+    for key, value in node.items():
+        if isinstance(value, Mapping):
+            check_target_nodes(value, f"{where}{key}.")
+
+
+def _run(check: Callable[[], object], where: str) -> None:
+    """Ranges that the target's own constructor enforces, reported under ``where``."""
+    try:
+        check()
+    except PoetryVAEError as error:
+        raise ConfigError(str(error)) from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    plain: dict[str, Any] = _plain(cfg)
+    own = {key: value for key, value in plain.items() if not isinstance(value, Mapping)}
+    hints, checks = _dataclass_hints(TrainKeys)
+    check_keys(own, hints, "", checks)
+    hints, checks = _dataclass_hints(Evaluation)
+    check_keys(plain.get("evaluation") or {}, hints, "evaluation.", checks, known=set(hints))
+    model = plain.get("model") or {}
+    model_hints = typing.get_type_hints(VAEConfig)
+    check_keys(model, model_hints, "model.", known=set(model_hints))
+    _run(lambda: VAEConfig.from_dict({**model, "vocab_size": 10}), "model")
+    objective = plain.get("objective") or {}
+    objective_hints = typing.get_type_hints(ObjectiveConfig)
+    check_keys(objective, objective_hints, "objective.", known=set(objective_hints))
+    _run(lambda: ObjectiveConfig(**objective), "objective")
+    for group in ("data", "anneal", "optimizer", "scheduler", "trainer", "logger", "callbacks"):
+        if isinstance(plain.get(group), Mapping):
+            check_target_nodes(plain[group], f"{group}.")
+    anneal = plain.get("anneal")
+    if isinstance(anneal, Mapping) and "_target_" in anneal:
+        schedule = {key: value for key, value in anneal.items() if not key.startswith("_")}
+        _run(lambda: get_object(anneal["_target_"])(**schedule), "anneal")
+
+
+def check_sample_config(cfg: DictConfig) -> None:
+    plain = _plain(cfg)
+    hints, checks = _dataclass_hints(SampleKeys)
+    request_hints = typing.get_type_hints(DecodeRequest)
+    hints.update({key: request_hints[key] for key in REQUEST_FIELDS})
+    check_keys(plain, hints, "", checks, known=set(hints))
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    plain = _plain(cfg)
+    hints, checks = _dataclass_hints(EvaluateKeys)
+    check_keys(plain, hints, "", checks, known=set(hints))
+
+
+CHECKS: dict[str, Callable[[DictConfig], None]] = {
+    "train": check_train_config,
+    "sample": check_sample_config,
+    "evaluate": check_evaluate_config,
+}
