@@ -2,13 +2,15 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 from pathlib import Path
 
 import opencc
 import pytest
 
-from poetry_vae.data.build_corpus import extract
-from poetry_vae.data.corpus import Poem, load_corpus
+from poetry_vae.data.build_blocks import extract_blocks
+from poetry_vae.data.build_corpus import extract, write_corpus
+from poetry_vae.data.corpus import RESOURCES, SHIPPED_CORPORA, Poem, load_corpus
 from poetry_vae.errors import CorpusError
 from poetry_vae.form import is_hanzi
 
@@ -104,3 +106,68 @@ def test_empty_and_undecodable_files(tmp_path: Path) -> None:
 def test_plain_text_corpus(tiny_corpus_file: Path) -> None:
     poems = load_corpus(tiny_corpus_file)
     assert len(poems) == 40 and poems[0].lines == ("白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼")
+
+
+def test_shipped_qijue_counts_and_shape() -> None:
+    poems = load_corpus("qijue", line_length=7)
+    assert len(poems) == 82_636
+    assert sum(p.dynasty == "tang" for p in poems) == 10_309 and sum(p.dynasty == "song" for p in poems) == 72_327
+    assert all(len(p.lines) == 4 and all(len(line) == 7 for line in p.lines) for p in poems)
+    assert all(p.form == "jueju" for p in poems) and len({p.text for p in poems}) == len(poems)
+    assert not set("國來時東風雲無與為見門長馬鳥說") & {ch for p in poems[:5000] for ch in p.text}
+    assert sum(p.strains is not None for p in poems) > 75_000
+
+
+def test_every_shipped_file_is_at_most_10_mb() -> None:
+    files = [RESOURCES / name for names in SHIPPED_CORPORA.values() for name in names]
+    assert len(files) == 4 and all(path.is_file() for path in files)
+    assert max(path.stat().st_size for path in files) <= 10_000_000
+
+
+BLOCK_SOURCE = [
+    {"id": "q", "author": "王之渙", "paragraphs": ["白日依山盡，黃河入海流。", "欲窮千里目，更上一層樓。"]},
+    {"id": "lu", "author": "杜甫", "paragraphs": ["國破山河在，城春草木深。感時花濺淚，恨別鳥驚心。",
+                                                "烽火連三月，家書抵萬金。白頭搔更短，渾欲不勝簪。"]},
+    {"id": "gu10", "author": "x", "paragraphs": ["一二三四五，" * 4 + "六七八九十，" * 4 + "甲乙丙丁戊，己庚辛壬癸。"]},
+    {"id": "six", "author": "x", "paragraphs": ["春眠不覺曉，處處聞啼鳥。" * 3]},
+    {"id": "mixed", "author": "x",
+     "paragraphs": ["春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。", "長短句不齊啊，八句之後。"]},
+]
+
+
+def test_block_rule_on_a_small_source(tmp_path: Path) -> None:
+    song = [{"id": "dup", "author": "y", "paragraphs": BLOCK_SOURCE[1]["paragraphs"][::-1] * 2},  # 8 lines twice
+            {"id": "q12", "author": "y", "paragraphs": ["白日依山盡，黃河入海流。欲窮千里目，更上一層樓。"] * 3}]
+    dist = _write_source(tmp_path, BLOCK_SOURCE, song, [])
+    rows, stats = extract_blocks(dist, 5, exclude={"白日依山尽黄河入海流欲穷千里目更上一层楼"})
+    assert [(row["id"], row["block"], row["form"]) for row in rows] == [
+        ("lu", 0, "lushi_head"), ("lu", 1, "lushi_tail"), ("gu10", 0, "gushi"), ("gu10", 1, "gushi")]
+    assert rows[0]["lines"] == ["国破山河在", "城春草木深", "感时花溅泪", "恨别鸟惊心"] and rows[0]["author"] == "杜甫"
+    assert rows[3]["lines"] == ["六七八九十"] * 4  # lines 9–10 of a 10-line poem are a remainder: dropped
+    assert stats["duplicates"] == 4  # the Song 8-line poem repeats the two halves, twice
+    assert stats["identical_to_excluded"] == 3  # each block of q12 is the excluded quatrain
+
+
+def test_written_corpora_are_deterministic_and_load(tmp_path: Path) -> None:
+    rows = [{"id": "a", "form": "gushi", "lines": ["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"]}]
+    for name in ("a.jsonl.xz", "b.jsonl.xz", "a.jsonl.gz", "b.jsonl.gz"):
+        write_corpus(rows, tmp_path / name)
+    assert (tmp_path / "a.jsonl.xz").read_bytes() == (tmp_path / "b.jsonl.xz").read_bytes()
+    assert (tmp_path / "a.jsonl.gz").read_bytes() == (tmp_path / "b.jsonl.gz").read_bytes()  # no name in header
+    assert lzma.decompress((tmp_path / "a.jsonl.xz").read_bytes()).decode().count("\n") == 1
+    for name in ("a.jsonl.xz", "a.jsonl.gz"):
+        poem = load_corpus(tmp_path / name)[0]
+        assert poem.form == "gushi" and poem.source_id == "a"
+        assert poem.text == "白日依山尽黄河入海流欲穷千里目更上一层楼"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_bad_form_tag_and_broken_xz(tmp_path: Path) -> None:
+    path = tmp_path / "forms.jsonl"
+    row = {"lines": ["白日依山尽", "黄河入海流", "欲穷千里目", "更上一层楼"]}
+    path.write_text(json.dumps(row) + "\n" + json.dumps(dict(row, form="lvshi")) + "\n", encoding="utf-8")
+    message = _error(path)
+    assert f"{path}:2" in message and "'lvshi'" in message and "lushi_head" in message
+    broken = tmp_path / "broken.jsonl.xz"
+    broken.write_bytes(lzma.compress(b'{"lines": []}\n')[:-8])
+    assert "cannot be read" in _error(broken)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import lzma
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 import torch
 
 from poetry_vae.data import word2vec
+from poetry_vae.data.corpus import RESOURCES, SHIPPED_CORPORA
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import CorpusError
 
@@ -66,3 +69,83 @@ def test_word2vec_is_deterministic_cached_and_centred(tmp_path: Path, datamodule
     assert np.abs(first[:4]).max() <= 0.1  # specials: small centred init, not uniform [0, 1)
     monkeypatch.setattr(word2vec, "train_word2vec", lambda *a, **k: pytest.fail("cache was not reused"))
     assert np.array_equal(datamodule.embedding_matrix(16), first)
+
+
+def _slice(source: str, out: Path, rows: int) -> Path:
+    """The first `rows` rows of a shipped corpus file, as plain JSON lines (a quick stand-in for the whole)."""
+    with lzma.open(RESOURCES / source, "rt", encoding="utf-8") as handle:
+        out.write_text("".join(islice(handle, rows)), encoding="utf-8")
+    return out
+
+
+def test_seven_character_quatrains_end_to_end(tmp_path: Path) -> None:
+    path = _slice(SHIPPED_CORPORA["qijue"][0], tmp_path / "qijue.jsonl", 3000)
+    dm = QuatrainDataModule(corpus_path=str(path), line_length=7, cache_dir=str(tmp_path / "c"), batch_size=32)
+    vocab = dm.prepare()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["tokens"].shape == (32, 28) and batch["dec_in"].shape == batch["target"].shape == (32, 29)
+    assert (batch["form"] == 0).all()
+    poem = dm.poems["train"][int(batch["index"][0])]
+    assert vocab.decode(batch["tokens"][0].tolist()) == "".join(c if c in vocab else "" for c in poem.text)
+    assert next(iter(dm.val_dataloader()))["target"].shape[1] == 29
+    assert dm.embedding_matrix(8).shape == (len(vocab), 8)
+    assert 0 < dm.unk_rate("val") < 0.05  # min_count 2 on 2,700 training poems
+
+
+@pytest.fixture()
+def blocks_file(tmp_path: Path) -> Path:
+    return _slice(SHIPPED_CORPORA["wuyan"][0], tmp_path / "blocks.jsonl", 5000)
+
+
+def test_fine_tuning_reuses_the_pretraining_vocabulary(tmp_path: Path, blocks_file: Path) -> None:
+    cache = str(tmp_path / "cache")
+    pretraining = QuatrainDataModule(pretrain_corpus=str(blocks_file), cache_dir=cache, limit_train_poems=2000)
+    fine_tuning = QuatrainDataModule(vocab_from=str(blocks_file), cache_dir=cache, limit_train_poems=2000)
+    alone = QuatrainDataModule(cache_dir=cache, limit_train_poems=2000)
+    vocab = pretraining.prepare()
+    assert len(pretraining.poems["train"]) == 2000 + len(pretraining.blocks["train"][:2000])
+    assert len(fine_tuning.prepare()) == len(vocab) and fine_tuning.vocab.tokens == vocab.tokens  # same ids
+    assert len(fine_tuning.poems["train"]) == 2000  # the blocks shape the vocabulary but are not trained on
+    assert torch.equal(fine_tuning.tensors["test"]["tokens"], pretraining.tensors["test"]["tokens"])
+    assert alone.prepare().tokens != vocab.tokens  # without vocab_from, ids would move
+    assert len(list((tmp_path / "cache").glob("vocab-*.json"))) == 2  # one shared file, one of its own
+    # An explicit vocab_path to the pretraining vocabulary passes the fingerprint check for fine-tuning
+    shared = tmp_path / "cache" / f"vocab-{vocab.fingerprint}-min2.json"
+    explicit = QuatrainDataModule(vocab_from=str(blocks_file), vocab_path=str(shared), cache_dir=cache,
+                                  limit_train_poems=2000)
+    assert explicit.prepare().tokens == vocab.tokens
+
+
+def test_a_vocabulary_that_does_not_cover_the_corpus_is_one_line(tmp_path: Path, blocks_file: Path) -> None:
+    small = QuatrainDataModule(cache_dir=str(tmp_path / "c"), limit_train_poems=300).prepare()
+    dm = QuatrainDataModule(vocab_from=str(blocks_file), cache_dir=str(tmp_path / "c"), limit_train_poems=300)
+    with pytest.raises(CorpusError) as info:
+        dm.use_vocabulary(small, "checkpoint outputs/wujue300/checkpoints/last.ckpt")
+    message = str(info.value)
+    assert "\n" not in message and "outputs/wujue300/checkpoints/last.ckpt" in message
+    assert "does not cover corpus wujue + " in message and str(blocks_file) in message
+    covering = QuatrainDataModule(vocab_from=str(blocks_file), cache_dir=str(tmp_path / "c"),
+                                  limit_train_poems=300).prepare()
+    other = QuatrainDataModule(cache_dir=str(tmp_path / "c"), limit_train_poems=300)
+    assert other.use_vocabulary(covering, "pretrained").tokens == covering.tokens  # a superset is fine
+    assert other.tensors["train"]["tokens"].max() < len(covering)
+
+
+def test_pretrain_corpus_and_vocab_from_must_agree() -> None:
+    with pytest.raises(CorpusError, match="differ"):
+        QuatrainDataModule(pretrain_corpus="wuyan", vocab_from="other.jsonl")
+
+
+@pytest.mark.parametrize("config", ["wujue", "wuyan", "qijue"])
+def test_data_configs_compose(config: str) -> None:
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from poetry_vae.cli import CONFIG_DIR
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"data={config}"])
+    dm = instantiate(cfg.data)
+    assert dm.hparams.line_length == (7 if config == "qijue" else 5)
+    assert dm.blocks_corpus == ("wuyan" if config == "wuyan" else None)
+    assert dm.corpus_path == ("qijue" if config == "qijue" else "wujue")

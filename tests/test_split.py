@@ -44,3 +44,27 @@ def test_no_held_out_poem_shares_a_line_pair_with_training(corpus: list[Poem]) -
     for name in ("val", "test"):
         leaks = [p.text for p in splits[name] if _pairs(p) & train_pairs]
         assert leaks == [], f"{name} poems sharing a line pair with training: {leaks[:3]}"
+
+
+def _halves(sources: int) -> list[Poem]:
+    """Two blocks per source poem with no line in common: only their source id links them."""
+    def line(n: int) -> str:
+        return "".join(chr(0x4E00 + 5 * n + k) for k in range(5))
+    return [Poem(lines=tuple(line(8 * s + 4 * half + k) for k in range(4)), source_id=f"s{s}",
+                 form=("lushi_head", "lushi_tail")[half]) for s in range(sources) for half in range(2)]
+
+
+def test_by_source_keeps_the_blocks_of_a_poem_together() -> None:
+    blocks = _halves(300)
+
+    def split_of(splits: dict[str, list[Poem]]) -> dict[str, set[str]]:
+        where: dict[str, set[str]] = {}
+        for name, poems in splits.items():
+            for poem in poems:
+                where.setdefault(poem.source_id, set()).add(name)
+        return where
+
+    assert all(len(v) == 1 for v in split_of(split_poems(blocks, 0.2, 0.2, by_source=True)).values())
+    assert any(len(v) > 1 for v in split_of(split_poems(blocks, 0.2, 0.2)).values())  # the link matters
+    roots = variant_groups(blocks, by_source=True)
+    assert roots == [2 * (i // 2) for i in range(len(blocks))]

@@ -1,12 +1,18 @@
-"""Build the shipped corpus of strict quatrains from the chinese-poetry npm package.
+"""Build every shipped corpus from the chinese-poetry npm package.
 
 Run through `make corpus`, which fetches `chinese-poetry@2.0.1` with `npm pack` (no other download) and calls
 
-    python -m poetry_vae.data.build_corpus --source <unpacked package dir> --out poetry_vae/resources/wujue.jsonl.gz
+    python -m poetry_vae.data.build_corpus --source <unpacked package dir> --out-dir poetry_vae/resources
 
-Rule: the joined paragraphs of a poem are exactly `num_lines` lines of `line_length` CJK characters, each
-closed by one punctuation mark; text converted to simplified script (OpenCC t2s); deduplicated on the
-characters alone, first occurrence wins, Tang files before Song files, files in numeric order.
+It writes (see resources/CORPUS_SOURCE.md for counts and sizes):
+- `wujue.jsonl.gz`: strict 五言绝句; `qijue.jsonl.xz`: strict 七言绝句. Rule: the joined paragraphs of a poem
+  are exactly 4 lines of 5 (7) CJK characters, each closed by one punctuation mark; text converted to
+  simplified script (OpenCC t2s); deduplicated on the characters alone, first occurrence wins, Tang files
+  before Song files, files in numeric order.
+- `wuyan.jsonl.xz`: four-line blocks of longer five-character poems, by the rule in `build_blocks`, minus
+  every block identical to a 五绝 poem. Leakage into the 五绝 evaluation splits is removed when loading
+  (`pretrain.py`), because it depends on the split's seed and fractions.
+Outputs are byte-identical across runs (gzip mtime 0 and no file name; xz has no timestamp).
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import lzma
 import re
 from collections import Counter
 from pathlib import Path
@@ -21,28 +28,16 @@ from pathlib import Path
 import opencc
 
 from poetry_vae.atomic import atomic_path
+from poetry_vae.data.build_blocks import extract_blocks
+from poetry_vae.data.corpus import SHIPPED_CORPORA
+from poetry_vae.data.source import CORPUS_SOURCE, load_strains, source_dist, source_rows
 from poetry_vae.form import CJK_CLASS, SOURCE_LINE_MARKS
 
-CORPUS_SOURCE = "chinese-poetry@2.0.1 (npm, MIT licence)"
+MAX_SHIPPED_BYTES = 10_000_000
 
 
 def line_pattern(line_length: int, num_lines: int) -> re.Pattern[str]:
     return re.compile(f"^(?:([{CJK_CLASS}]{{{line_length}}})([{SOURCE_LINE_MARKS}])){{{num_lines}}}$")
-
-
-def poem_files(dist: Path, dynasty: str) -> list[Path]:
-    """poet.<dynasty>.<offset>.json in numeric order of the offset (so the first occurrence is stable)."""
-    files = (dist / "quantangshi").glob(f"poet.{dynasty}.*.json")
-    return sorted(files, key=lambda path: int(path.name.split(".")[2]))
-
-
-def load_strains(dist: Path) -> dict[str, list[str]]:
-    strains: dict[str, list[str]] = {}
-    for path in sorted((dist / "strains" / "json").glob("poet.*.json")):
-        for row in json.loads(path.read_text(encoding="utf-8")):
-            if "id" in row and "strains" in row:
-                strains[row["id"]] = row["strains"]
-    return strains
 
 
 def strain_lines(raw: list[str] | None, line_length: int, num_lines: int) -> list[str] | None:
@@ -57,6 +52,7 @@ def strain_lines(raw: list[str] | None, line_length: int, num_lines: int) -> lis
 
 
 def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[dict], Counter]:
+    """Strict quatrains (or any fixed `num_lines` × `line_length` form), by the rule in the module docstring."""
     to_simplified = opencc.OpenCC("t2s")
     pattern = line_pattern(line_length, num_lines)
     strains = load_strains(dist)
@@ -64,68 +60,114 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[
     seen: set[str] = set()
     stats: Counter = Counter()
     line_split = re.compile(f"([{CJK_CLASS}]{{{line_length}}})([{SOURCE_LINE_MARKS}])")
-    for dynasty in ("tang", "song"):
-        for path in poem_files(dist, dynasty):
-            for row in json.loads(path.read_text(encoding="utf-8")):
-                text = "".join(row.get("paragraphs") or [])
-                if not pattern.match(text):
-                    continue
-                stats[f"matched_{dynasty}"] += 1
-                simplified = to_simplified.convert(text)
-                if not pattern.match(simplified):  # a conversion that changes the shape is not kept
-                    stats["shape_changed_by_t2s"] += 1
-                    continue
-                pairs = line_split.findall(simplified)
-                key = "".join(line for line, _ in pairs)
-                if key in seen:
-                    stats["duplicates"] += 1
-                    continue
-                seen.add(key)
-                stats[dynasty] += 1
-                poems.append(
-                    {
-                        "id": row.get("id", ""),
-                        "dynasty": dynasty,
-                        "author": to_simplified.convert(row.get("author", "")),
-                        "title": to_simplified.convert(row.get("title", "")),
-                        "lines": [line for line, _ in pairs],
-                        "punctuation": "".join(mark for _, mark in pairs),
-                        "strains": strain_lines(strains.get(row.get("id", "")), line_length, num_lines),
-                    }
-                )
+    for dynasty, row in source_rows(dist):
+        text = "".join(row.get("paragraphs") or [])
+        if not pattern.match(text):
+            continue
+        stats[f"matched_{dynasty}"] += 1
+        simplified = to_simplified.convert(text)
+        if not pattern.match(simplified):  # a conversion that changes the shape is not kept
+            stats["shape_changed_by_t2s"] += 1
+            continue
+        pairs = line_split.findall(simplified)
+        key = "".join(line for line, _ in pairs)
+        if key in seen:
+            stats["duplicates"] += 1
+            continue
+        seen.add(key)
+        stats[dynasty] += 1
+        poems.append(
+            {
+                "id": row.get("id", ""),
+                "dynasty": dynasty,
+                "author": to_simplified.convert(row.get("author", "")),
+                "title": to_simplified.convert(row.get("title", "")),
+                "lines": [line for line, _ in pairs],
+                "punctuation": "".join(mark for _, mark in pairs),
+                "strains": strain_lines(strains.get(row.get("id", "")), line_length, num_lines),
+            }
+        )
     return poems, stats
 
 
-def write_corpus(poems: list[dict], out: Path) -> None:
-    """Deterministic bytes (gzip mtime 0) written whole: a temporary file renamed into place."""
-    with atomic_path(out) as tmp, open(tmp, "wb") as raw, \
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz:
-        for poem in poems:
-            gz.write((json.dumps(poem, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+def write_corpus(rows: list[dict], out: Path) -> None:
+    """JSON lines, gzip or xz by the file's suffix, deterministic bytes, written whole: a temporary file renamed."""
+    data = "".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows).encode()
+    with atomic_path(out) as tmp:
+        if out.suffix == ".xz":
+            tmp.write_bytes(lzma.compress(data, preset=9 | lzma.PRESET_EXTREME))
+        else:  # gzip without the file name or mtime in its header
+            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0,
+                                                       compresslevel=9) as gz:
+                gz.write(data)
+
+
+def _char_summary(rows: list[dict]) -> str:
+    chars = Counter(ch for row in rows for line in row["lines"] for ch in line)
+    twice = sum(1 for c in chars.values() if c >= 2)
+    return f"characters: {sum(chars.values())} tokens, {len(chars)} distinct, {twice} seen at least twice"
+
+
+def write_parts(rows: list[dict], outs: list[Path]) -> None:
+    """Rows in order across `outs`, in near-equal consecutive parts (a corpus too large for one file)."""
+    size = -(-len(rows) // len(outs))
+    for part, out in enumerate(outs):
+        write_corpus(rows[part * size : (part + 1) * size], out)
+
+
+def build_strict(name: str, dist: Path, outs: list[Path], line_length: int) -> list[dict]:
+    poems, stats = extract(dist, line_length, 4)
+    write_parts(poems, outs)
+    with_strains = sum(poem["strains"] is not None for poem in poems)
+    print(f"[{name}] matched (before dedup): tang {stats['matched_tang']}, song {stats['matched_song']}")
+    print(f"[{name}] removed: {stats['duplicates']} duplicates, "
+          f"{stats['shape_changed_by_t2s']} changed shape under t2s")
+    print(f"[{name}] poems: {len(poems)} (tang {stats['tang']}, song {stats['song']}), "
+          f"with tone pattern {with_strains}")
+    print(f"[{name}] {_char_summary(poems)}")
+    return poems
+
+
+def build_blocks(name: str, dist: Path, outs: list[Path], line_length: int, exclude: list[dict]) -> list[dict]:
+    rows, stats = extract_blocks(dist, line_length, {"".join(poem["lines"]) for poem in exclude})
+    write_parts(rows, outs)
+    forms = ", ".join(f"{form} {stats[form]}" for form in ("lushi_head", "lushi_tail", "gushi"))
+    print(f"[{name}] blocks: {len(rows)} from {len({row['id'] for row in rows})} poems ({forms}; "
+          f"tang {stats['tang']}, song {stats['song']})")
+    print(f"[{name}] removed: {stats['duplicates']} duplicate blocks, {stats['identical_to_excluded']} identical "
+          f"to a strict quatrain, {stats['shape_changed_by_t2s']} poems changed shape under t2s")
+    print(f"[{name}] {_char_summary(rows)}")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="unpacked chinese-poetry package directory")
-    parser.add_argument("--out", type=Path, default=Path("poetry_vae/resources/wujue.jsonl.gz"))
-    parser.add_argument("--line-length", type=int, default=5)
-    parser.add_argument("--num-lines", type=int, default=4)
+    parser.add_argument("--out-dir", type=Path, default=Path("poetry_vae/resources"))
+    parser.add_argument("--only", choices=sorted(SHIPPED_CORPORA), action="append",
+                        help="build only this corpus (repeatable; default: all)")
     args = parser.parse_args(argv)
-    dist = args.source / "dist" if (args.source / "dist").is_dir() else args.source
-    if not (dist / "quantangshi").is_dir():
-        raise SystemExit(f"error: {dist}/quantangshi not found: pass the unpacked chinese-poetry package directory")
-    poems, stats = extract(dist, args.line_length, args.num_lines)
-    write_corpus(poems, args.out)
-    chars = Counter(ch for poem in poems for line in poem["lines"] for ch in line)
-    with_strains = sum(poem["strains"] is not None for poem in poems)
+    dist = source_dist(args.source)
+    wanted = args.only or list(SHIPPED_CORPORA)
     print(f"source: {CORPUS_SOURCE}")
-    print(f"matched (before dedup): tang {stats['matched_tang']}, song {stats['matched_song']}")
-    print(f"removed: {stats['duplicates']} duplicates, {stats['shape_changed_by_t2s']} changed shape under t2s")
-    print(f"poems: {len(poems)} (tang {stats['tang']}, song {stats['song']}), with tone pattern {with_strains}")
-    print(f"characters: {sum(chars.values())} tokens, {len(chars)} distinct, "
-          f"{sum(1 for c in chars.values() if c >= 2)} seen at least twice")
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
-
+    outs = {name: [args.out_dir / file for file in files] for name, files in SHIPPED_CORPORA.items()}
+    # the blocks corpus leaves out every 五绝 poem, so it needs them even when wujue is not rewritten
+    wujue: list[dict] = []
+    if "wujue" in wanted:
+        wujue = build_strict("wujue", dist, outs["wujue"], 5)
+    elif "wuyan" in wanted:
+        wujue = extract(dist, 5, 4)[0]
+    if "qijue" in wanted:
+        build_strict("qijue", dist, outs["qijue"], 7)
+    if "wuyan" in wanted:
+        build_blocks("wuyan", dist, outs["wuyan"], 5, wujue)
+    for name in wanted:
+        for out in outs[name]:
+            size = out.stat().st_size
+            print(f"[{name}] wrote {out} ({size / 1e6:.2f} MB)")
+            if size > MAX_SHIPPED_BYTES:
+                print(f"[{name}] warning: {out} is over {MAX_SHIPPED_BYTES / 1e6:.0f} MB, the limit for a shipped "
+                      "file: give it more parts in corpus.SHIPPED_CORPORA")
 
 if __name__ == "__main__":
     main()

@@ -1,8 +1,9 @@
 """Read and validate a corpus of fixed-form poems.
 
 Two formats are accepted:
-- `.jsonl` / `.jsonl.gz`: one JSON object per line with at least `lines` (the shipped corpus, see
-  `resources/CORPUS_SOURCE.md`);
+- `.jsonl` / `.jsonl.gz` / `.jsonl.xz`: one JSON object per line with at least `lines`, optionally `form` (one
+  of `forms.FORMS`, default `jueju`) and `id` (the source poem; the shipped corpora, see
+  `resources/CORPUS_SOURCE.md`, named `wujue`, `qijue`, `wuyan` in `data.corpus_path`);
 - `.txt`: one poem per line, punctuated, e.g. `白日依山尽，黄河入海流。欲穷千里目，更上一层楼。` — for users'
   own collections.
 Every mistake is reported as one line naming the file, the line number and the fix.
@@ -10,15 +11,27 @@ Every mistake is reported as one line naming the file, the line number and the f
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
+import lzma
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from poetry_vae.data.forms import JUEJU, form_id
 from poetry_vae.errors import CorpusError
-from poetry_vae.form import has_shape, is_hanzi, split_lines
+from poetry_vae.form import CJK_CLASS, has_shape, is_hanzi, split_lines
 
-DEFAULT_CORPUS = Path(__file__).resolve().parent.parent / "resources" / "wujue.jsonl.gz"
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+# Shipped corpora by name (built by `make corpus`, see resources/CORPUS_SOURCE.md); data.corpus_path takes a name.
+# wuyan comes in two parts: one xz file of its 288k blocks is 12 MB, over the 10 MB limit on a shipped file.
+SHIPPED_CORPORA: dict[str, tuple[str, ...]] = {
+    "wujue": ("wujue.jsonl.gz",),
+    "qijue": ("qijue.jsonl.xz",),
+    "wuyan": ("wuyan.1.jsonl.xz", "wuyan.2.jsonl.xz"),
+}
+DEFAULT_CORPUS = RESOURCES / SHIPPED_CORPORA["wujue"][0]
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,7 @@ class Poem:
     title: str = ""
     source_id: str = ""
     strains: tuple[str, ...] | None = None
+    form: str = JUEJU
 
     @property
     def text(self) -> str:
@@ -36,8 +50,18 @@ class Poem:
         return "".join(self.lines)
 
 
-def resolve_corpus_path(path: str | Path | None) -> Path:
-    return DEFAULT_CORPUS if path in (None, "", "default") else Path(path).expanduser()
+def corpus_files(path: str | Path | None) -> tuple[Path, ...]:
+    """The files of a shipped corpus by name (`wujue`, `qijue`, `wuyan`; None or `default` is `wujue`), or one path."""
+    if path in (None, "", "default"):
+        path = "wujue"
+    if isinstance(path, str) and path in SHIPPED_CORPORA:
+        return tuple(RESOURCES / name for name in SHIPPED_CORPORA[path])
+    return (Path(path).expanduser(),)
+
+
+def corpus_name(path: str | Path | None) -> str:
+    """How to name a corpus in messages: its shipped name, or its file path."""
+    return "wujue" if path in (None, "", "default") else str(path)
 
 
 def _open_lines(path: Path) -> list[str]:
@@ -46,16 +70,22 @@ def _open_lines(path: Path) -> list[str]:
             f"corpus file {path} not found: set data.corpus_path to an existing file, "
             "or leave it at the default to use the shipped corpus (rebuild it with `make corpus`)"
         )
+    opener = {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix)
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8") as handle:
+        if opener is not None:
+            with opener(path, "rt", encoding="utf-8") as handle:
                 return handle.read().splitlines()
         return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, EOFError, UnicodeDecodeError) as error:
+    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as error:
         raise CorpusError(
             f"corpus file {path} cannot be read ({type(error).__name__}: {error}): "
-            "it must be UTF-8 text or gzip of it; rebuild it with `make corpus`"
+            "it must be UTF-8 text, or gzip / xz of it; rebuild it with `make corpus`"
         ) from None
+
+
+@functools.cache
+def _line_regex(line_length: int) -> re.Pattern[str]:
+    return re.compile(f"[{CJK_CLASS}]{{{line_length}}}")
 
 
 def _check_lines(lines: list[str], where: str, line_length: int, num_lines: int) -> tuple[str, ...]:
@@ -65,6 +95,8 @@ def _check_lines(lines: list[str], where: str, line_length: int, num_lines: int)
             f"{where}: expected {num_lines} lines of {line_length} characters, found line lengths {shape}; "
             "fix or remove this row, or set data.line_length / data.num_lines to the corpus's form"
         )
+    if all(_line_regex(line_length).fullmatch(line) for line in lines):
+        return tuple(lines)  # the usual case, checked a line at a time (300k-row corpora load in seconds)
     for line in lines:
         for position, char in enumerate(line, start=1):
             if not is_hanzi(char):
@@ -84,6 +116,8 @@ def _parse_json_row(raw: str, where: str, line_length: int, num_lines: int) -> P
         raise CorpusError(f"{where}: a row must be a JSON object with a 'lines' list; fix or remove this row")
     lines = _check_lines([str(line) for line in row["lines"]], where, line_length, num_lines)
     strains = row.get("strains")
+    form = str(row.get("form", JUEJU))
+    form_id(form, where)  # an unknown tag is a one-line error naming the row and the valid tags
     return Poem(
         lines=lines,
         dynasty=str(row.get("dynasty", "")),
@@ -91,6 +125,7 @@ def _parse_json_row(raw: str, where: str, line_length: int, num_lines: int) -> P
         title=str(row.get("title", "")),
         source_id=str(row.get("id", "")),
         strains=tuple(strains) if isinstance(strains, list) else None,
+        form=form,
     )
 
 
@@ -100,15 +135,16 @@ def _parse_text_row(raw: str, where: str, line_length: int, num_lines: int) -> P
 
 
 def load_corpus(path: str | Path | None = None, line_length: int = 5, num_lines: int = 4) -> list[Poem]:
-    """All poems of the corpus file, in file order. Blank lines are skipped."""
-    path = resolve_corpus_path(path)
-    is_json = ".jsonl" in path.suffixes or path.suffix == ".json"
-    parse = _parse_json_row if is_json else _parse_text_row
-    poems = [
-        parse(raw, f"{path}:{number}", line_length, num_lines)
-        for number, raw in enumerate(_open_lines(path), start=1)
-        if raw.strip()
-    ]
+    """All poems of the corpus (every file of it, in order), in file order. Blank lines are skipped."""
+    poems: list[Poem] = []
+    for file in corpus_files(path):
+        is_json = ".jsonl" in file.suffixes or file.suffix == ".json"
+        parse = _parse_json_row if is_json else _parse_text_row
+        poems.extend(
+            parse(raw, f"{file}:{number}", line_length, num_lines)
+            for number, raw in enumerate(_open_lines(file), start=1)
+            if raw.strip()
+        )
     if not poems:
-        raise CorpusError(f"corpus file {path} holds no poems: point data.corpus_path at a non-empty corpus")
+        raise CorpusError(f"corpus {corpus_name(path)} holds no poems: point data.corpus_path at a non-empty corpus")
     return poems

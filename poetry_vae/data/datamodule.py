@@ -1,4 +1,10 @@
-"""The LightningDataModule: corpus → leakage-free split → vocabulary → token tensors → batches."""
+"""The LightningDataModule: corpus → leakage-free split → vocabulary → token tensors → batches.
+
+With `pretrain_corpus` (e.g. `wuyan`) the leak-free training blocks of that corpus join the training split,
+while validation and test stay the evaluation corpus's own (so numbers compare with every run on it). With
+`vocab_from` the same blocks only shape the vocabulary and word2vec: fine-tuning with `vocab_from: wuyan`
+builds exactly the vocabulary of pretraining on `wuyan`, so ids stay stable from one to the other.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from poetry_vae.data.corpus import Poem, load_corpus, resolve_corpus_path
+from poetry_vae.data.corpus import Poem, corpus_name, load_corpus
+from poetry_vae.data.forms import FORM_IDS
+from poetry_vae.data.pretrain import cached_leak_free_blocks
 from poetry_vae.data.split import SPLITS, split_poems
 from poetry_vae.data.vocab import Vocabulary, text_fingerprint
 from poetry_vae.data.word2vec import cached_embeddings
@@ -19,14 +27,16 @@ from poetry_vae.errors import CorpusError
 Batch = dict[str, torch.Tensor]
 
 
-def encode_poems(poems: list[Poem], vocab: Vocabulary) -> Batch:
-    """Encoder input `tokens` (N, L), decoder input `<s>`+tokens and target tokens+`</s>` (N, L+1)."""
-    tokens = torch.tensor([vocab.encode(poem.text) for poem in poems], dtype=torch.long).reshape(len(poems), -1)
+def encode_poems(poems: list[Poem], vocab: Vocabulary, length: int) -> Batch:
+    """Encoder input `tokens` (N, L), decoder input `<s>`+tokens and target tokens+`</s>` (N, L+1), the form
+    id of each poem (`forms.FORMS`) and its index in the split; L = `length` characters a poem."""
+    tokens = torch.from_numpy(vocab.encode_many([poem.text for poem in poems], length))
     column = torch.full((len(poems), 1), vocab.bos_id, dtype=torch.long)
     return {
         "tokens": tokens,
         "dec_in": torch.cat([column, tokens], dim=1),
         "target": torch.cat([tokens, column.fill_(vocab.eos_id)], dim=1),
+        "form": torch.tensor([FORM_IDS[poem.form] for poem in poems], dtype=torch.long),
         "index": torch.arange(len(poems)),
     }
 
@@ -94,43 +104,95 @@ class QuatrainDataModule(pl.LightningDataModule):
         word2vec_seed: int = 0,
         limit_train_poems: int | None = None,
         shuffle_seed: int = 0,
+        pretrain_corpus: str | None = None,
+        vocab_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self.corpus_path = resolve_corpus_path(corpus_path)
+        self.corpus_path = corpus_name(corpus_path)
         self.cache_dir = Path(cache_dir)
-        self.poems: dict[str, list[Poem]] = {}
+        if pretrain_corpus and vocab_from and pretrain_corpus != vocab_from:
+            raise CorpusError(
+                f"data.pretrain_corpus={pretrain_corpus} and data.vocab_from={vocab_from} differ: pretraining "
+                "blocks always shape the vocabulary, so set only one of them (or both to the same corpus)"
+            )
+        self.blocks_corpus = pretrain_corpus or vocab_from or None
+        self.poems: dict[str, list[Poem]] = {}  # the evaluation corpus; "train" plus the blocks when pretraining
+        self.blocks: dict[str, list[Poem]] = {}  # the leak-free pretraining blocks by split (when any)
+        self.blocks_dropped = 0  # blocks sharing a line with an evaluation validation or test poem
+        self.vocab_texts: list[str] = []  # the text the vocabulary and word2vec are built from
         self.tensors: dict[str, Batch] = {}
         self.vocab: Vocabulary | None = None
+
+    def load(self) -> None:
+        """Read and split the corpus and the pretraining blocks once (idempotent); no vocabulary yet."""
+        if self.poems:
+            return
+        hp = self.hparams
+        poems = load_corpus(hp.corpus_path, hp.line_length, hp.num_lines)
+        splits = split_poems(poems, hp.val_fraction, hp.test_fraction, hp.split_seed)
+        for name in SPLITS:
+            if not splits[name]:
+                raise CorpusError(
+                    f"the {name} split of {self.corpus_path} is empty ({len(poems)} poems in all): "
+                    "use a larger corpus or raise data.val_fraction / data.test_fraction"
+                )
+        if hp.limit_train_poems:
+            splits["train"] = splits["train"][: hp.limit_train_poems]
+        training_blocks: list[Poem] = []
+        if self.blocks_corpus:
+            blocks = cached_leak_free_blocks(self.blocks_corpus, splits, hp.line_length, hp.num_lines,
+                                             hp.val_fraction, hp.test_fraction, hp.split_seed, self.cache_dir)
+            self.blocks, self.blocks_dropped = blocks.splits, blocks.dropped
+            training_blocks = self.blocks["train"][: hp.limit_train_poems or None]
+        # Identical for pretraining and for fine-tuning with vocab_from: the same vocabulary, the same ids.
+        self.vocab_texts = [poem.text for poem in splits["train"] + training_blocks]
+        if hp.pretrain_corpus:
+            splits["train"] = splits["train"] + training_blocks
+        self.poems = splits
 
     def prepare(self) -> Vocabulary:
         """Read, split and tokenise once (idempotent); the model needs the vocabulary before it is built."""
         if self.vocab is not None:
             return self.vocab
+        self.load()
         hp = self.hparams
-        poems = load_corpus(self.corpus_path, hp.line_length, hp.num_lines)
-        self.poems = split_poems(poems, hp.val_fraction, hp.test_fraction, hp.split_seed)
-        if hp.limit_train_poems:
-            self.poems["train"] = self.poems["train"][: hp.limit_train_poems]
-        for name in SPLITS:
-            if not self.poems[name]:
-                raise CorpusError(
-                    f"the {name} split of {self.corpus_path} is empty ({len(poems)} poems in all): "
-                    "use a larger corpus or raise data.val_fraction / data.test_fraction"
-                )
-        train_texts = [poem.text for poem in self.poems["train"]]
-        fingerprint = text_fingerprint(train_texts)
+        fingerprint = text_fingerprint(self.vocab_texts)
         if hp.vocab_path:
-            self.vocab = Vocabulary.load(hp.vocab_path, expected_fingerprint=fingerprint)
+            vocab = Vocabulary.load(hp.vocab_path, expected_fingerprint=fingerprint)
         else:
             cached = self.cache_dir / f"vocab-{fingerprint}-min{hp.min_count}.json"
             if cached.is_file():
-                self.vocab = Vocabulary.load(cached, expected_fingerprint=fingerprint)
+                vocab = Vocabulary.load(cached, expected_fingerprint=fingerprint)
             else:
-                self.vocab = Vocabulary.build(train_texts, hp.min_count)
-                self.vocab.save(cached)
-        self.tensors = {name: encode_poems(self.poems[name], self.vocab) for name in SPLITS}
-        return self.vocab
+                vocab = Vocabulary.build(self.vocab_texts, hp.min_count)
+                vocab.save(cached)
+        self._encode(vocab)
+        return vocab
+
+    def use_vocabulary(self, vocab: Vocabulary, source: str) -> Vocabulary:
+        """Encode with a given vocabulary (a pretrained checkpoint's, when fine-tuning), keeping its ids.
+
+        It must hold every character this config's own vocabulary would (seen `min_count` times in the
+        vocabulary text); else a one-line CorpusError names both the vocabulary's source and the corpus.
+        """
+        self.load()
+        missing = vocab.missing(self.vocab_texts, self.hparams.min_count)
+        if missing:
+            corpus = self.corpus_path + (f" + {self.blocks_corpus} blocks" if self.blocks_corpus else "")
+            raise CorpusError(
+                f"the vocabulary of {source} ({len(vocab)} tokens) does not cover corpus {corpus}: it lacks "
+                f"{len(missing)} characters seen at least {self.hparams.min_count} times in its training text "
+                f"(most frequent: {''.join(missing[:10])}); fine-tune with the data config it was trained on, "
+                "or pretrain with a vocabulary that includes this corpus (e.g. data.vocab_from=wuyan)"
+            )
+        self._encode(vocab)
+        return vocab
+
+    def _encode(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+        length = self.hparams.line_length * self.hparams.num_lines
+        self.tensors = {name: encode_poems(self.poems[name], vocab, length) for name in SPLITS}
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare()
@@ -139,12 +201,16 @@ class QuatrainDataModule(pl.LightningDataModule):
         """Word2Vec vectors for every vocabulary id (trained once per inputs, then read from the cache)."""
         vocab = self.prepare()
         hp = self.hparams
-        texts = [poem.text for poem in self.poems["train"]]
-        return cached_embeddings(texts, vocab, dim, self.cache_dir, window=hp.word2vec_window,
+        return cached_embeddings(self.vocab_texts, vocab, dim, self.cache_dir, window=hp.word2vec_window,
                                  epochs=hp.word2vec_epochs, seed=hp.word2vec_seed)
 
+    def unk_rate(self, split: str = "val") -> float:
+        """Share of a split's characters that the vocabulary maps to ``<unk>``."""
+        return float((self.tensors[split]["tokens"] == Vocabulary.unk_id).float().mean())
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.prepare()
+        if self.vocab is None:
+            self.prepare()
         hp = self.hparams
         # The data is a few MB of tensors in memory: slicing a batch costs microseconds, so worker
         # processes only add start-up time. num_workers > 0 is honoured for corpora that need it.

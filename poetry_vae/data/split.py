@@ -5,6 +5,10 @@ that share any pair of lines are joined into one group (union-find), and a whole
 no held-out poem has a line pair that the model saw in training. A group's split comes from a hash of its
 first poem's text and a seed: stable across runs, machines and Python hash randomisation, and a poem keeps
 its split when unrelated poems are added or the corpus is reordered (a group is named by its smallest text).
+
+Blocks cut from one source poem (the two halves of a 律诗, the blocks of a 古体) are joined too when
+`by_source` is set, so a source poem lands in one split. Each poem adds six keys (its line pairs, plus its
+source id), so grouping is linear in the corpus size.
 """
 
 from __future__ import annotations
@@ -24,13 +28,21 @@ def _find(parent: list[int], item: int) -> int:
     return item
 
 
-def variant_groups(poems: list[Poem]) -> list[int]:
-    """For each poem, the index of the first poem of its group (poems linked by a shared pair of lines)."""
+def _keys(poem: Poem, by_source: bool) -> list[tuple[str, str]]:
+    keys = list(combinations(sorted(set(poem.lines)), 2))
+    if by_source and poem.source_id:
+        keys.append(("", poem.source_id))  # "" is never a line, so a source key never equals a line pair
+    return keys
+
+
+def variant_groups(poems: list[Poem], by_source: bool = False) -> list[int]:
+    """For each poem, the index of the first poem of its group (poems linked by a shared pair of lines, and
+    by a shared source poem when `by_source`)."""
     parent = list(range(len(poems)))
-    first_with_pair: dict[tuple[str, str], int] = {}
+    first_with_key: dict[tuple[str, str], int] = {}
     for index, poem in enumerate(poems):
-        for pair in combinations(sorted(set(poem.lines)), 2):
-            other = first_with_pair.setdefault(pair, index)
+        for key in _keys(poem, by_source):
+            other = first_with_key.setdefault(key, index)
             root_a, root_b = _find(parent, index), _find(parent, other)
             if root_a != root_b:
                 parent[max(root_a, root_b)] = min(root_a, root_b)
@@ -43,11 +55,11 @@ def _unit_interval(text: str, seed: int) -> float:
 
 
 def split_poems(poems: list[Poem], val_fraction: float = 0.05, test_fraction: float = 0.05,
-                seed: int = 0) -> dict[str, list[Poem]]:
+                seed: int = 0, by_source: bool = False) -> dict[str, list[Poem]]:
     """{"train": [...], "val": [...], "test": [...]}, each in corpus order."""
     if not 0 <= val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise ValueError("data.val_fraction and data.test_fraction must be in [0, 1) and sum to less than 1")
-    roots = variant_groups(poems)
+    roots = variant_groups(poems, by_source)
     group_name: dict[int, str] = {}
     for poem, root in zip(poems, roots, strict=True):
         group_name[root] = min(group_name.get(root, poem.text), poem.text)
