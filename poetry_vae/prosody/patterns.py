@@ -38,6 +38,8 @@ PATTERNS: dict[str, Templates] = {
     "pingqi_rhymed_first": ("PPZZP", "ZZZPP", "ZZPPZ", "PPZZP"),  # 平起首句入韵
 }
 
+_QIYAN_ORDER: tuple[str, ...] = ("zeqi_rhymed_first", "zeqi", "pingqi_rhymed_first", "pingqi")
+
 _OPPOSITE = {"P": "Z", "Z": "P"}
 
 
@@ -62,8 +64,10 @@ def _derive_qiyan() -> dict[str, Templates]:
         first, second, third, fourth = (extend_line(template) for template in templates)
         lines = (first, second, third, fourth)
         derived[pattern_name(lines)] = lines
-    # same name order as PATTERNS: "first pattern in PATTERNS order" means the same thing for both lengths
-    return {name: derived[name] for name in PATTERNS}
+    # Name order = tie-break order (best_pattern, the decoder's reported pattern). A line 1 ending in a
+    # polyphonic character fits both the 首句入韵 and the 不入韵 pattern; the form's norm should win, which for
+    # 七绝 is 首句入韵 (五言 lists 不入韵 first).
+    return {name: derived[name] for name in _QIYAN_ORDER}
 
 
 PATTERNS_7: dict[str, Templates] = _derive_qiyan()
@@ -84,7 +88,10 @@ def check_line_length(line_length: int) -> int:
 
 
 def patterns(line_length: int = LINE_LENGTH) -> dict[str, Templates]:
-    """The four patterns ``{name: line templates}`` for ``line_length`` (``PATTERNS`` for 5)."""
+    """The four patterns ``{name: line templates}`` for ``line_length`` (``PATTERNS`` for 5, ``PATTERNS_7`` for 7).
+
+    Iteration order is the tie-break order: 不入韵 before 入韵 for 五言, 首句入韵 first for 七言 (each form's norm).
+    """
     return _BY_LENGTH[check_line_length(line_length)]
 
 
@@ -131,9 +138,7 @@ def _line_length(lines: Sequence[str], line_length: int | None) -> int:
     return length
 
 
-def _counts(
-    lines: Sequence[str], pattern: str, strict: bool, system: str, line_length: int | None
-) -> tuple[int, int]:
+def _counts(lines: Sequence[str], pattern: str, strict: bool, system: str, line_length: int | None) -> tuple[int, int]:
     length = _line_length(lines, line_length)
     templates = check_pattern(pattern, length)
     hits = total = 0
@@ -176,7 +181,7 @@ def fits_pattern(
 def best_pattern(
     lines: Sequence[str], strict: bool = False, system: str = "pingshui", line_length: int | None = None
 ) -> tuple[str, float]:
-    """The pattern with the highest :func:`pattern_match` score (ties: first in ``PATTERNS`` order)."""
+    """The pattern with the highest :func:`pattern_match` score (ties: first in ``patterns(line_length)`` order)."""
     length = _line_length(lines, line_length)
     scores = {name: pattern_match(lines, name, strict, system, length) for name in patterns(length)}
     name = max(scores, key=lambda key: scores[key])
