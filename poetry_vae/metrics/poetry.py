@@ -1,9 +1,13 @@
-"""Poem-level metrics for generated and human 五言绝句: format, rhyme, 平仄, diversity, novelty.
+"""Poem-level metrics for generated and human 绝句 (五言 or 七言): format, rhyme, 平仄, diversity, novelty.
 
 Pure Python (no torch). A poem is either a list of line strings without punctuation
 (``["白日依山尽", "黄河入海流", ...]``) or rendered text (``"白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"``);
-:mod:`poetry_vae.form` converts between the two. Rates are over *all* poems given: a malformed poem
-(not 4 lines of 5 characters) counts as not rhyming and not fitting any pattern.
+:mod:`poetry_vae.form` converts between the two.
+
+The form-aware metrics take ``line_length``: ``None`` (default) accepts each poem in either form (4 lines of 5,
+or 4 lines of 7 characters), 5 or 7 accepts only that form — pass the checkpoint's line length to count a poem of
+the other form as malformed. Rates are over *all* poems given: a malformed poem counts as not format-valid, not
+rhyming and not fitting any pattern.
 """
 
 from __future__ import annotations
@@ -13,44 +17,80 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from poetry_vae.form import PoemLike, has_shape, is_format_valid, render, split_lines
-from poetry_vae.prosody.patterns import PATTERNS, pattern_match
+from poetry_vae.form import NUM_LINES, PoemLike, is_format_valid, render, split_lines
+from poetry_vae.prosody.patterns import LINE_LENGTHS, check_line_length, pattern_match, patterns, quatrain_line_length
 from poetry_vae.prosody.tables import check_system, rhymes
 
 BLEU_EPSILON = 0.1
 
 
-def poem_rhymes(poem: PoemLike, system: str = "pingshui") -> bool:
-    """True if the last characters of lines 2 and 4 share a rhyme class (False for a malformed poem)."""
+def _accepted_lengths(line_length: int | None) -> tuple[int, ...]:
+    """The line lengths a poem may have: both forms for None; :class:`PromptError` for an unsupported one."""
+    return LINE_LENGTHS if line_length is None else (check_line_length(line_length),)
+
+
+def _quatrain(poem: PoemLike, line_length: int | None) -> tuple[list[str], int] | None:
+    """The poem's lines and line length if it is a 绝句 of an accepted form, else None."""
     lines = split_lines(poem)
-    if not has_shape(lines):
+    length = quatrain_line_length(lines)
+    return None if length is None or length not in _accepted_lengths(line_length) else (lines, length)
+
+
+def is_valid_poem(poem: PoemLike, line_length: int | None = None) -> bool:
+    """True if ``poem`` is written exactly as a 绝句 of an accepted form (see :func:`~poetry_vae.form.is_format_valid`).
+
+    Lists of lines are rendered first, so they are checked for their characters and line lengths only.
+    """
+    text = poem if isinstance(poem, str) else render(poem)
+    return any(is_format_valid(text, length, NUM_LINES) for length in _accepted_lengths(line_length))
+
+
+def format_valid_rate(poems: Sequence[PoemLike], line_length: int | None = None) -> float:
+    """Share of poems that are format-valid (:func:`is_valid_poem`; 0.0 for no poems)."""
+    _accepted_lengths(line_length)  # an unsupported length fails even with no poems
+    if not poems:
+        return 0.0
+    return sum(is_valid_poem(poem, line_length) for poem in poems) / len(poems)
+
+
+def poem_rhymes(poem: PoemLike, system: str = "pingshui", line_length: int | None = None) -> bool:
+    """True if the last characters of lines 2 and 4 share a rhyme class (False for a malformed poem)."""
+    quatrain = _quatrain(poem, line_length)
+    if quatrain is None:
         return False
+    lines, _ = quatrain
     return rhymes(lines[1][-1], lines[3][-1], system)
 
 
-def rhyme_rate(poems: Sequence[PoemLike], system: str = "pingshui") -> float:
+def rhyme_rate(poems: Sequence[PoemLike], system: str = "pingshui", line_length: int | None = None) -> float:
     """Share of poems whose lines 2 and 4 end in a shared rhyme class (0.0 for no poems)."""
     check_system(system)
+    _accepted_lengths(line_length)
     if not poems:
         return 0.0
-    return sum(poem_rhymes(poem, system) for poem in poems) / len(poems)
+    return sum(poem_rhymes(poem, system, line_length) for poem in poems) / len(poems)
 
 
-def tone_compliance(poems: Sequence[PoemLike], strict: bool = False, system: str = "pingshui") -> dict[str, float]:
+def tone_compliance(
+    poems: Sequence[PoemLike], strict: bool = False, system: str = "pingshui", line_length: int | None = None
+) -> dict[str, float]:
     """``fit_rate``: share of poems fitting some pattern fully; ``position_rate``: mean best-pattern score.
 
-    Free positions (0-based 0 and 2 of each line) are skipped unless ``strict``. Malformed poems score 0.
+    Each poem is scored against the patterns of its own line length. Free positions (0-based 0 and 2, and 4 for
+    七言) are skipped unless ``strict``. Malformed poems score 0.
     """
     check_system(system)
+    _accepted_lengths(line_length)
     if not poems:
         return {"fit_rate": 0.0, "position_rate": 0.0}
     fits = 0
     score_sum = 0.0
     for poem in poems:
-        lines = split_lines(poem)
-        if not has_shape(lines):
+        quatrain = _quatrain(poem, line_length)
+        if quatrain is None:
             continue
-        best = max(pattern_match(lines, name, strict, system) for name in PATTERNS)
+        lines, length = quatrain
+        best = max(pattern_match(lines, name, strict, system, length) for name in patterns(length))
         score_sum += best
         fits += best == 1.0
     return {"fit_rate": fits / len(poems), "position_rate": score_sum / len(poems)}
@@ -172,17 +212,20 @@ def poetry_report(
     train_poems: Sequence[PoemLike] | None = None,
     system: str = "pingshui",
     self_bleu_sample: int | None = 1000,
+    line_length: int | None = None,
 ) -> dict[str, float]:
-    """All metrics for a set of poems (generated or human) as one flat ``{name: float}`` dict."""
+    """All metrics for a set of poems (generated or human) as one flat ``{name: float}`` dict.
+
+    ``line_length`` (5, 7 or None = either form per poem) decides which poems are well-formed; see the module doc.
+    """
     check_system(system)
-    texts = [poem if isinstance(poem, str) else render(poem) for poem in poems]
     n = len(poems)
-    loose = tone_compliance(poems, strict=False, system=system)
-    strict = tone_compliance(poems, strict=True, system=system)
+    loose = tone_compliance(poems, strict=False, system=system, line_length=line_length)
+    strict = tone_compliance(poems, strict=True, system=system, line_length=line_length)
     report = {
         "n_poems": float(n),
-        "format_valid_rate": sum(map(is_format_valid, texts)) / n if n else 0.0,
-        "rhyme_rate": rhyme_rate(poems, system),
+        "format_valid_rate": format_valid_rate(poems, line_length),
+        "rhyme_rate": rhyme_rate(poems, system, line_length),
         "tone_fit_rate": loose["fit_rate"],
         "tone_position_rate": loose["position_rate"],
         "tone_fit_rate_strict": strict["fit_rate"],
