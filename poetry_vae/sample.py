@@ -102,8 +102,9 @@ def show_report(poems: list[GeneratedPoem], data_hparams: dict[str, Any], seed: 
     test = [list(p.lines) for p in datamodule.poems["test"]]
     human = random.Random(seed).sample(test, min(len(poems), len(test)))
     train = [list(p.lines) for p in datamodule.poems["train"]]
-    rows = {"generated": poetry_report([p.lines for p in poems], train),
-            "human test split": poetry_report(human, train)}
+    form = int(data_hparams.get("line_length", 5))
+    rows = {"generated": poetry_report([p.lines for p in poems], train, line_length=form),
+            "human test split": poetry_report(human, train, line_length=form)}
     table = Table(title=f"poetry metrics (human row: {len(human)} random test-split poems; 平水韵)")
     table.add_column("")
     names = list(rows["generated"])

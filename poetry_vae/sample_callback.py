@@ -7,6 +7,7 @@ which the CSV logger cannot hold. Only rank 0 decodes, with its own random gener
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.generation.decoding import generate, sample_prior
-from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.generation.request import FORM_FIELDS, DecodeRequest
 
 
 class PoemSamples(pl.Callback):
@@ -54,17 +55,19 @@ class PoemSamples(pl.Callback):
 
     def poems(self, pl_module: pl.LightningModule, datamodule: Any, epoch: int) -> list[dict[str, Any]]:
         model, vocab = pl_module.model, pl_module.vocab
+        form = {key: int(datamodule.hparams[key]) for key in FORM_FIELDS} if datamodule is not None else {}
+        request = dataclasses.replace(self.request, **form)  # the data's line length and count
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed * 1_000_003 + epoch)
         z = sample_prior(model, self.n_prior, generator)
         rows = [
             {"kind": "prior", "input": "", "poem": p.text, "log_prob": round(p.log_prob, 2)}
-            for p in generate(model, vocab, z, self.request, generator, num_poems=self.n_prior)
+            for p in generate(model, vocab, z, request, generator, num_poems=self.n_prior)
         ]
         if model.cfg.use_latent and self.n_reconstruct and datamodule is not None:
             tokens = datamodule.tensors["val"]["tokens"][: self.n_reconstruct].to(pl_module.device)
             with torch.no_grad():
                 mu, _ = model.encode(tokens)
-            greedy = DecodeRequest(strategy="greedy")
+            greedy = dataclasses.replace(request, strategy="greedy")
             for ids, p in zip(tokens.tolist(), generate(model, vocab, mu, greedy), strict=True):
                 rows.append({"kind": "reconstruction", "input": vocab.decode(ids), "poem": p.text,
                              "log_prob": round(p.log_prob, 2)})

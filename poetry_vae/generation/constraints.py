@@ -26,7 +26,8 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_hanzi
 from poetry_vae.generation.request import DecodeRequest
-from poetry_vae.prosody import PATTERNS, build_masks, check_pattern, is_free, rhyme_lines
+from poetry_vae.prosody import build_masks, check_line_length, check_pattern, is_free, rhyme_lines
+from poetry_vae.prosody import patterns as patterns_for
 from poetry_vae.prosody.masks import ProsodyMasks
 from poetry_vae.prosody.tables import RHYME_SYSTEMS, pingshui_table
 
@@ -108,8 +109,8 @@ def _tone_base(masks: ProsodyMasks | None, hanzi: Tensor, pattern: str, request:
     if pattern == ANY or masks is None:
         return hanzi.expand(n * m, -1).clone()
     rows = [
-        hanzi if is_free(pos, request.strict_tone) else hanzi & masks.tone_mask(tone)
-        for template in PATTERNS[pattern]
+        hanzi if is_free(pos, request.strict_tone, m) else hanzi & masks.tone_mask(tone)
+        for template in check_pattern(pattern, m)
         for pos, tone in enumerate(template)
     ]
     return torch.stack(rows)
@@ -128,10 +129,12 @@ def build_plan(
         raise PromptError(f"num_lines and line_length must be >= 1, got {n} and {m}")
     if request.rhyme is not None and request.rhyme not in RHYME_SYSTEMS:
         raise PromptError(f"unknown rhyme system {request.rhyme!r}; choose one of {', '.join(RHYME_SYSTEMS)}")
-    if request.tone is not None and request.tone != "auto":
-        check_pattern(request.tone)
-    if request.tone is not None and (n, m) != (4, 5):
-        raise PromptError(f"tone patterns are defined for 4 lines of 5 characters, not {n} x {m}")
+    if request.tone is not None:
+        if n != 4:
+            raise PromptError(f"tone patterns are defined for 4 lines, not {n}")
+        check_line_length(m)
+        if request.tone != "auto":
+            check_pattern(request.tone, m)
     if request.rhyme_first_line and request.rhyme is None:
         raise PromptError("rhyme_first_line needs a rhyme system: set rhyme to 'pingshui' or 'xinyun'")
 
@@ -170,10 +173,10 @@ def build_plan(
     if request.tone is None:
         patterns = [ANY]
     elif request.tone == "auto":
-        patterns = [p for p in PATTERNS if not request.rhyme_first_line or 0 in rhyme_lines(p)]
+        patterns = [p for p in patterns_for(m) if not request.rhyme_first_line or 0 in rhyme_lines(p, m)]
     else:
         patterns = [request.tone]
-        if request.rhyme_first_line and 0 not in rhyme_lines(request.tone):
+        if request.rhyme_first_line and 0 not in rhyme_lines(request.tone, m):
             raise PromptError(
                 f"pattern {request.tone} does not rhyme its first line (its line 1 ends in 仄): "
                 "drop rhyme_first_line or pick a 首句入韵 pattern"
@@ -235,7 +238,7 @@ def _rhyme_lines_of(pattern: str, request: DecodeRequest) -> tuple[int, ...]:
     if request.rhyme is None:
         return ()
     if pattern != ANY:
-        return rhyme_lines(pattern)  # 首句入韵 patterns rhyme line 1 as well
+        return rhyme_lines(pattern, request.line_length)  # 首句入韵 patterns rhyme line 1 as well
     odd = tuple(range(1, request.num_lines, 2))
     return ((0,) if request.rhyme_first_line else ()) + odd
 
@@ -246,7 +249,7 @@ def _forced_conflict(vocab: Vocabulary, plan: Plan, base: Tensor, pattern: str, 
     for t, token in sorted(plan.forced.items()):
         char = vocab.tokens[token]
         if not base[t, token]:
-            need = _tone_name(PATTERNS[pattern][t // m][t % m])
+            need = _tone_name(check_pattern(pattern, m)[t // m][t % m])
             return (
                 f"{char!r} at {_where(t, m)} cannot be {need}, which pattern {pattern} requires there: "
                 "change that character or the tone pattern"

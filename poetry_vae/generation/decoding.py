@@ -19,7 +19,7 @@ from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, bui
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.generation.sampling import pick_tokens
 from poetry_vae.model.vae import PoemVAE
-from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_lines, rhymes
+from poetry_vae.prosody import LINE_LENGTHS, fits_pattern, patterns, rhyme_lines, rhymes
 
 
 def sample_prior(model: PoemVAE, n: int, generator: torch.Generator | None = None) -> Tensor | None:
@@ -158,20 +158,22 @@ def check_constraints(lines: list[str], request: DecodeRequest, pattern: str | N
     """Which requested constraints ``lines`` satisfies, by the independent metric/prosody checkers."""
     text = render(lines)
     result = {"format": is_format_valid(text, request.line_length, request.num_lines)}
-    quatrain = result["format"] and (request.num_lines, request.line_length) == (4, 5)
+    quatrain = result["format"] and request.num_lines == 4 and request.line_length in LINE_LENGTHS
     system = request.rhyme or "pingshui"
     if request.tone is not None:
-        names = list(PATTERNS) if request.tone == "auto" else [request.tone]
+        names = list(patterns(request.line_length)) if request.tone == "auto" else [request.tone]
         if pattern in names:  # check the decoder's claim first, then any other candidate
             names.remove(pattern)
             names.insert(0, pattern)
-        result["tone"] = quatrain and any(fits_pattern(lines, p, request.strict_tone, system) for p in names)
+        result["tone"] = quatrain and any(
+            fits_pattern(lines, p, request.strict_tone, system, request.line_length) for p in names
+        )
     if request.rhyme is not None:
         must = set(range(1, request.num_lines, 2))
         if request.rhyme_first_line:
             must.add(0)
         if pattern is not None and quatrain:
-            must.update(rhyme_lines(pattern))
+            must.update(rhyme_lines(pattern, request.line_length))
         ends = [lines[i][-1] for i in sorted(must) if i < len(lines) and lines[i]]
         result["rhyme"] = (
             result["format"] and len(ends) == len(must) and all(rhymes(ends[0], end, request.rhyme) for end in ends[1:])

@@ -37,7 +37,9 @@ def poem_ids(vocab: Vocabulary, text: str, line_length: int = 5, num_lines: int 
     return check_prompt_chars(vocab, chars, "poem")
 
 
-def encode_texts(model: PoemVAE, vocab: Vocabulary, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
+def encode_texts(
+    model: PoemVAE, vocab: Vocabulary, texts: Sequence[str], line_length: int = 5, num_lines: int = 4
+) -> tuple[Tensor, Tensor]:
     """Posterior (mu, logvar), each (N, Z), of poems given with or without punctuation."""
     _require_latent(model, "encoding poems")
     if isinstance(texts, str):
@@ -47,7 +49,7 @@ def encode_texts(model: PoemVAE, vocab: Vocabulary, texts: Sequence[str]) -> tup
     rows = []
     for i, text in enumerate(texts, start=1):
         try:
-            rows.append(poem_ids(vocab, text))
+            rows.append(poem_ids(vocab, text, line_length, num_lines))
         except PromptError as error:
             raise PromptError(f"poem {i}: {error}" if len(texts) > 1 else str(error)) from None
     device = next(model.parameters()).device
@@ -69,8 +71,9 @@ def reconstruct(
     generator: torch.Generator | None = None,
 ) -> list[GeneratedPoem]:
     """Decode each poem from its posterior mean (greedy unless ``request`` says otherwise)."""
-    mu, _ = encode_texts(model, vocab, texts)
-    return generate(model, vocab, mu, request or DecodeRequest(strategy="greedy"), generator)
+    request = request or DecodeRequest(strategy="greedy")
+    mu, _ = encode_texts(model, vocab, texts, request.line_length, request.num_lines)
+    return generate(model, vocab, mu, request, generator)
 
 
 def interpolate(z_a: Tensor, z_b: Tensor, steps: int, spherical: bool = False) -> Tensor:
@@ -102,9 +105,10 @@ def homotopy(
     generator: torch.Generator | None = None,
 ) -> list[GeneratedPoem]:
     """Bowman et al.'s homotopy: poems decoded (greedy by default) along the line between two posterior means."""
-    mu, _ = encode_texts(model, vocab, [text_a, text_b])
+    request = request or DecodeRequest(strategy="greedy")
+    mu, _ = encode_texts(model, vocab, [text_a, text_b], request.line_length, request.num_lines)
     path = interpolate(mu[0], mu[1], steps, spherical)
-    return generate(model, vocab, path, request or DecodeRequest(strategy="greedy"), generator)
+    return generate(model, vocab, path, request, generator)
 
 
 def nearest(z: Tensor, bank_z: Tensor, k: int = 5) -> Tensor:
