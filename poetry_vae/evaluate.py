@@ -35,7 +35,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                "iw_chunk": int(cfg.iw_chunk)}
     module = PoemVAEModule(**hparams)
     module.load_state_dict(raw["state_dict"])
-    datamodule = QuatrainDataModule(**(raw.get("datamodule_hyper_parameters") or {}))
+    datamodule = QuatrainDataModule.for_checkpoint(raw.get("datamodule_hyper_parameters") or {}, module.vocab,
+                                                   f"checkpoint {cfg.ckpt_path}")
     pl.seed_everything(int(cfg.seed), verbose=False)
     on_gpu = device.type == "cuda"
     trainer = pl.Trainer(accelerator="gpu" if on_gpu else "cpu", devices=[device.index or 0] if on_gpu else 1,

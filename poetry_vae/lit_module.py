@@ -60,7 +60,8 @@ class PoemVAEModule(pl.LightningModule):
         return float(self.beta_schedule(self.global_step))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        out = self.model(batch["tokens"], batch["dec_in"], batch["target"], self.objective.word_dropout)
+        out = self.model(batch["tokens"], batch["dec_in"], batch["target"], self.objective.word_dropout,
+                         batch.get("form"))
         beta = self.current_beta()
         terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)
         positions = self._positions(batch)

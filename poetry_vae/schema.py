@@ -47,6 +47,7 @@ class TrainKeys:
     run_name: str = "default"
     seed: int = 0
     ckpt_path: str | None = None
+    init_from: str | None = None
     test_after_fit: bool = True
     optimized_metric: str = "val/iw_nll_char"
     torch_threads: int | None = field(default=None, metadata=_at_least(1))

@@ -14,8 +14,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from poetry_vae.checkpoint import read_checkpoint
+from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, read_checkpoint
 from poetry_vae.cli import hydra_command
+from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
@@ -60,11 +61,38 @@ def _plain(node: DictConfig | None) -> Any:
     return OmegaConf.to_container(node, resolve=True) or None if node is not None else None
 
 
-def build_module(cfg: DictConfig, datamodule: Any) -> PoemVAEModule:
+def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: LoadedCheckpoint | None) -> Vocabulary:
+    """A resumed run keeps its checkpoint's vocabulary and a fine-tuned run its pretrained one (ids stay stable);
+    a fresh run builds the data config's own."""
+    if resumed is not None:
+        vocab = Vocabulary.from_dict(resumed["hyper_parameters"]["vocab"], "the resumed checkpoint's vocabulary")
+        return datamodule.use_vocabulary(vocab, "the resumed checkpoint")
+    if init is not None:
+        return datamodule.use_vocabulary(init.vocab, f"checkpoint {init.path}")
+    return datamodule.prepare()
+
+
+def load_init(path: str | None) -> LoadedCheckpoint | None:
+    return None if path is None else load_checkpoint(path)
+
+
+def start_from(module: PoemVAEModule, init: LoadedCheckpoint) -> None:
+    """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh)."""
+    try:
+        module.model.load_state_dict(init.model.state_dict())
+    except RuntimeError as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise CheckpointError(
+            f"init_from={init.path}: its weights do not fit this run's model ({details[0] if details else error}); "
+            "use the model config it was trained with (same sizes, latent and output layer)"
+        ) from None
+
+
+def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = None) -> PoemVAEModule:
     """The LightningModule: each config node is passed whole to the argument of the same name."""
     if cfg.init_embeddings not in EMBEDDING_INITS:
         raise PoetryVAEError(f"init_embeddings={cfg.init_embeddings!r}: use one of {', '.join(EMBEDDING_INITS)}")
-    vocab = datamodule.prepare()
+    vocab = vocab or datamodule.prepare()
     module = PoemVAEModule(
         model=_plain(cfg.model),
         vocab=vocab.to_dict(),
@@ -74,7 +102,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> PoemVAEModule:
         anneal=_plain(cfg.anneal),
         **_plain(cfg.evaluation),
     )
-    if cfg.init_embeddings == "word2vec":
+    if cfg.init_embeddings == "word2vec" and cfg.init_from is None:
         module.model.load_embeddings(torch.from_numpy(datamodule.embedding_matrix(module.model.cfg.embed_dim)))
     return module
 
@@ -94,8 +122,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path, checkpoint = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    init = load_init(cfg.init_from) if checkpoint is None else None  # a resume has its own weights
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init))
+    if init is not None:
+        start_from(module, init)
     loggers = make_loggers(cfg, checkpoint)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)

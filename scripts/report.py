@@ -103,9 +103,7 @@ def training_speed(run: Path, rows: list[dict[str, str]], budget_s: float) -> fl
 def load_run(run: Path) -> tuple[LoadedCheckpoint, QuatrainDataModule]:
     """A run's best checkpoint and the split and vocabulary it was trained on."""
     ckpt = load_checkpoint(best_checkpoint(run))
-    datamodule = QuatrainDataModule(**ckpt.data_hparams)
-    datamodule.prepare()
-    return ckpt, datamodule
+    return ckpt, QuatrainDataModule.for_checkpoint(ckpt.data_hparams, ckpt.vocab, f"checkpoint {ckpt.path}")
 
 
 def poetry_rows(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, list]]:

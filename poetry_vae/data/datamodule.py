@@ -170,6 +170,13 @@ class QuatrainDataModule(pl.LightningDataModule):
         self._encode(vocab)
         return vocab
 
+    @classmethod
+    def for_checkpoint(cls, data_hparams: dict, vocab: Vocabulary, source: str) -> QuatrainDataModule:
+        """The data a checkpoint was trained on (same split), encoded with the checkpoint's own vocabulary."""
+        datamodule = cls(**data_hparams)
+        datamodule.use_vocabulary(vocab, source)
+        return datamodule
+
     def use_vocabulary(self, vocab: Vocabulary, source: str) -> Vocabulary:
         """Encode with a given vocabulary (a pretrained checkpoint's, when fine-tuning), keeping its ids.
 

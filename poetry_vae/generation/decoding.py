@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from poetry_vae.data.forms import FORM_IDS, JUEJU
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_format_valid, render
@@ -60,16 +61,28 @@ def generate(
     model.eval()
     try:
         with torch.no_grad():
+            form = form_ids(model, request, n * (request.beam_size if request.strategy == "beam" else 1), device)
             if request.strategy == "beam":
-                tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device)
+                tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form)
             else:
-                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device)
+                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, form)
     finally:
         model.train(was_training)
     return [
         _finish(vocab, request, row, score, pattern)
         for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)
     ]
+
+
+def form_ids(model: PoemVAE, request: DecodeRequest, rows: int, device: torch.device) -> Tensor | None:
+    """The requested form's id for every row, for a model trained with form tags (None for one without)."""
+    if request.form not in FORM_IDS:
+        raise PromptError(f"unknown form {request.form!r}; choose one of {', '.join(FORM_IDS)}")
+    if model.cfg.num_forms == 0:
+        if request.form != JUEJU:
+            raise PromptError(f"form={request.form}: this model was trained without form tags; leave form={JUEJU}")
+        return None
+    return torch.full((rows,), FORM_IDS[request.form], dtype=torch.long, device=device)
 
 
 def _sample(
@@ -80,13 +93,14 @@ def _sample(
     request: DecodeRequest,
     generator: torch.Generator | None,
     device: torch.device,
+    form: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, list]:
     tracker = ConstraintTracker(plan, n, device)
     state = model.initial_state(z, n)
     prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
     score = torch.zeros(n, device=device)
     for t in range(plan.length):
-        log_probs, state = model.step(prev, state, z)
+        log_probs, state = model.step(prev, state, z, form)
         allowed = tracker.allowed(t)
         if t in plan.forced:  # prompt characters override sampling; their log-prob still counts
             tracker.check_forced(t, plan.forced[t], allowed)
@@ -102,7 +116,7 @@ def _sample(
 
 
 def _beam(
-    model: PoemVAE, plan, z: Tensor | None, n: int, beam: int, device: torch.device
+    model: PoemVAE, plan, z: Tensor | None, n: int, beam: int, device: torch.device, form: Tensor | None = None
 ) -> tuple[Tensor, Tensor, list]:
     """Batched beam search over n x beam rows; returns each poem's best beam. Constraints act inside beams."""
     rows = n * beam
@@ -117,7 +131,7 @@ def _beam(
     offsets = torch.arange(n, device=device).repeat_interleave(beam) * beam
     vocab_size = plan.base.shape[-1]
     for t in range(plan.length):
-        log_probs, state = model.step(prev, state, z_rows)
+        log_probs, state = model.step(prev, state, z_rows, form)
         live = score > float("-inf")
         allowed = tracker.allowed(t, live)
         if t in plan.forced:

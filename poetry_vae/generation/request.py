@@ -32,6 +32,7 @@ class DecodeRequest:
     first_line: str | None = None  # line_length characters: the model writes the rest
     acrostic: str | None = None  # num_lines characters: each line starts with one
     no_repeat: bool = False  # no character twice in a poem
+    form: str = "jueju"  # jueju | lushi_head | lushi_tail | gushi, for a model trained with form tags
     line_length: int = 5
     num_lines: int = 4
 

@@ -28,6 +28,7 @@ class VAEConfig:
     adaptive_cutoffs: tuple[int, ...] = (1000, 3000)  # those >= vocab_size are dropped at build time
     adaptive_div_value: float = 4.0
     use_latent: bool = True  # False => plain LSTM language-model baseline (no encoder, no z)
+    num_forms: int = 0  # > 0: a learned embedding of the poem's form tag (data.forms) added to every input
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2

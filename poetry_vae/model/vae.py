@@ -32,6 +32,8 @@ class PoemVAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
+        # Form conditioning (jueju, lushi halves, gushi blocks): id 0 (jueju) wherever no form is given.
+        self.form_embed = nn.Embedding(cfg.num_forms, cfg.embed_dim) if cfg.num_forms > 0 else None
         self.highway = Highway(cfg.embed_dim, cfg.highway_layers)
         self.encoder = Encoder(cfg) if cfg.use_latent else None
         self.decoder = Decoder(cfg)
@@ -45,16 +47,20 @@ class PoemVAE(nn.Module):
         with torch.no_grad():
             self.embed.weight.copy_(matrix)
 
-    def _embed(self, tokens: Tensor) -> Tensor:
-        return self.highway(self.embed(tokens))
+    def _embed(self, tokens: Tensor, form: Tensor | None = None) -> Tensor:
+        emb = self.embed(tokens)
+        if self.form_embed is not None:
+            ids = form if form is not None else tokens.new_zeros(tokens.size(0))
+            emb = emb + self.form_embed(ids).unsqueeze(1)
+        return self.highway(emb)
 
-    def encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, tokens: Tensor, form: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """tokens (B, T) -> mu, logvar, each (B, Z). Right padding with pad_id is handled."""
         if self.encoder is None:
             raise RuntimeError("encode() called on the LM baseline (use_latent=False)")
         lengths = (tokens != self.cfg.pad_id).sum(dim=1)
         padded = bool((lengths < tokens.size(1)).any())
-        return self.encoder(self._embed(tokens), lengths if padded else None)
+        return self.encoder(self._embed(tokens, form), lengths if padded else None)
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -72,7 +78,12 @@ class PoemVAE(nn.Module):
         return self.decoder.initial_state(z, batch_size)
 
     def token_log_probs(
-        self, dec_in: Tensor, target: Tensor, z: Tensor | None = None, word_dropout_rate: float = 0.0
+        self,
+        dec_in: Tensor,
+        target: Tensor,
+        z: Tensor | None = None,
+        word_dropout_rate: float = 0.0,
+        form: Tensor | None = None,
     ) -> Tensor:
         """log p(target_t | target_<t, z) for each position: (B, T), 0 where target is pad.
 
@@ -84,27 +95,36 @@ class PoemVAE(nn.Module):
         if word_dropout_rate > 0:
             dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
         state = self.decoder.initial_state(z, dec_in.size(0))
-        hidden, _ = self.decoder.hidden(self._embed(dec_in), state, z)
+        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z)
         logp = self.decoder.target_log_probs(hidden.reshape(-1, hidden.size(-1)), target.reshape(-1))
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
-    def forward(self, tokens: Tensor, dec_in: Tensor, target: Tensor, word_dropout_rate: float = 0.0) -> VAEOutput:
+    def forward(
+        self,
+        tokens: Tensor,
+        dec_in: Tensor,
+        target: Tensor,
+        word_dropout_rate: float = 0.0,
+        form: Tensor | None = None,
+    ) -> VAEOutput:
         if self.encoder is None:
-            rec = -self.token_log_probs(dec_in, target, None, word_dropout_rate).sum(dim=1)
+            rec = -self.token_log_probs(dec_in, target, None, word_dropout_rate, form).sum(dim=1)
             return VAEOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
-        mu, logvar = self.encode(tokens)
+        mu, logvar = self.encode(tokens, form)
         z = self.reparameterize(mu, logvar)
-        rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate).sum(dim=1)
+        rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
         return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
-    def step(self, prev_tokens: Tensor, state: State, z: Tensor | None = None) -> tuple[Tensor, State]:
+    def step(
+        self, prev_tokens: Tensor, state: State, z: Tensor | None = None, form: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         """One decoding step: prev_tokens (B,) -> full next-token log-probs (B, V) and the new state.
 
         Same code path as ``token_log_probs``, so running it autoregressively
         over ``dec_in`` reproduces teacher forcing exactly in eval mode.
         """
         self._check_z(z)
-        hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1)), state, z)
+        hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1), form), state, z)
         return self.decoder.log_probs(hidden.squeeze(1)), state
 
     def num_parameters(self, trainable_only: bool = False) -> int:
