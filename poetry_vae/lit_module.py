@@ -105,7 +105,9 @@ class PoemVAEModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         aggressive = self._aggressive_on
-        inner = self.aggressive_inner_updates(batch, self._random_train_batch) if aggressive else 0
+        # outside a Trainer (a unit test) there is no training set to draw from: the inner updates reuse the batch
+        draw = self._random_train_batch if self._trainer is not None else lambda: batch
+        inner = self.aggressive_inner_updates(batch, draw) if aggressive else 0
         terms, beta = self._terms(batch, encoder_grad=not aggressive)
         positions = self._positions(batch)
         size = batch["tokens"].size(0)
