@@ -19,6 +19,7 @@ from poetry_vae.cli import hydra_command
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.precision import resolve_precision
 
 # Lightning notices that say nothing about this run (we count no FLOPs; a torch deprecation inside Lightning).
 warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
@@ -91,7 +92,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule)
     loggers = [instantiate(node) for node in (cfg.logger or {}).values()]
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    precision = resolve_precision(cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu")))
+    if cfg.trainer.get("precision") == "auto":
+        print(f"trainer.precision=auto -> {precision}", file=sys.stderr)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision)
     for logger in loggers:
         logger.log_hyperparams({"config": OmegaConf.to_container(cfg, resolve=True)})
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
