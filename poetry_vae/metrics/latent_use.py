@@ -95,14 +95,19 @@ def reconstruction_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[P
     return {"recon_char_acc": char_accuracy(hypotheses, references), "recon_bleu2": mean_bleu2(hypotheses, references)}
 
 
+def homotopy_pairs(n_poems: int, pairs: int, seed: int = 0) -> list[tuple[int, int]]:
+    """``pairs`` random pairs of distinct poem indices, drawn with ``random.Random(seed)``."""
+    if n_poems < 2 or pairs < 1:
+        raise ValueError(f"homotopy needs at least 2 poems and 1 pair, got {n_poems} poems and {pairs} pairs")
+    rng = random.Random(seed)
+    return [tuple(rng.sample(range(n_poems), 2)) for _ in range(pairs)]
+
+
 def homotopy_walks(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike], pairs: int = 100, steps: int = 7,
                    seed: int = 0) -> list[list[str]]:
     """Greedy poems at ``steps`` evenly spaced points between the posterior means of ``pairs`` random pairs of
-    distinct poems (drawn with ``random.Random(seed)``); one list of ``steps`` poems per pair."""
-    if len(poems) < 2 or pairs < 1:
-        raise ValueError(f"homotopy needs at least 2 poems and 1 pair, got {len(poems)} poems and {pairs} pairs")
-    rng = random.Random(seed)
-    chosen = [rng.sample(range(len(poems)), 2) for _ in range(pairs)]
+    distinct poems (:func:`homotopy_pairs`); one list of ``steps`` poems (characters only) per pair."""
+    chosen = homotopy_pairs(len(poems), pairs, seed)
     if not model.cfg.use_latent:
         only = poem_chars(greedy_decode(model, vocab, None)[0])
         return [[only] * steps for _ in chosen]
