@@ -1,7 +1,9 @@
 """Evaluate a checkpoint on a split: ``python -m poetry_vae.evaluate ckpt_path=... [iw_samples=500 split=test]``.
 
 Reports the importance-weighted NLL (the number comparable with the LM baseline), ELBO terms, KL, active units
-and mutual information, computed by the same LightningModule code as training.
+and mutual information, computed by the same LightningModule code as training (in fp32), and, with
+``latent_measures=true``, what the latent does (poetry_vae.metrics.latent_use): reconstruction from the posterior
+mean, homotopies between pairs of poems of the split, and the diversity of greedy prior samples.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
 from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.metrics.latent_use import latent_measures
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -47,12 +50,26 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     # β and the β-weighted loss depend on the training step, which a fresh Trainer does not have: leave them out
     metrics = {name: float(value) for name, value in results.items() if not name.endswith(("/beta", "/loss"))}
     metrics.update({"global_step": float(raw["global_step"]), "iw_samples": float(cfg.iw_samples)})
+    if cfg.latent_measures:
+        metrics.update(_latent_measures(module, datamodule, cfg))
     for name, value in sorted(metrics.items()):
         print(f"{name:>24}  {value:.4f}")
     if cfg.out:
         atomic_write_text(cfg.out, json.dumps({"checkpoint": str(cfg.ckpt_path), "split": cfg.split,
                                                 "metrics": metrics}, indent=2))
     return metrics
+
+
+def _latent_measures(module: PoemVAEModule, datamodule: QuatrainDataModule, cfg: DictConfig) -> dict[str, float]:
+    for key in ("homotopy_pairs", "prior_samples"):
+        if int(cfg[key]) < 2:
+            raise PromptError(f"{key}={cfg[key]}: must be >= 2 (or latent_measures=false)")
+    if int(cfg.homotopy_steps) < 2:
+        raise PromptError(f"homotopy_steps={cfg.homotopy_steps}: must be >= 2 (the two endpoints)")
+    poems = [list(poem.lines) for poem in datamodule.poems[cfg.split]]
+    measures = latent_measures(module.model, module.vocab, poems, int(cfg.homotopy_pairs), int(cfg.prior_samples),
+                               int(cfg.homotopy_steps), int(cfg.seed))
+    return {f"{cfg.split}/{name}": value for name, value in measures.items()}
 
 
 main = hydra_command("evaluate", evaluate)

@@ -8,7 +8,7 @@ reconstruction with a summed KL silently multiplies beta by the poem length (the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,12 +23,54 @@ class ObjectiveConfig:
 
     free_bits: float = 0.0  # per-dimension KL floor in nats (0 = off)
     word_dropout: float = 0.0  # decoder inputs (not <s>, not pad) -> <unk> at this rate, training only
+    # Li et al. 2019: an autoencoder phase (beta = 0) of ae_steps optimiser steps; the anneal schedule then sees
+    # step - ae_steps. reset_decoder re-initialises the decoder at the end of that phase.
+    ae_steps: int = 0
+    reset_decoder: bool = False
+    # He et al. 2019: encoder-only inner updates (at most aggressive_max_inner a step, stopped early when the
+    # inner loss, averaged over aggressive_check_every updates, stops falling) until validation MI stops rising
+    # or the global step reaches aggressive_max_steps (0 = no limit).
+    aggressive: bool = False
+    aggressive_max_inner: int = 30
+    aggressive_check_every: int = 5
+    aggressive_max_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.free_bits < 0:
-            raise PoetryVAEError(f"objective.free_bits={self.free_bits}: must be >= 0 nats")
-        if not 0.0 <= self.word_dropout <= 1.0:
-            raise PoetryVAEError(f"objective.word_dropout={self.word_dropout}: must be in [0, 1]")
+        problems = [
+            (self.free_bits < 0, f"free_bits={self.free_bits}: must be >= 0 nats"),
+            (not 0.0 <= self.word_dropout <= 1.0, f"word_dropout={self.word_dropout}: must be in [0, 1]"),
+            (self.ae_steps < 0, f"ae_steps={self.ae_steps}: must be >= 0 (0 = no autoencoder phase)"),
+            (self.reset_decoder and self.ae_steps < 1,
+             "reset_decoder=true needs ae_steps >= 1 (the decoder is re-initialised when that phase ends)"),
+            (self.aggressive_max_inner < 1, f"aggressive_max_inner={self.aggressive_max_inner}: must be >= 1"),
+            (self.aggressive_check_every < 1,
+             f"aggressive_check_every={self.aggressive_check_every}: must be >= 1"),
+            (self.aggressive_max_steps < 0,
+             f"aggressive_max_steps={self.aggressive_max_steps}: must be >= 0 (0 = no limit)"),
+        ]
+        for bad, message in problems:
+            if bad:
+                raise PoetryVAEError(f"objective.{message}")
+
+    def beta(self, schedule: Callable[[int], float], step: int) -> float:
+        """β at ``step``: 0 during the autoencoder phase, then the schedule restarted at its end."""
+        return 0.0 if step < self.ae_steps else float(schedule(step - self.ae_steps))
+
+
+# ---- aggressive training (He et al. 2019): the two decisions, as pure functions ----
+
+
+def inner_loop_should_stop(window_means: Sequence[float]) -> bool:
+    """He et al.'s inner-loop stop: the mean inner loss of the latest window did not fall below the previous one."""
+    return len(window_means) >= 2 and window_means[-1] >= window_means[-2]
+
+
+def aggressive_stays_on(mi_history: Sequence[float], step: int, max_steps: int = 0) -> bool:
+    """Aggressive mode continues while validation MI keeps rising: off at the first MI that is not above the
+    previous one, or once ``step`` reaches ``max_steps`` (0 = no limit)."""
+    if max_steps and step >= max_steps:
+        return False
+    return not (len(mi_history) >= 2 and mi_history[-1] <= mi_history[-2])
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -82,6 +82,10 @@ class EvaluateKeys:
     device: str = "cpu"
     torch_threads: int | None = field(default=None, metadata=_at_least(1))
     out: str | None = None
+    latent_measures: bool = True
+    homotopy_pairs: int = field(default=100, metadata=_at_least(1))
+    homotopy_steps: int = field(default=7, metadata=_at_least(2))
+    prior_samples: int = field(default=500, metadata=_at_least(2))
 
 
 # ---- checking one value against an annotation ----
@@ -250,6 +254,8 @@ def check_train_config(cfg: DictConfig) -> None:
     objective_hints = typing.get_type_hints(ObjectiveConfig)
     check_keys(objective, objective_hints, "objective.", known=set(objective_hints))
     _run(lambda: ObjectiveConfig(**objective), "objective")
+    if isinstance(plain.get("trainer"), Mapping) and plain["trainer"].get("precision") == "auto":
+        plain["trainer"] = {key: value for key, value in plain["trainer"].items() if key != "precision"}  # ours
     for group in ("data", "anneal", "optimizer", "scheduler", "trainer", "logger", "callbacks"):
         if isinstance(plain.get(group), Mapping):
             check_target_nodes(plain[group], f"{group}.")

@@ -20,6 +20,7 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.precision import resolve_precision
 from poetry_vae.tracking import flat_config, make_loggers, tracked
 
 # Lightning notices that say nothing about this run (we count no FLOPs; a torch deprecation inside Lightning).
@@ -129,7 +130,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         start_from(module, init)
     loggers = make_loggers(cfg, checkpoint)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    precision = resolve_precision(cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu")))
+    if cfg.trainer.get("precision") == "auto":
+        print(f"trainer.precision=auto -> {precision}", file=sys.stderr)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision)
     with tracked(loggers):
         for logger in loggers:
             logger.log_hyperparams(flat_config(cfg))

@@ -17,7 +17,7 @@ PRESETS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"
 
 
 def test_presets_are_found() -> None:
-    assert {"lm", "vanilla", "bowman", "cyclical_fb", "make_train"} <= set(PRESETS)
+    assert {"lm", "vanilla", "bowman", "cyclical_fb", "make_train", "li2019", "bnvae", "aggressive"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("preset", PRESETS)

@@ -29,6 +29,7 @@ class VAEConfig:
     adaptive_div_value: float = 4.0
     use_latent: bool = True  # False => plain LSTM language-model baseline (no encoder, no z)
     num_forms: int = 0  # > 0: a learned embedding of the poem's form tag (data.forms) added to every input
+    bn_gamma: float = 0.0  # BN-VAE (Zhu et al. 2020): batch norm on mu with this fixed scale; 0 = off
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -44,6 +45,7 @@ class VAEConfig:
                 f"output_layer={self.output_layer!r}, not one of {OUTPUT_LAYERS}",
             ),
             (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
+            (self.bn_gamma < 0, f"bn_gamma={self.bn_gamma} must be >= 0 (0 = no batch norm on mu)"),
             (
                 self.use_latent and not (self.z_to_initial_state or self.z_to_every_input),
                 "use_latent=True needs z_to_initial_state or z_to_every_input, otherwise z is unused",

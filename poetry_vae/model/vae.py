@@ -106,11 +106,16 @@ class PoemVAE(nn.Module):
         target: Tensor,
         word_dropout_rate: float = 0.0,
         form: Tensor | None = None,
+        encoder_grad: bool = True,
     ) -> VAEOutput:
+        """``encoder_grad=False`` detaches q(z|x): the loss then trains the decoder side only (He et al.'s outer
+        step in aggressive mode), and the encoder's parameters get no gradient at all."""
         if self.encoder is None:
             rec = -self.token_log_probs(dec_in, target, None, word_dropout_rate, form).sum(dim=1)
             return VAEOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
         mu, logvar = self.encode(tokens, form)
+        if not encoder_grad:
+            mu, logvar = mu.detach(), logvar.detach()
         z = self.reparameterize(mu, logvar)
         rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
         return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
@@ -126,6 +131,19 @@ class PoemVAE(nn.Module):
         self._check_z(z)
         hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1), form), state, z)
         return self.decoder.log_probs(hidden.squeeze(1)), state
+
+    def reset_decoder(self, seed: int) -> None:
+        """Re-initialise the decoder (LSTM, z projections, output layer) to a fresh ``Decoder`` built under
+        ``seed``, in place (the optimiser keeps the same parameter objects). The training RNG stream is untouched.
+        The embedding and highway stay: the encoder shares them (Li et al. 2019 reset a decoder-only embedding)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            fresh = Decoder(self.cfg)
+        self.decoder.load_state_dict(fresh.state_dict())
+
+    def encoder_parameters(self) -> list[nn.Parameter]:
+        """What q(z|x) alone owns (not the shared embedding and highway): the parameters of encoder-only updates."""
+        return list(self.encoder.parameters()) if self.encoder is not None else []
 
     def num_parameters(self, trainable_only: bool = False) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

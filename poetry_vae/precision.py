@@ -1,0 +1,78 @@
+"""``trainer.precision=auto``: bf16 autocast only where it pays.
+
+On CUDA: ``bf16-mixed`` where the GPU supports bf16. On CPU: ``bf16-mixed`` only when the CPU has native bf16
+instructions (AVX512-BF16 or AMX, from /proc/cpuinfo) *and* a sub-second micro-benchmark of this model's hot
+path (an LSTM layer plus the projection onto the vocabulary, forward and backward) runs faster under bf16
+autocast than in fp32 here; otherwise ``32-true``. Without native bf16, autocast emulates it and is slower.
+
+Evaluation never uses it: the LightningModule turns autocast off in its validation and test steps, so
+validation and test numbers are fp32 whatever the training precision.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+BF16_MIN_SPEEDUP = 1.1  # bf16 must win by 10% to be worth its rounding
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU feature flags the kernel reports (empty where there is no /proc/cpuinfo)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
+    """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def _step_seconds(model: nn.Module, x: Tensor, target: Tensor, bf16: bool, reps: int) -> float:
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            hidden, _ = model[0](x)
+            logits = model[1](hidden)
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target)
+        loss.backward()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bf16_speedup_cpu(hidden: int = 128, vocab: int = 4500, batch: int = 32, steps: int = 21, reps: int = 2) -> float:
+    """fp32 time / bf16-autocast time of one LSTM + vocabulary projection step (forward and backward), best of
+    ``reps``; a fraction of a second on an idle core. > 1 means bf16 is faster here."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # the benchmark must not move the training RNG
+        torch.manual_seed(0)
+        model = nn.ModuleList([nn.LSTM(hidden, hidden, batch_first=True), nn.Linear(hidden, vocab)])
+    x = torch.randn(batch, steps, hidden, generator=generator)
+    target = torch.randint(vocab, (batch * steps,), generator=generator)
+    _step_seconds(model, x, target, True, 1)  # warm-up: first calls pick kernels
+    _step_seconds(model, x, target, False, 1)
+    return _step_seconds(model, x, target, False, reps) / _step_seconds(model, x, target, True, reps)
+
+
+def resolve_precision(requested: str | int, accelerator: str = "cpu") -> str | int:
+    """``requested`` unchanged unless it is ``auto``; then bf16-mixed where it pays, else 32-true."""
+    if requested != "auto":
+        return requested
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if on_cuda:
+        return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
+    if not cpu_has_native_bf16():
+        return "32-true"
+    return "bf16-mixed" if bf16_speedup_cpu() >= BF16_MIN_SPEEDUP else "32-true"

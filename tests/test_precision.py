@@ -1,0 +1,77 @@
+"""trainer.precision=auto picks bf16 only on CPUs with native bf16 where it measures faster; evaluation is fp32."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import tiny_train_config
+from hydra.utils import instantiate
+
+from poetry_vae import precision
+from poetry_vae.train import build_module
+
+
+def test_explicit_precision_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "bf16_speedup_cpu", lambda: pytest.fail("no benchmark for an explicit choice"))
+    assert precision.resolve_precision("32-true") == "32-true"
+    assert precision.resolve_precision("bf16-mixed") == "bf16-mixed"
+    assert precision.resolve_precision(32) == 32
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n\nprocessor\t: 1\n", encoding="utf-8")
+    assert {"avx2", "avx512_bf16"} <= precision.cpu_flags(info)
+    assert precision.cpu_has_native_bf16(precision.cpu_flags(info))
+    assert not precision.cpu_has_native_bf16({"avx2", "fma"})
+    assert precision.cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize(("native", "speedup", "expected"), [
+    (False, 3.0, "32-true"),  # emulated bf16: never, whatever a benchmark would say
+    (True, 2.0, "bf16-mixed"),
+    (True, 1.02, "32-true"),  # within noise of fp32: not worth the rounding
+    (True, 0.7, "32-true"),
+])
+def test_auto_on_cpu(monkeypatch: pytest.MonkeyPatch, native: bool, speedup: float, expected: str) -> None:
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: native)
+    calls = []
+    monkeypatch.setattr(precision, "bf16_speedup_cpu", lambda: calls.append(1) or speedup)
+    assert precision.resolve_precision("auto", "cpu") == expected
+    assert len(calls) == (1 if native else 0)
+
+
+def test_benchmark_returns_a_ratio_and_leaves_the_rng() -> None:
+    state = torch.get_rng_state()
+    ratio = precision.bf16_speedup_cpu(hidden=32, vocab=200, batch=8, steps=5, reps=1)
+    assert math.isfinite(ratio) and ratio > 0
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_validation_numbers_are_fp32_under_bf16_training_precision(tmp_path: Path) -> None:
+    cfg = tiny_train_config(tmp_path / "run", tmp_path / "cache")
+    datamodule = instantiate(cfg.data)
+    pl.seed_everything(0, verbose=False)
+    module = build_module(cfg, datamodule)
+    results = {}
+    for name in ("32-true", "bf16-mixed"):
+        trainer = pl.Trainer(accelerator="cpu", devices=1, precision=name, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1)
+        pl.seed_everything(0, verbose=False)
+        results[name] = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    for key in ("val/iw_nll", "val/elbo", "val/kl", "val/rec"):
+        assert results["bf16-mixed"][key] == pytest.approx(results["32-true"][key], rel=1e-3), key
+    # the guard matters: the same forward pass under bf16 autocast moves the reconstruction term
+    batch = next(iter(datamodule.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        fp32 = module.model(batch["tokens"], batch["dec_in"], batch["target"]).rec
+        torch.manual_seed(0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = module.model(batch["tokens"], batch["dec_in"], batch["target"]).rec.float()
+    assert not torch.allclose(fp32, bf16, rtol=1e-4, atol=0)

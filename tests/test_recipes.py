@@ -1,0 +1,251 @@
+"""The three recipes against posterior collapse, by their mechanisms: Li et al.'s autoencoder phase and decoder
+reset, BN-VAE's KL floor, He et al.'s aggressive encoder-only updates and when they stop."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_POEMS, tiny_train_config
+
+from poetry_vae.checkpoint import read_checkpoint
+from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PoetryVAEError
+from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.model import Decoder, PoemVAE, VAEConfig
+from poetry_vae.objective import (
+    LinearBeta,
+    ObjectiveConfig,
+    aggressive_stays_on,
+    gaussian_kl,
+    inner_loop_should_stop,
+)
+from poetry_vae.train import train
+
+TINY_MODEL = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16, "decoder_layers": 1,
+              "highway_layers": 1, "dropout": 0.2}
+
+
+def tiny_module(**objective) -> tuple[PoemVAEModule, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(TINY_POEMS)
+    module = PoemVAEModule(model=TINY_MODEL, vocab=vocab.to_dict(), objective=objective)
+    tokens = torch.tensor([vocab.encode(p.replace("，", "").replace("。", "")) for p in TINY_POEMS])
+    bos = torch.full((len(TINY_POEMS), 1), vocab.bos_id)
+    batch = {"tokens": tokens, "dec_in": torch.cat([bos, tokens], 1),
+             "target": torch.cat([tokens, torch.full_like(bos, vocab.eos_id)], 1)}
+    return module, batch
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+# ---- configuration ----
+
+
+def test_autoencoder_phase_then_schedule_restarts() -> None:
+    objective = ObjectiveConfig(ae_steps=100)
+    schedule = LinearBeta(warmup_steps=50)
+    assert [objective.beta(schedule, s) for s in (0, 99)] == [0.0, 0.0]
+    assert objective.beta(schedule, 100) == 0.0  # the schedule starts at its own step 0
+    assert objective.beta(schedule, 125) == pytest.approx(0.5)
+    assert objective.beta(schedule, 10**6) == pytest.approx(1.0)
+    assert ObjectiveConfig().beta(schedule, 25) == pytest.approx(0.5)  # no AE phase: the schedule as it was
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"ae_steps": -1}, "objective.ae_steps"),
+    ({"reset_decoder": True}, "objective.reset_decoder"),
+    ({"aggressive_max_inner": 0}, "objective.aggressive_max_inner"),
+    ({"aggressive_check_every": 0}, "objective.aggressive_check_every"),
+    ({"aggressive_max_steps": -5}, "objective.aggressive_max_steps"),
+])
+def test_bad_recipe_values_are_one_line_errors(kwargs: dict, named: str) -> None:
+    with pytest.raises(PoetryVAEError, match=named) as error:
+        ObjectiveConfig(**kwargs)
+    assert "\n" not in str(error.value)
+    with pytest.raises(PoetryVAEError, match="bn_gamma"):
+        VAEConfig(vocab_size=10, bn_gamma=-0.1)
+
+
+# ---- BN-VAE ----
+
+
+def test_batch_norm_on_mu_puts_a_floor_under_the_batch_kl() -> None:
+    gamma = 0.7
+    torch.manual_seed(0)
+    model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=gamma))
+    with torch.no_grad():
+        model.encoder.mu_shift.copy_(torch.linspace(-0.5, 0.5, 8))
+    assert not any(p is model.encoder.mu_bn for p in model.parameters())  # γ is fixed, not learned
+    assert "encoder.mu_shift" in dict(model.named_parameters())
+    tokens = torch.randint(4, 60, (64, 20), generator=torch.Generator().manual_seed(1))
+    model.train()
+    raw = model.encoder.to_mu  # the pre-normalisation means, to know each dimension's batch variance
+    captured: list[torch.Tensor] = []
+    handle = raw.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+    mu, logvar = model.encode(tokens)
+    handle.remove()
+    var = captured[0].var(dim=0, unbiased=False)
+    eps = model.encoder.mu_bn.eps
+    shift = model.encoder.mu_shift.detach()
+    # E_batch[mu_j^2] = γ² v/(v+eps) + b_j²: the paper's bound, with BN's eps made explicit
+    torch.testing.assert_close(mu.pow(2).mean(0), gamma**2 * var / (var + eps) + shift**2, rtol=1e-4, atol=1e-5)
+    floor = 0.5 * (gamma**2 * var / (var + eps) + shift**2)
+    assert (gaussian_kl(mu, logvar).mean(0) >= floor - 1e-5).all()
+    assert gaussian_kl(mu, logvar).sum(1).mean() >= 0.5 * gamma**2 * 8 * 0.99
+
+
+def test_batch_norm_eval_uses_running_stats_and_is_per_poem() -> None:
+    torch.manual_seed(0)
+    model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=0.5))
+    tokens = torch.randint(4, 60, (16, 20), generator=torch.Generator().manual_seed(2))
+    model.train()
+    model.encode(tokens)
+    assert int(model.encoder.mu_bn.num_batches_tracked) == 1
+    model.encode(tokens[:1])  # one poem in training mode: running statistics, no error, nothing tracked
+    assert int(model.encoder.mu_bn.num_batches_tracked) == 1
+    model.eval()
+    mu_batch, _ = model.encode(tokens)
+    mu_alone, _ = model.encode(tokens[3:4])
+    torch.testing.assert_close(mu_batch[3:4], mu_alone)  # eval: q(z|x) of a poem does not depend on its batch
+
+
+# ---- Li et al. 2019: decoder reset ----
+
+
+def test_reset_decoder_equals_fresh_init_and_leaves_encoder_and_rng() -> None:
+    module, batch = tiny_module(ae_steps=3, reset_decoder=True)
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+    module.training_step(batch, 0).backward()
+    optimizer.step()
+    before = snapshot(module.model)
+    rng = torch.get_rng_state()
+    module.reset_decoder([optimizer])
+    assert torch.equal(torch.get_rng_state(), rng)  # the training noise stream is untouched
+    torch.manual_seed(module._decoder_reset_seed)
+    fresh = Decoder(module.model.cfg).state_dict()
+    after = snapshot(module.model)
+    for name, tensor in after.items():
+        if name.startswith("decoder."):
+            assert torch.equal(tensor, fresh[name.removeprefix("decoder.")]), name
+            assert not torch.equal(tensor, before[name]), name
+        else:  # encoder, shared embedding and highway keep their trained values
+            assert torch.equal(tensor, before[name]), name
+    decoder_params = set(module.model.decoder.parameters())
+    assert not any(p in optimizer.state for p in decoder_params)  # Adam restarts the decoder's moments
+    assert all(p in optimizer.state for p in module.model.encoder.parameters())
+    assert module._decoder_reset_done
+
+
+def read_rows(out: Path) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for path in sorted((out / "csv").glob("version_*/metrics.csv")):
+        with open(path, encoding="utf-8") as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
+
+
+def decoder_state(path: Path) -> dict[str, torch.Tensor]:
+    state = read_checkpoint(path)["state_dict"]
+    return {k.removeprefix("model.decoder."): v for k, v in state.items() if k.startswith("model.decoder.")}
+
+
+def test_li2019_resets_once_at_the_boundary_across_resume(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    li = ("objective.ae_steps=4", "objective.reset_decoder=true", "anneal=linear", "anneal.warmup_steps=2")
+    straight = tmp_path / "straight"
+    train(tiny_train_config(straight, cache, *li, "trainer.max_epochs=2"))  # 4 steps an epoch
+    resumed = tmp_path / "resumed"
+    train(tiny_train_config(resumed, cache, *li, "trainer.max_epochs=1"))  # stops at the boundary
+    at_boundary = read_checkpoint(resumed / "checkpoints" / "last.ckpt")
+    assert at_boundary["global_step"] == 4 and at_boundary["decoder_reset"]["done"] is False
+    train(tiny_train_config(resumed, cache, *li, "trainer.max_epochs=2", "ckpt_path=last"))
+    assert read_checkpoint(resumed / "checkpoints" / "last.ckpt")["decoder_reset"]["done"] is True
+
+    def losses(out: Path) -> list[tuple[int, float, float]]:
+        return sorted((int(r["step"]), float(r["train/loss"]), float(r["train/beta"]))
+                      for r in read_rows(out) if r.get("train/loss"))
+
+    expected = losses(straight)
+    assert [b for _, _, b in expected] == [0.0] * 5 + [0.5, 1.0, 1.0]  # AE phase, then linear from 0
+    assert expected[4][1] > expected[3][1] + 2.0  # a fresh decoder forgets what 4 steps taught it
+    got = losses(resumed)
+    assert [s for s, _, _ in got] == list(range(8))
+    for (_, loss_a, _), (_, loss_b, _) in zip(expected, got, strict=True):
+        assert loss_b == pytest.approx(loss_a, rel=1e-5)  # reset once, at the same step, to the same decoder
+    for name, tensor in decoder_state(straight / "checkpoints" / "last.ckpt").items():
+        torch.testing.assert_close(tensor, decoder_state(resumed / "checkpoints" / "last.ckpt")[name])
+
+
+# ---- He et al. 2019: aggressive mode ----
+
+
+def test_inner_loop_stop_rule() -> None:
+    assert not inner_loop_should_stop([])
+    assert not inner_loop_should_stop([5.0])
+    assert not inner_loop_should_stop([5.0, 4.0, 3.5])
+    assert inner_loop_should_stop([5.0, 4.0, 4.0])  # no improvement
+    assert inner_loop_should_stop([5.0, 4.0, 4.2])
+
+
+def test_aggressive_mode_ends_when_mi_stops_rising() -> None:
+    assert aggressive_stays_on([], step=0)
+    assert aggressive_stays_on([0.5], step=100)
+    assert aggressive_stays_on([0.5, 0.9, 1.4], step=100)
+    assert not aggressive_stays_on([0.5, 0.9, 0.9], step=100)  # not above the previous value
+    assert not aggressive_stays_on([0.5, 0.9, 0.7], step=100)
+    assert aggressive_stays_on([0.5, 0.9], step=99, max_steps=100)
+    assert not aggressive_stays_on([0.5, 0.9], step=100, max_steps=100)
+
+
+def test_inner_updates_move_the_encoder_only() -> None:
+    module, batch = tiny_module(aggressive=True, aggressive_max_inner=6, aggressive_check_every=2)
+    module.train()
+    before = snapshot(module.model)
+    draws = []
+
+    def next_batch() -> dict[str, torch.Tensor]:
+        draws.append(1)
+        return {k: v[torch.randperm(len(v), generator=torch.Generator().manual_seed(len(draws)))]
+                for k, v in batch.items()}
+
+    done = module.aggressive_inner_updates(batch, next_batch)
+    assert 2 <= done <= 6 and len(draws) == min(done, 5)  # no batch is drawn after the last update
+    after = snapshot(module.model)
+    changed = {name for name in after if not torch.equal(after[name], before[name])}
+    assert changed and all(name.startswith("encoder.") for name in changed), changed
+    assert all(p.grad is None for p in module.parameters())  # nothing left behind for the outer step
+    # the outer step in aggressive mode trains the decoder side only: q(z|x) gets no gradient
+    terms, _ = module._terms(batch, encoder_grad=False)
+    terms["loss"].backward()
+    assert all(p.grad is None for p in module.model.encoder.parameters())
+    assert module.model.decoder.out.weight.grad is not None
+
+
+def test_aggressive_run_switches_off_when_mi_stops_rising_and_resumes(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    aggressive = ("objective.aggressive=true", "objective.aggressive_max_inner=3", "objective.aggressive_check_every=1",
+                  "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")
+    out = tmp_path / "run"
+    train(tiny_train_config(out, cache, *aggressive, "trainer.max_epochs=2"))
+    train(tiny_train_config(out, cache, *aggressive, "trainer.max_epochs=4", "ckpt_path=last"))
+    state = read_checkpoint(out / "checkpoints" / "last.ckpt")["aggressive"]
+    rows = read_rows(out)
+    logged_mi = [float(r["val/mi"]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get("val/mi")]
+    flags = [float(r["val/aggressive"]) for r in sorted(rows, key=lambda r: int(r["step"])) if r.get("val/aggressive")]
+    assert len(logged_mi) == 4  # one validation per epoch, across the resume
+    # the history holds the MI of every validation while the mode was on, carried across the resume
+    assert state["mi_history"] == pytest.approx(logged_mi[: len(state["mi_history"])])
+    for k, flag in enumerate(flags):
+        history = logged_mi[: k + 1]
+        on = all(aggressive_stays_on(history[: j + 1], 0) for j in range(len(history)))
+        assert flag == float(on)
+    assert state["on"] == bool(flags[-1])
+    inner = [float(r["train/inner_steps"]) for r in rows if r.get("train/inner_steps")]
+    assert inner[0] >= 1 and all(0 <= n <= 3 for n in inner)
+    assert all(n == 0 for n, r in zip(inner, [r for r in rows if r.get("train/inner_steps")], strict=True)
+               if r["train/aggressive"] == "0.0")

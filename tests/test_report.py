@@ -1,0 +1,84 @@
+"""`make report`'s table and figure building, on fake CSV logs and metrics (no training)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPORT = Path(__file__).resolve().parents[1] / "scripts" / "report.py"
+spec = importlib.util.spec_from_file_location("report", REPORT)
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+FIELDS = ["epoch", "step", "train/loss", "train/elapsed_min", "val/iw_nll_char", "val/elapsed_min"]
+
+
+def write_log(run: Path, rows: list[dict[str, object]], version: int = 0) -> None:
+    path = run / "csv" / f"version_{version}" / "metrics.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_experiments_accept_commas_and_spaces_and_refuse_unknown_presets() -> None:
+    assert report.parse_experiments(["lm,li2019", "bnvae", "lm"]) == ["lm", "li2019", "bnvae"]
+    with pytest.raises(SystemExit, match="nosuch"):
+        report.parse_experiments(["lm,nosuch"])
+
+
+def test_quality_against_minutes_from_csv_logs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_log(run, [{"step": 9, "train/loss": 5.0, "train/elapsed_min": 0.4},
+                    {"step": 9, "val/iw_nll_char": 7.0, "val/elapsed_min": 0.5},
+                    {"step": 19, "val/iw_nll_char": 6.5, "val/elapsed_min": 1.1}])
+    write_log(run, [{"step": 29, "val/iw_nll_char": 6.2, "val/elapsed_min": 1.8}], version=1)  # after a resume
+    rows = report.read_csv(run)
+    assert report.timed_series(rows, "val/iw_nll_char") == ([0.5, 1.1, 1.8], [7.0, 6.5, 6.2])
+    old = tmp_path / "old"  # a run logged before the clock existed: no line, no error
+    write_log(old, [{"step": 9, "val/iw_nll_char": 7.0}])
+    assert report.timed_series(report.read_csv(old), "val/iw_nll_char") == ([], [])
+    figures = tmp_path / "figures"
+    name = report.plot_quality_per_minute({"a": rows, "old": report.read_csv(old)}, figures)
+    assert name and (figures / name).stat().st_size > 1000
+    assert report.plot_quality_per_minute({"old": report.read_csv(old)}, figures, "none.png") is None
+
+
+def metrics(nll: float, **latent: float) -> dict[str, float]:
+    base = {"global_step": 100, "poems_per_s": 250.0, "test/iw_nll_char": nll, "test/iw_ppl": 2.718**nll,
+            "test/kl": 9.0, "test/mi": 4.5, "test/active_units": 32, "test/elbo": -130.0}
+    return base | {f"test/{k}": v for k, v in latent.items()}
+
+
+def test_main_table_has_the_latent_columns() -> None:
+    table = {"lm": metrics(6.1), "li2019": metrics(6.0, recon_char_acc=0.314, recon_bleu2=0.4, homotopy_distinct=5.5,
+                                                   homotopy_endpoint_diff=17.2, prior_distinct_2=0.65,
+                                                   prior_self_bleu=0.2)}
+    lines = report.main_table(table, ["li2019", "lm"])
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert "recon chars" in header and "prior self-BLEU" in header and len(header) == 15
+    for line in lines[1:]:
+        assert line.count("|") == 16
+    li = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert li[0] == "li2019" and li[9] == "31.4%" and li[11] == "5.50" and li[12] == "17.2"
+    lm = [c.strip() for c in lines[3].strip("|").split("|")]
+    assert lm[9:] == ["–"] * 6  # measures not computed: shown as missing, not as zero
+
+
+def test_targets() -> None:
+    lm = metrics(6.1)
+    good = metrics(6.05, recon_char_acc=0.35, homotopy_distinct=5.2, homotopy_endpoint_diff=16.5,
+                   prior_distinct_2=0.7)
+    assert report.missed_targets(good, lm) == []
+    worse = good | {"test/iw_nll_char": 6.2, "test/kl": 5.5, "test/recon_char_acc": 0.019}
+    assert report.missed_targets(worse, lm) == ["IW-NLL ≤ LM", "KL ≥ 8", "reconstruction ≥ 30%"]
+
+
+def test_homotopy_section_lists_each_vae() -> None:
+    lines = report.homotopy_section({"li2019": ["p0", "p1"], "bnvae": ["q0", "q1"]}, ["A", "B"])
+    text = "\n".join(lines)
+    assert "From A to B" in text and "**li2019**" in text and "| 1 | q1 |" in text
