@@ -176,3 +176,31 @@ def test_adaptive_cutoffs_clipped_to_vocab() -> None:
     assert model.decoder.out.cutoffs == [V // 2, V]
     model = tiny("adaptive", adaptive_cutoffs=(10, 3000))
     assert model.decoder.out.cutoffs == [10, V]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_unpacked_encoder_matches_packing(layers: int) -> None:
+    """The branch-free path that torch.compile traces gives the packed LSTM's final states."""
+    model = tiny(encoder_layers=layers).eval()
+    tokens, _, _ = batch()
+    tokens[0, 15:], tokens[2, 6:] = 0, 0
+    lengths = (tokens != 0).sum(dim=1)
+    emb = model._embed(tokens)
+    with torch.no_grad():
+        eager_mu, _ = model.encoder(emb, lengths)
+        traced = model.encoder.unpacked(emb, lengths)
+        torch.testing.assert_close(model.encoder.to_mu(traced), eager_mu, atol=1e-5, rtol=0)
+        full = torch.full_like(lengths, tokens.size(1))
+        unpadded = model.encoder._final(model.encoder.lstm(emb)[1][0])
+        torch.testing.assert_close(model.encoder.unpacked(emb, full), unpadded)
+
+
+def test_encode_compiles_without_graph_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No break on the padding check (Dynamo skips LSTMs unless ``allow_rnn``, which the compiled run sets)."""
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    model = tiny().eval()
+    tokens, _, _ = batch()
+    tokens[1, 12:] = 0
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model.encode)(tokens)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
