@@ -390,7 +390,7 @@ class ConstraintTracker:
         else:
             keep = torch.zeros(self.alive.shape[0], plan.base.shape[-1], device=self.device)
             for p in range(len(plan.patterns)):
-                keep = torch.maximum(keep, self._pattern_keep(t, p).mul_(self.alive[:, p : p + 1]))
+                torch.maximum(keep, self._pattern_keep(t, p), out=keep)
         if self.free_f is not None:
             shared = keep if t in plan.forced else keep * self.unreserved_f
             keep, bias = shared * self.free_f, None
@@ -422,23 +422,28 @@ class ConstraintTracker:
             self._bias[key] = torch.zeros_like(row).masked_fill_(row <= 0, float("-inf"))
         return self._bias[key]
 
-    def _class_union(self, classes: Tensor) -> Tensor:
-        """(R, C) bool class sets -> (R, W) 0/1: union of their members; computed once per distinct set."""
-        first, inverse = _group_rows(classes)
-        return (classes[first].to(torch.float32) @ self.members_f).clamp_(max=1.0).index_select(0, inverse)
+    def _class_union(self, classes: Tensor, alive: Tensor, base: Tensor) -> Tensor:
+        """(R, C) bool class sets, (R, 1) bool alive -> (R, W) 0/1: union of the classes' members within
+        ``base``, zero for dead rows; computed once per distinct (classes, alive) and gathered to the rows."""
+        key = torch.cat([classes, alive], dim=1)
+        first, inverse = _group_rows(key)
+        distinct = key[first].to(torch.float32)
+        table = (distinct[:, :-1] @ self.members_f).clamp_(max=1.0).mul_(base).mul_(distinct[:, -1:])
+        return table.index_select(0, inverse)
 
     def _pattern_keep(self, t: int, p: int) -> Tensor:
-        """(R, W) 0/1 allowed tokens for rows following pattern ``p`` (a new tensor the caller may modify)."""
+        """(R, W) 0/1 allowed tokens for rows following pattern ``p``, zero for rows where ``p`` is dead."""
         base = self.base_f[p, t].unsqueeze(0)
+        alive = self.alive[:, p : p + 1]
         slack, tight = self._rhyme_rows(t, p)
         if slack is None:
-            return base.expand(self.alive.shape[0], -1).clone()
+            return base * alive
         if self.roles[t][p] is not None:  # a rhyme position: a member of a class with slack left
-            ok = self._class_union(slack)
+            ok = self._class_union(slack, alive, base)
             if self.used is None:  # rhyme characters differ from the earlier ones
                 for s in self._prev_rhyme_tokens(t, p):
                     ok.scatter_(1, self.tokens[:, s : s + 1], 0.0)
-            return ok.mul_(base)
+            return ok
         # no_repeat, between rhyme positions: keep the last free member of a tight class for the rhyme
         ok = slack.any(dim=1, keepdim=True).float().expand(-1, base.shape[-1]).clone()
         rows = (ok[:, 0] <= 0).nonzero().squeeze(1)
@@ -446,7 +451,7 @@ class ConstraintTracker:
             t_rows = tight[rows]
             # allowed unless the token is a member of every tight class of the row
             ok[rows] = (t_rows.sum(dim=1, keepdim=True) - t_rows.float() @ self.members_f > 0).float()
-        return ok.mul_(base)
+        return ok.mul_(base).mul_(alive)
 
     def _check_nonempty(self, t: int, keep: Tensor, live: Tensor | None) -> None:
         empty = keep.amax(dim=1) <= 0
