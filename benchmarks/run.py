@@ -641,10 +641,10 @@ def print_profile(generation: dict[str, Any]) -> None:
     if not profiled:
         return
     phases = list(dict.fromkeys(phase for p in profiled.values() for phase in p))
-    short = {phase: phase.replace("constraint ", "c.")[:9] for phase in phases}
-    print(f"\n{'per-step profile (ms per step)':<52}" + "".join(f"{short[p]:>10}" for p in phases) + f"{'total':>8}")
+    short = {phase: phase.replace("constraint ", "c.").replace("filter+choose", "filt+choose") for phase in phases}
+    print(f"\n{'per-step profile (ms per step)':<52}" + "".join(f"{short[p]:>12}" for p in phases) + f"{'total':>8}")
     for name, p in profiled.items():
-        cells = "".join(f"{p[phase]:>10.2f}" if phase in p else f"{'':>10}" for phase in phases)
+        cells = "".join(f"{p[phase]:>12.2f}" if phase in p else f"{'':>12}" for phase in phases)
         print(f"{name:<52}{cells}{sum(p.values()):>8.1f}")
 
 
