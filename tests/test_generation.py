@@ -11,7 +11,7 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid, split_lines
+from poetry_vae.form import is_format_valid, is_hanzi, split_lines
 from poetry_vae.generation import (
     DecodeRequest,
     encode_texts,
@@ -21,10 +21,12 @@ from poetry_vae.generation import (
     nearest,
     reconstruct,
     sample_prior,
+    sampling,
 )
-from poetry_vae.generation.sampling import pick_tokens
+from poetry_vae.generation.sampling import block_argmax, block_sample, nucleus_sample, pick_tokens
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_classes, rhymes
 
@@ -438,3 +440,152 @@ def test_pickers_respect_mask_and_filters():
     # temperature sharpens
     cold = pick_tokens(row, allowed, "sample", temperature=0.05, generator=g)
     assert (cold == greedy[0]).float().mean() > 0.9
+
+
+# ---- exactness of the fast pickers against the sort-based reference (the implementation they replaced) ----
+
+
+def reference_probs(log_probs, allowed, strategy, temperature=1.0, top_k=50, top_p=0.9):
+    """The previous implementation's distribution: full-row softmax, a sorted nucleus (or the top k)."""
+    logits = log_probs.masked_fill(~allowed, float("-inf")) / temperature
+    if strategy == "top_k":
+        values, index = logits.topk(min(top_k, logits.shape[1]), dim=1)
+        return torch.zeros_like(logits).scatter_(1, index, torch.softmax(values, dim=1))
+    probs = torch.softmax(logits, dim=1)
+    if strategy == "top_p":
+        ascending = probs.sort(dim=1).values
+        cumulative = ascending.cumsum(dim=1)
+        kept = ((cumulative[:, -1:] - cumulative) < top_p * cumulative[:, -1:]).sum(dim=1, keepdim=True)
+        probs = probs.masked_fill(probs < ascending.gather(1, ascending.shape[1] - kept.clamp(min=1)), 0.0)
+    return probs / probs.sum(dim=1, keepdim=True)
+
+
+def reference_pick(log_probs, allowed, strategy, generator=None, **kwargs):
+    return torch.multinomial(reference_probs(log_probs, allowed, strategy, **kwargs), 1, generator=generator)[:, 0]
+
+
+def fixed_distribution(vocab_size: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+    """A skewed row (a few heavy tokens, a long tail) and a mask that removes some of the heavy ones."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(vocab_size, generator=g) * 2.0
+    logits[:5] += 4.0
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    allowed[[1, 7, 50]] = False
+    return torch.log_softmax(logits, 0), allowed
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kwargs"),
+    [
+        ("sample", {}),
+        ("sample", {"temperature": 0.7}),
+        ("top_p", {"top_p": 0.9}),
+        ("top_p", {"top_p": 0.5, "temperature": 1.5}),
+        ("top_p", {"top_p": 0.05}),  # a one-token nucleus
+        ("top_k", {"top_k": 10}),
+    ],
+)
+def test_fast_pickers_match_reference_frequencies(strategy, kwargs):
+    """Token frequencies of the new picker and of the reference agree within sampling noise (a total-variation
+    bound that an off-by-one nucleus or a wrong renormalisation exceeds several times over)."""
+    log_probs, allowed = fixed_distribution()
+    draws = 60_000
+    rows = log_probs.unsqueeze(0).expand(draws, -1)
+    fast = pick_tokens(rows, allowed, strategy, generator=torch.Generator().manual_seed(1), **kwargs)
+    ref = reference_pick(rows, allowed, strategy, generator=torch.Generator().manual_seed(2), **kwargs)
+    exact = reference_probs(log_probs.unsqueeze(0), allowed, strategy, **kwargs)[0].double()
+    f_fast = torch.bincount(fast, minlength=200).double() / draws
+    f_ref = torch.bincount(ref, minlength=200).double() / draws
+    assert not bool(((f_fast > 0) & (exact == 0)).any())  # never outside the reference's support
+    assert 0.5 * (f_fast - exact).abs().sum() < 0.015  # sampling noise here is ~0.007 at most
+    assert 0.5 * (f_fast - f_ref).abs().sum() < 0.025
+
+
+def test_top_p_keeps_exactly_the_reference_nucleus():
+    log_probs, allowed = fixed_distribution()
+    ref = set(reference_pick(log_probs.expand(20_000, -1), allowed, "top_p", top_p=0.8).tolist())
+    fast = set(pick_tokens(log_probs.expand(20_000, -1), allowed, "top_p", top_p=0.8).tolist())
+    assert fast == ref
+
+
+def test_rejection_fallback_is_exact(monkeypatch):
+    """With no rejection rounds every row takes the sort-based path; with many, almost none: same law."""
+    log_probs, allowed = fixed_distribution()
+    weights = torch.softmax(log_probs.masked_fill(~allowed, float("-inf")), 0)
+    weights = torch.nn.functional.pad(weights, (0, 56)).expand(40_000, -1).contiguous()
+    counts = []
+    for rounds in (0, 50):
+        monkeypatch.setattr(sampling, "ROUNDS", rounds)
+        drawn = nucleus_sample(weights, 0.3, torch.Generator().manual_seed(rounds))
+        counts.append(torch.bincount(drawn, minlength=256).double() / len(drawn))
+    assert 0.5 * (counts[0] - counts[1]).abs().sum() < 0.02
+
+
+def test_block_pickers_on_ties_and_padding():
+    x = torch.full((3, 128), float("-inf"))
+    x[0, [5, 70]] = 2.0  # a tie across blocks: the first index wins, like argmax
+    x[1, 127] = 0.0
+    x[2, 64:] = 1.0
+    assert block_argmax(x).tolist() == [5, 127, 64]
+    weights = torch.zeros(4, 128)
+    weights[:, 127] = 1e-30  # a lone tiny weight at the very end is still found
+    weights[1:, 3] = 1.0
+    drawn, total = block_sample(weights, torch.Generator().manual_seed(0))
+    assert drawn[0] == 127 and bool((drawn[1:] == 3).all()) and bool((total > 0).all())
+
+
+def test_seeded_pickers_reproduce_a_batch():
+    log_probs, allowed = fixed_distribution()
+    rows = log_probs.expand(500, -1)
+    for strategy in ("sample", "top_k", "top_p"):
+        a = pick_tokens(rows, allowed, strategy, top_p=0.7, generator=torch.Generator().manual_seed(3))
+        b = pick_tokens(rows, allowed, strategy, top_p=0.7, generator=torch.Generator().manual_seed(3))
+        c = pick_tokens(rows, allowed, strategy, top_p=0.7, generator=torch.Generator().manual_seed(4))
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+@pytest.mark.parametrize(("layers", "z_every"), [(1, True), (2, False), (3, True)])
+def test_stepper_matches_model_step(vocab, layers, z_every):
+    """The per-batch precomputed step gives the model's own next-token distribution, step after step."""
+    torch.manual_seed(0)
+    cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
+                    decoder_layers=layers, z_to_every_input=z_every)  # fmt: skip
+    lm = PoemVAE(cfg).eval()
+    z = torch.randn(6, 8)
+    prev = torch.full((6,), vocab.bos_id)
+    with torch.no_grad():
+        stepper, state = LogitStepper(lm, z, 6), lm.initial_state(z, 6)
+        for _ in range(4):
+            log_probs, state = lm.step(prev, state, z)
+            logits = stepper(prev)
+            assert logits.shape[1] % 64 == 0 and bool(torch.isneginf(logits[:, len(vocab) :]).all())
+            assert torch.allclose(torch.log_softmax(logits[:, : len(vocab)], 1), log_probs, atol=1e-5)
+            prev = torch.multinomial(log_probs.exp(), 1).squeeze(1)
+
+
+def test_form_is_decoded_as_asked(vocab) -> None:
+    """A form-conditioned model: the fast stepper conditions on the requested form exactly as model.step does."""
+    torch.manual_seed(0)
+    cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
+                    decoder_layers=2, highway_layers=1, num_forms=4)
+    model = PoemVAE(cfg).eval()
+    with torch.no_grad():
+        model.form_embed.weight.normal_(std=3.0)
+    z = torch.randn(3, 8)
+    poems = {form: generate(model, vocab, z, DecodeRequest(strategy="greedy", form=form))
+             for form in ("jueju", "gushi")}
+    assert [p.text for p in poems["jueju"]] != [p.text for p in poems["gushi"]]
+    # the same greedy poems, decoded step by step through model.step with the form's id
+    hanzi = torch.tensor([is_hanzi(token) for token in vocab.tokens])
+    state, prev, chars = model.initial_state(z, 3), torch.full((3,), vocab.bos_id), []
+    with torch.no_grad():
+        for _ in range(20):
+            log_probs, state = model.step(prev, state, z, torch.full((3,), 3))
+            prev = log_probs.masked_fill(~hanzi, float("-inf")).argmax(dim=1)
+            chars.append(prev)
+    expected = ["".join(vocab.tokens[i] for i in row) for row in torch.stack(chars, 1).tolist()]
+    assert ["".join(p.lines) for p in poems["gushi"]] == expected
+    plain = PoemVAE(VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8,
+                              decoder_hidden=16))
+    with pytest.raises(PromptError, match="trained without form tags"):
+        generate(plain, vocab, z, DecodeRequest(form="gushi"))

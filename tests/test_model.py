@@ -175,3 +175,46 @@ def test_adaptive_cutoffs_clipped_to_vocab() -> None:
     assert model.decoder.out.cutoffs == [V // 2, V]
     model = tiny("adaptive", adaptive_cutoffs=(10, 3000))
     assert model.decoder.out.cutoffs == [10, V]
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_unpacked_encoder_matches_packing(layers: int) -> None:
+    """The branch-free path that torch.compile traces gives the packed LSTM's final states."""
+    model = tiny(encoder_layers=layers).eval()
+    tokens, _, _ = batch()
+    tokens[0, 15:], tokens[2, 6:] = 0, 0
+    lengths = (tokens != 0).sum(dim=1)
+    emb = model._embed(tokens)
+    with torch.no_grad():
+        eager_mu, _ = model.encoder(emb, lengths)
+        traced = model.encoder.unpacked(emb, lengths)
+        torch.testing.assert_close(model.encoder.to_mu(traced), eager_mu, atol=1e-5, rtol=0)
+        full = torch.full_like(lengths, tokens.size(1))
+        unpadded = model.encoder._final(model.encoder.lstm(emb)[1][0])
+        torch.testing.assert_close(model.encoder.unpacked(emb, full), unpadded)
+
+
+def test_encode_compiles_without_graph_breaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No break on the padding check (Dynamo skips LSTMs unless ``allow_rnn``, which the compiled run sets)."""
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    model = tiny().eval()
+    tokens, _, _ = batch()
+    tokens[1, 12:] = 0
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model.encode)(tokens)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_form_conditioning_changes_the_decoder_and_defaults_to_jueju() -> None:
+    model = tiny(dropout=0.0, num_forms=4).eval()
+    tokens, dec_in, target = batch()
+    z = torch.randn(4, 8)
+    jueju = model.token_log_probs(dec_in, target, z, form=torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(model.token_log_probs(dec_in, target, z), jueju)  # no form given = jueju
+    with torch.no_grad():
+        model.form_embed.weight.normal_()
+    gushi = model.token_log_probs(dec_in, target, z, form=torch.full((4,), 3, dtype=torch.long))
+    assert not torch.allclose(gushi, model.token_log_probs(dec_in, target, z))
+    state = model.initial_state(z, 4)
+    step, _ = model.step(dec_in[:, 0], state, z, torch.full((4,), 3, dtype=torch.long))
+    torch.testing.assert_close(step.gather(1, target[:, :1]).squeeze(1), gushi[:, 0])

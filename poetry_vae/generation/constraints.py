@@ -18,6 +18,7 @@ import weakref
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from opencc import OpenCC
 from torch import Tensor
@@ -26,6 +27,7 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_hanzi
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.model.stepper import padded_size
 from poetry_vae.prosody import build_masks, check_line_length, check_pattern, is_free, rhyme_lines
 from poetry_vae.prosody import patterns as patterns_for
 from poetry_vae.prosody.masks import ProsodyMasks
@@ -94,11 +96,11 @@ class Plan:
     length: int
     line_length: int
     patterns: list[str]  # candidate pattern names; [ANY] when no tone constraint
-    base: Tensor  # (P, T, V) bool: hanzi admitting the pattern's tone at each step
+    base: Tensor  # (P, T, W) bool: hanzi admitting the pattern's tone at each step (W: V padded, see stepper)
     forced: dict[int, int] = field(default_factory=dict)  # step -> token id
     system: str | None = None  # rhyme system, None = no rhyme constraint
     rhyme_lines: list[tuple[int, ...]] = field(default_factory=list)  # per pattern
-    members: Tensor | None = None  # (C, V) bool: tokens that may end a rhyming line, by class
+    members: Tensor | None = None  # (C, W) bool: tokens that may end a rhyming line, by class
     counts: Tensor | None = None  # (C,) members per class
     no_repeat: bool = False
     tone_system: str = "pingshui"
@@ -222,7 +224,10 @@ def build_plan(
             raise PromptError(reasons[0])
         raise PromptError("no tone pattern fits the given characters: " + "; ".join(reasons))
     plan.patterns = kept
-    plan.base = torch.stack(bases)
+    width = padded_size(len(vocab.tokens))  # the decoder's logits are padded to whole sampling blocks
+    plan.base = _pad_columns(torch.stack(bases), width)
+    if plan.members is not None:
+        plan.members = _pad_columns(plan.members, width)
     plan.rhyme_lines = [_rhyme_lines_of(p, request) for p in kept]
     if plan.members is not None:
         need = min(len(lines) for lines in plan.rhyme_lines) + ANCHOR_MARGIN
@@ -232,6 +237,13 @@ def build_plan(
                 "the request: drop the rhyme constraint or use a larger vocabulary"
             )
     return plan
+
+
+def _pad_columns(mask: Tensor, width: int) -> Tensor:
+    """``mask`` (..., V) bool -> (..., width) with False in the padding columns (never allowed)."""
+    out = mask.new_zeros(*mask.shape[:-1], width)
+    out[..., : mask.shape[-1]] = mask
+    return out
 
 
 def _rhyme_lines_of(pattern: str, request: DecodeRequest) -> tuple[int, ...]:
@@ -265,6 +277,18 @@ def _forced_conflict(vocab: Vocabulary, plan: Plan, base: Tensor, pattern: str, 
     return None
 
 
+def _group_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """(R, K) bool -> (U,) index of one row per distinct row, (R,) each row's group: equal rows share one.
+
+    Bit-packed rows compared as bytes by numpy (``torch.unique(dim=0)`` compares rows one by one, ~10 ms).
+    """
+    packed = np.packbits(rows.cpu().numpy(), axis=1)
+    keys = np.ascontiguousarray(packed).view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    device = rows.device
+    return torch.from_numpy(first).to(device), torch.from_numpy(inverse.reshape(-1)).to(device)
+
+
 class ConstraintTracker:
     """Constraint state of ``rows`` decoding rows; ``allowed`` before each step, ``update`` after it."""
 
@@ -284,6 +308,15 @@ class ConstraintTracker:
             self.active = torch.ones(rows, n_patterns, n_classes, dtype=torch.bool, device=device)
             self.used_members = torch.zeros(rows, n_classes, dtype=torch.long, device=device)
             self.members_f = plan.members.to(torch.float32)
+        # Masks as 0/1 floats (multiplied into sampling weights) and 0/-inf biases (added to logits), built once
+        # per request; a step then indexes or multiplies them instead of rebuilding (R, V) bool masks.
+        self.base_f = plan.base.to(torch.float32)
+        self._bias: dict[int, Tensor] = {}
+        self.unreserved_f = (~self.reserved).to(torch.float32).unsqueeze(0)
+        self.free_f = torch.ones(rows, plan.base.shape[-1], device=device) if plan.no_repeat else None
+        # union of the base masks for each subset of alive patterns (bit p = pattern p), per step, on demand
+        self._unions: dict[int, Tensor] = {}
+        self._bits = 2 ** torch.arange(n_patterns, device=device)
         # rhyme role of each step per pattern: (index among the pattern's rhyme positions, count) or None
         m = plan.line_length
         self.roles: list[list[tuple[int, int] | None]] = []
@@ -338,50 +371,91 @@ class ConstraintTracker:
     # ---- per-step API --------------------------------------------------------------------------------------
 
     def allowed(self, t: int, live: Tensor | None = None) -> Tensor:
-        """(R, V) or broadcastable (1, V) bool: tokens that keep every constraint satisfiable at step ``t``.
+        """(R, W) or broadcastable (1, W) bool: tokens that keep every constraint satisfiable at step ``t``.
+
+        Raises :class:`PromptError` if a ``live`` row (all rows by default) has no allowed token.
+        """
+        return self.keep(t, live)[0] > 0
+
+    def keep(self, t: int, live: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The allowed tokens at step ``t`` as a 0/1 float mask (R or 1, W), and as an additive 0/-inf bias
+        when that comes free (a request-wide mask shared by every row), else None.
 
         Raises :class:`PromptError` if a ``live`` row (all rows by default) has no allowed token.
         """
         plan = self.plan
         simple = plan.members is None or all(self._rhyme_rows(t, p)[0] is None for p in range(len(plan.patterns)))
+        bias = None
         if simple:
-            if len(plan.patterns) == 1:
-                allowed = plan.base[0, t].unsqueeze(0)
-            else:  # union over the row's alive patterns, as a tiny matmul
-                allowed = (self.alive.to(torch.float32) @ plan.base[:, t].to(torch.float32)) > 0
+            keep, bias = self._union_of_alive(t)
         else:
-            allowed = torch.zeros(self.alive.shape[0], plan.base.shape[-1], dtype=torch.bool, device=self.device)
+            keep = torch.zeros(self.alive.shape[0], plan.base.shape[-1], device=self.device)
             for p in range(len(plan.patterns)):
-                allowed |= self.alive[:, p : p + 1] & self._pattern_allowed(t, p)
-        if self.used is not None:
-            allowed = allowed & ~self.used
-            if t not in plan.forced:
-                allowed = allowed & ~self.reserved
-        self._check_nonempty(t, allowed, live)
-        return allowed
+                torch.maximum(keep, self._pattern_keep(t, p), out=keep)
+        if self.free_f is not None:
+            shared = keep if t in plan.forced else keep * self.unreserved_f
+            keep, bias = shared * self.free_f, None
+        self._check_nonempty(t, keep, live)
+        return keep, bias
 
-    def _pattern_allowed(self, t: int, p: int) -> Tensor:
-        """(R, V) allowed tokens for rows following pattern ``p``."""
-        base = self.plan.base[p, t].unsqueeze(0)
+    def _union_of_alive(self, t: int) -> tuple[Tensor, Tensor | None]:
+        """Base masks united over each row's alive patterns: one shared row while every row has the same
+        alive set (then with its cached bias), else a gather from a per-step table of unions."""
+        codes = (self.alive.long() * self._bits).sum(dim=1)
+        first = codes[:1]
+        if bool((codes == first).all()):
+            code = int(first)
+            return self._union(t)[code : code + 1], self._union_bias(t, code)
+        return self._union(t).index_select(0, codes), None
+
+    def _union(self, t: int) -> Tensor:
+        """(2^P, W) 0/1: union of step ``t``'s base masks for every subset of patterns."""
+        if t not in self._unions:
+            n = len(self.plan.patterns)
+            subsets = ((torch.arange(2**n, device=self.device).unsqueeze(1) & self._bits) > 0).float()
+            self._unions[t] = (subsets @ self.base_f[:, t]).clamp_(max=1.0)
+        return self._unions[t]
+
+    def _union_bias(self, t: int, code: int) -> Tensor:
+        key = t * 2 ** len(self.plan.patterns) + code
+        if key not in self._bias:
+            row = self._union(t)[code : code + 1]
+            self._bias[key] = torch.zeros_like(row).masked_fill_(row <= 0, float("-inf"))
+        return self._bias[key]
+
+    def _class_union(self, classes: Tensor, alive: Tensor, base: Tensor) -> Tensor:
+        """(R, C) bool class sets, (R, 1) bool alive -> (R, W) 0/1: union of the classes' members within
+        ``base``, zero for dead rows; computed once per distinct (classes, alive) and gathered to the rows."""
+        key = torch.cat([classes, alive], dim=1)
+        first, inverse = _group_rows(key)
+        distinct = key[first].to(torch.float32)
+        table = (distinct[:, :-1] @ self.members_f).clamp_(max=1.0).mul_(base).mul_(distinct[:, -1:])
+        return table.index_select(0, inverse)
+
+    def _pattern_keep(self, t: int, p: int) -> Tensor:
+        """(R, W) 0/1 allowed tokens for rows following pattern ``p``, zero for rows where ``p`` is dead."""
+        base = self.base_f[p, t].unsqueeze(0)
+        alive = self.alive[:, p : p + 1]
         slack, tight = self._rhyme_rows(t, p)
         if slack is None:
-            return base
+            return base * alive
         if self.roles[t][p] is not None:  # a rhyme position: a member of a class with slack left
-            ok = (slack.to(torch.float32) @ self.members_f) > 0
+            ok = self._class_union(slack, alive, base)
             if self.used is None:  # rhyme characters differ from the earlier ones
                 for s in self._prev_rhyme_tokens(t, p):
-                    ok.scatter_(1, self.tokens[:, s : s + 1], False)
-            return ok & base
+                    ok.scatter_(1, self.tokens[:, s : s + 1], 0.0)
+            return ok
         # no_repeat, between rhyme positions: keep the last free member of a tight class for the rhyme
-        ok = slack.any(dim=1, keepdim=True).expand(-1, base.shape[-1]).clone()
-        rows = (~ok[:, 0]).nonzero().squeeze(1)
+        ok = slack.any(dim=1, keepdim=True).float().expand(-1, base.shape[-1]).clone()
+        rows = (ok[:, 0] <= 0).nonzero().squeeze(1)
         if rows.numel():
-            t_rows = tight[rows].to(torch.float32)
-            ok[rows] = (t_rows.sum(dim=1, keepdim=True) - t_rows @ self.members_f) > 0
-        return ok & base
+            t_rows = tight[rows]
+            # allowed unless the token is a member of every tight class of the row
+            ok[rows] = (t_rows.sum(dim=1, keepdim=True) - t_rows.float() @ self.members_f > 0).float()
+        return ok.mul_(base).mul_(alive)
 
-    def _check_nonempty(self, t: int, allowed: Tensor, live: Tensor | None) -> None:
-        empty = ~allowed.any(dim=1)
+    def _check_nonempty(self, t: int, keep: Tensor, live: Tensor | None) -> None:
+        empty = keep.amax(dim=1) <= 0
         if live is not None:
             empty = empty & live
         if bool(empty.any()):
@@ -391,7 +465,7 @@ class ConstraintTracker:
             )
 
     def check_forced(self, t: int, token: int, allowed: Tensor, live: Tensor | None = None) -> None:
-        ok = allowed[:, token]
+        ok = allowed[:, token] > 0  # a bool mask or a 0/1 float one
         if live is not None:
             ok = ok | ~live
         if not bool(ok.all()):
@@ -418,6 +492,7 @@ class ConstraintTracker:
             self.alive[:, p] &= ok
         if self.used is not None:
             self.used.scatter_(1, chosen.unsqueeze(1), True)
+            self.free_f.scatter_(1, chosen.unsqueeze(1), 0.0)
             if plan.members is not None:
                 self.used_members += plan.members[:, chosen].T.long()
 
@@ -427,6 +502,7 @@ class ConstraintTracker:
         self.tokens = self.tokens.index_select(0, index)
         if self.used is not None:
             self.used = self.used.index_select(0, index)
+            self.free_f = self.free_f.index_select(0, index)
         if self.plan.members is not None:
             self.active = self.active.index_select(0, index)
             self.used_members = self.used_members.index_select(0, index)

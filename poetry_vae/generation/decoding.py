@@ -17,8 +17,10 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_format_valid, render
 from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, build_plan
+from poetry_vae.generation.profile import StepProfile
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
-from poetry_vae.generation.sampling import pick_tokens
+from poetry_vae.generation.sampling import Workspace, choose, no_phase
+from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody import LINE_LENGTHS, fits_pattern, patterns, rhyme_lines, rhymes
 
@@ -40,10 +42,12 @@ def generate(
     generator: torch.Generator | None = None,
     masks_cache: MasksCache | None = None,
     num_poems: int | None = None,
+    profile: StepProfile | None = None,
 ) -> list[GeneratedPoem]:
     """Decode one poem per row of ``z`` (B, Z); for the LM baseline pass ``z=None`` and ``num_poems``.
 
     ``masks_cache`` maps (system, device) to prosody masks; by default a per-vocabulary cache is used.
+    ``profile`` accumulates the time of each phase of the sampling loop (not beam search).
     """
     request = request or DecodeRequest()
     request.validate()
@@ -60,12 +64,12 @@ def generate(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            form = form_ids(model, request, n * (request.beam_size if request.strategy == "beam" else 1), device)
+        with torch.inference_mode():
+            form = form_id(model, request)
             if request.strategy == "beam":
                 tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form)
             else:
-                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, form)
+                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form)
     finally:
         model.train(was_training)
     return [
@@ -74,15 +78,15 @@ def generate(
     ]
 
 
-def form_ids(model: PoemVAE, request: DecodeRequest, rows: int, device: torch.device) -> Tensor | None:
-    """The requested form's id for every row, for a model trained with form tags (None for one without)."""
+def form_id(model: PoemVAE, request: DecodeRequest) -> int | None:
+    """The requested form's id, for a model trained with form tags (None for one without)."""
     if request.form not in FORM_IDS:
         raise PromptError(f"unknown form {request.form!r}; choose one of {', '.join(FORM_IDS)}")
     if model.cfg.num_forms == 0:
         if request.form != JUEJU:
             raise PromptError(f"form={request.form}: this model was trained without form tags; leave form={JUEJU}")
         return None
-    return torch.full((rows,), FORM_IDS[request.form], dtype=torch.long, device=device)
+    return FORM_IDS[request.form]
 
 
 def _sample(
@@ -93,47 +97,58 @@ def _sample(
     request: DecodeRequest,
     generator: torch.Generator | None,
     device: torch.device,
-    form: Tensor | None = None,
+    profile: StepProfile | None = None,
+    form: int | None = None,
 ) -> tuple[Tensor, Tensor, list]:
-    tracker = ConstraintTracker(plan, n, device)
-    state = model.initial_state(z, n)
-    prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
-    score = torch.zeros(n, device=device)
+    phase = profile.phase if profile is not None else no_phase
+    with phase("setup"):
+        tracker = ConstraintTracker(plan, n, device)
+        stepper = LogitStepper(model, z, n, form)
+        work = Workspace()
+        prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
+        score = torch.zeros(n, device=device)
     for t in range(plan.length):
-        log_probs, state = model.step(prev, state, z, form)
-        allowed = tracker.allowed(t)
+        with phase("model step"):
+            logits = stepper(prev)
+        with phase("constraint masks"):
+            keep, bias = tracker.keep(t)
         if t in plan.forced:  # prompt characters override sampling; their log-prob still counts
-            tracker.check_forced(t, plan.forced[t], allowed)
+            tracker.check_forced(t, plan.forced[t], keep)
             chosen = torch.full((n,), plan.forced[t], dtype=torch.long, device=device)
+            log_prob = torch.log_softmax(logits, dim=1)[:, plan.forced[t]]
         else:
-            chosen = pick_tokens(
-                log_probs, allowed, request.strategy, request.temperature, request.top_k, request.top_p, generator
-            )
-        score += log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1)
-        tracker.update(t, chosen)
+            chosen, log_prob = choose(
+                logits, keep, request.strategy, request.temperature, request.top_k, request.top_p, generator,
+                bias=bias, work=work, phase=phase,
+            )  # fmt: skip
+        score += log_prob
+        with phase("constraint update"):
+            tracker.update(t, chosen)
         prev = chosen
+    if profile is not None:
+        profile.steps += plan.length
     return tracker.tokens, score, tracker.patterns()
 
 
 def _beam(
-    model: PoemVAE, plan, z: Tensor | None, n: int, beam: int, device: torch.device, form: Tensor | None = None
+    model: PoemVAE, plan, z: Tensor | None, n: int, beam: int, device: torch.device, form: int | None = None
 ) -> tuple[Tensor, Tensor, list]:
     """Batched beam search over n x beam rows; returns each poem's best beam. Constraints act inside beams."""
     rows = n * beam
     z_rows = z.repeat_interleave(beam, dim=0) if z is not None else None
     tracker = ConstraintTracker(plan, rows, device)
-    state = model.initial_state(z_rows, rows)
+    stepper = LogitStepper(model, z_rows, rows, form)
     prev = torch.full((rows,), model.cfg.bos_id, dtype=torch.long, device=device)
     # only the first beam of each poem is live at the start, so the beams do not begin as copies
     score = torch.full((n, beam), float("-inf"), device=device)
     score[:, 0] = 0.0
     score = score.reshape(rows)
     offsets = torch.arange(n, device=device).repeat_interleave(beam) * beam
-    vocab_size = plan.base.shape[-1]
+    vocab_size = model.cfg.vocab_size  # the stepper's padding columns are dropped: beams never pick them
     for t in range(plan.length):
-        log_probs, state = model.step(prev, state, z_rows, form)
+        log_probs = torch.log_softmax(stepper(prev)[:, :vocab_size], dim=1)
         live = score > float("-inf")
-        allowed = tracker.allowed(t, live)
+        allowed = tracker.allowed(t, live)[:, :vocab_size]
         if t in plan.forced:
             tracker.check_forced(t, plan.forced[t], allowed, live)
             only = torch.zeros(vocab_size, dtype=torch.bool, device=device)
@@ -144,7 +159,7 @@ def _beam(
         source = (flat // vocab_size).reshape(rows) + offsets
         chosen = (flat % vocab_size).reshape(rows)
         score = best.reshape(rows)
-        state = (state[0].index_select(1, source), state[1].index_select(1, source))
+        stepper.reorder(source)
         tracker.reorder(source)
         tracker.update(t, chosen)
         prev = chosen

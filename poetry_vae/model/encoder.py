@@ -5,6 +5,12 @@ learned shift b: over a training batch each dimension then has mean(mu_j^2) = γ
 batch-mean KL of dimension j is at least 0.5 (γ^2 v/(v + eps) + b_j^2) (the variance terms σ^2 - log σ^2 - 1 are
 >= 0): a floor under the expected KL at no extra cost. In eval mode the running statistics are used, so q(z|x)
 is an ordinary per-poem function and the ELBO and IW-NLL stay exact.
+
+Right padding: eagerly, the batch is packed when (and only when) something is padded. Under ``torch.compile``
+that check would be a data-dependent branch (a graph break), so the traced path, :meth:`Encoder.unpacked`,
+computes the same states without packing or branching: each direction runs as its own single-direction LSTM
+over the same weights, the backward one over every row reversed within its own length, so neither reads a pad
+before a real token, and the final states are read at each row's last real position.
 """
 
 from __future__ import annotations
@@ -15,6 +21,13 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from poetry_vae.model.config import VAEConfig
+
+
+def reverse_within(x: Tensor, lengths: Tensor) -> Tensor:
+    """(B, T, D) right-padded rows -> each row's first ``lengths[b]`` steps reversed, the padding left in place."""
+    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
+    index = torch.where(steps < lengths.unsqueeze(1), lengths.unsqueeze(1) - 1 - steps, steps)
+    return x.gather(1, index.unsqueeze(2).expand(-1, -1, x.size(2)))
 
 
 class Encoder(nn.Module):
@@ -36,13 +49,26 @@ class Encoder(nn.Module):
             self.mu_bn = nn.BatchNorm1d(cfg.latent_dim, affine=False)
             self.mu_shift = nn.Parameter(torch.zeros(cfg.latent_dim))
 
+    def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
+        """One direction of one layer as a single-direction LSTM: (B, T, D) -> outputs (B, T, H)."""
+        lstm = self.lstm
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        params = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in names]
+        zeros = x.new_zeros(1, x.size(0), lstm.hidden_size)
+        return torch.lstm(x, (zeros, zeros), params, True, 1, 0.0, self.training, False, True)[0]
+
     def forward(self, emb: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """emb (B, T, E); lengths (B,) of right-padded inputs, or None when nothing is padded."""
+        """emb (B, T, E); lengths (B,) of right-padded inputs (None: nothing is padded)."""
         x = self.dropout(emb)
-        if lengths is not None:
-            x = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.lstm(x)  # h_n: (layers * 2, B, H); last two rows = top layer fwd, bwd
-        final = torch.cat([h_n[-2], h_n[-1]], dim=-1)
+        if lengths is None:
+            lengths = torch.full((x.size(0),), x.size(1), dtype=torch.long, device=x.device)
+        if torch.compiler.is_compiling():  # a trace-time constant, not a graph break
+            final = self.unpacked(x, lengths)
+        elif bool((lengths < x.size(1)).any()):  # eager: pack only when something is padded (fastest)
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            final = self._final(self.lstm(packed)[1][0])
+        else:
+            final = self._final(self.lstm(x)[1][0])
         return self._normalise(self.to_mu(final)), self.to_logvar(final)
 
     def _normalise(self, mu: Tensor) -> Tensor:
@@ -56,3 +82,20 @@ class Encoder(nn.Module):
         if batch_stats:
             bn.num_batches_tracked.add_(1)
         return self.bn_gamma * normed + self.mu_shift
+
+    @staticmethod
+    def _final(h_n: Tensor) -> Tensor:
+        return torch.cat([h_n[-2], h_n[-1]], dim=-1)  # h_n: (layers * 2, B, H); top layer fwd, bwd
+
+    def unpacked(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(B, 2H) final states of the top layer for right-padded ``x``, with no data-dependent control flow."""
+        last = (lengths - 1).clamp(min=0).view(-1, 1, 1)
+        for layer in range(self.lstm.num_layers):
+            if layer > 0:
+                x = F.dropout(x, self.lstm.dropout, self.training)  # nn.LSTM's between-layer dropout
+            forward = self._direction(x, layer, "")
+            backward_rev = self._direction(reverse_within(x, lengths), layer, "_reverse")
+            x = torch.cat([forward, reverse_within(backward_rev, lengths)], dim=2)
+        h = x.size(2) // 2
+        final_fwd = x[..., :h].gather(1, last.expand(-1, 1, h)).squeeze(1)
+        return torch.cat([final_fwd, x[:, 0, h:]], dim=-1)  # the backward pass ends at each row's first token

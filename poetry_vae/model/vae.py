@@ -58,9 +58,8 @@ class PoemVAE(nn.Module):
         """tokens (B, T) -> mu, logvar, each (B, Z). Right padding with pad_id is handled."""
         if self.encoder is None:
             raise RuntimeError("encode() called on the LM baseline (use_latent=False)")
-        lengths = (tokens != self.cfg.pad_id).sum(dim=1)
-        padded = bool((lengths < tokens.size(1)).any())
-        return self.encoder(self._embed(tokens, form), lengths if padded else None)
+        lengths = (tokens != self.cfg.pad_id).sum(dim=1)  # no branch on the values: one compiled graph
+        return self.encoder(self._embed(tokens, form), lengths)
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
