@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 CORPUS_CACHE := .cache/chinese-poetry
 
-.PHONY: setup train test test-slow lint corpus bench report clean
+.PHONY: setup train pretrain test test-slow lint corpus bench report clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,13 @@ $(STAMP): pyproject.toml
 train: $(STAMP)
 	$(PY) -m poetry_vae.train experiment=make_train
 	$(PY) -m poetry_vae.sample ckpt_path=outputs/make_train/checkpoints/last.ckpt n=8 rhyme=pingshui tone=auto out=outputs/make_train/poems.jsonl
+
+# Pretrain on the five-character blocks (data=wuyan) for PRETRAIN_BUDGET (DD:HH:MM:SS) of CPU time, then
+# fine-tune with `python -m poetry_vae.train experiment=finetune_vae` (or finetune_lm with PRETRAIN=pretrain_lm).
+PRETRAIN ?= pretrain_vae
+PRETRAIN_BUDGET ?= 00:00:07:00
+pretrain: $(STAMP)
+	$(PY) -m poetry_vae.train experiment=$(PRETRAIN) trainer.max_time=$(PRETRAIN_BUDGET) trainer.max_epochs=1000 ckpt_path=last
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -16,17 +16,27 @@ tone / acrostic constraints), measure what the latent code does (reconstruction 
 two poems you pick, the same measures `python -m poetry_vae.evaluate` reports), map the test set's latent codes
 and compare poetry metrics with the human test split.
 
-The checkpoint is a parameter: `CKPT_PATH` below, or the `POETRY_VAE_CKPT` environment variable; by default
-the one `make train` writes (`outputs/make_train/checkpoints/last.ckpt`), else the newest
-`outputs/*/checkpoints/last.ckpt`."""),
-    ("code", """import os
+Everything you may change is in the parameters cell below (papermill can set it: `papermill -p CKPT_PATH ...`):
+the checkpoint (`CKPT_PATH`, or the `POETRY_VAE_CKPT` environment variable; by default the one `make train`
+writes, else the newest `outputs/*/checkpoints/last.ckpt`) and the two poems to interpolate between. Works for
+五绝 and 七绝 checkpoints alike (the form comes from the checkpoint)."""),
+    ("code", """# parameters (papermill-style: this cell is tagged `parameters`)
+CKPT_PATH = None  # a checkpoint path, or None: $POETRY_VAE_CKPT, outputs/make_train/..., else the newest run's
+POEM_A = None  # the homotopy's two endpoints (poems in the checkpoint's form); None: two test poems
+POEM_B = None
+HOMOTOPY_STEPS = 7
+N_RECONSTRUCT = 8  # test poems in the reconstruction table""", ["parameters"]),
+    ("code", """import csv
+import os
 import random
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, homotopy, nearest, sample_prior
 from poetry_vae.metrics.latent_use import (
     char_accuracy,
@@ -39,72 +49,108 @@ from poetry_vae.metrics.latent_use import (
 from poetry_vae.metrics.poetry import poetry_report, sentence_bleu
 from poetry_vae.plots import latent_map
 
-# ---- parameters ----
-CKPT_PATH = None  # a checkpoint path, or None for the default below
-POEM_A = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"  # the homotopy's two endpoints (any 5x4 poems)
-POEM_B = "千山鸟飞绝，万径人踪灭。孤舟蓑笠翁，独钓寒江雪。"
-HOMOTOPY_STEPS = 7
-N_RECONSTRUCT = 8  # test poems in the reconstruction table
-
 root = Path.cwd() if (Path.cwd() / "conf").is_dir() else Path.cwd().parent
 default = root / "outputs" / "make_train" / "checkpoints" / "last.ckpt"
 found = sorted(root.glob("outputs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-ckpt_path = CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or str(default if default.exists() else found[-1])
+ckpt_path = CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or (default if default.exists() else None) or (
+    found[-1] if found else None)
+if ckpt_path is None:
+    raise FileNotFoundError("no checkpoint found under outputs/: train one with `make train`, or set CKPT_PATH "
+                            "in the parameters cell (or POETRY_VAE_CKPT) to a checkpoint written by poetry_vae.train")
 ckpt = load_checkpoint(ckpt_path)
 model, vocab = ckpt.model, ckpt.vocab
-print(f"{ckpt_path}: step {ckpt.global_step}, {len(vocab)} characters, latent {model.cfg.latent_dim}-d, "
-      f"{'VAE' if model.cfg.use_latent else 'LM baseline'}")
+form = {key: int(ckpt.data_hparams.get(key, default)) for key, default in (("line_length", 5), ("num_lines", 4))}
+print(f"{ckpt_path}: step {ckpt.global_step}, {len(vocab)} characters, {form['line_length']}-character lines, "
+      f"latent {model.cfg.latent_dim}-d, {'VAE' if model.cfg.use_latent else 'LM baseline'}")
 generator = torch.Generator().manual_seed(0)
+datamodule = QuatrainDataModule.for_checkpoint(ckpt.data_hparams, vocab, f"checkpoint {ckpt_path}")
+test, train = datamodule.poems["test"], datamodule.poems["train"]
+
+
+def request(**kwargs):
+    return DecodeRequest(**form, **kwargs)  # the checkpoint's form (五言 or 七言)
 
 
 def show(poems):
     for p in poems:
         held = " ".join(k for k, ok in p.constraints.items() if ok)
         print(f"{p.text}  log p {p.log_prob:7.1f}  {held} {p.pattern or ''}")"""),
+    ("md", "## Training curves, read from the run's `metrics.csv` (every resume's version, in step order)"),
+    ("code", """run_dir = Path(ckpt_path).resolve().parent.parent
+rows = []
+for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
+    with open(path, encoding="utf-8") as handle:
+        rows += list(csv.DictReader(handle))
+
+
+def series(key):
+    points = sorted((int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, ""))
+    return [s for s, _ in points], [v for _, v in points]
+
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+for key in ("train/nll_char", "val/iw_nll_char"):
+    left.plot(*series(key), label=key)
+left.set_xlabel("step"); left.set_title("nats per character"); left.legend()
+steps, kl = series("train/kl")
+right.plot(steps, kl, color="tab:red", label="train KL per poem")
+right.set_xlabel("step"); right.set_ylabel("KL (nats)")
+beta_axis = right.twinx()
+beta_axis.plot(*series("train/beta"), color="tab:gray", label="β")
+beta_axis.set_ylabel("β"); right.set_title("KL against the KL weight β")
+fig.tight_layout()
+print(f"{len(rows)} logged rows from {run_dir}")"""),
     ("md", "## Prior samples with each decoding strategy, then rhyming (平水韵) in a standard tone pattern"),
     ("code", """n = 4
 z = sample_prior(model, n, generator)
 for strategy in ("greedy", "sample", "top_k", "top_p", "beam"):
     print(f"-- {strategy}")
-    show(generate(model, vocab, z, DecodeRequest(strategy=strategy, temperature=0.8), generator, num_poems=n))
+        show(generate(model, vocab, z, request(strategy=strategy, temperature=0.8), generator, num_poems=n))
 print("-- top_p + rhyme=pingshui + tone=auto")
-show(generate(model, vocab, z, DecodeRequest(strategy="top_p", temperature=0.8, rhyme="pingshui", tone="auto"),
+show(generate(model, vocab, z, request(strategy="top_p", temperature=0.8, rhyme="pingshui", tone="auto"),
               generator, num_poems=n))"""),
     ("md", "## Acrostic (藏头) and first-line continuation, with beam search"),
     ("code", """z = sample_prior(model, 3, generator)
-show(generate(model, vocab, z, DecodeRequest(strategy="beam", beam_size=5, acrostic="春夏秋冬", rhyme="pingshui"),
+show(generate(model, vocab, z, request(strategy="beam", beam_size=5, acrostic="春夏秋冬", rhyme="pingshui"),
               num_poems=3))
-show(generate(model, vocab, z, DecodeRequest(strategy="top_p", first_line="白日依山尽", tone="auto",
-                                             rhyme="pingshui"), generator, num_poems=3))"""),
+first_line = test[0].lines[0]  # a line of the checkpoint's own length
+show(generate(model, vocab, z, request(strategy="top_p", first_line=first_line, tone="auto", rhyme="pingshui"),
+              generator, num_poems=3))"""),
     ("md", """## What the latent does
 
 Greedy decoding throughout, so every difference between outputs comes from z. First a reconstruction table: test
 poems decoded from their posterior means, with the characters right position by position (the LM baseline has no
 z: its one greedy poem stands for every reconstruction)."""),
-    ("code", """datamodule = QuatrainDataModule(**ckpt.data_hparams)  # the checkpoint's own split and vocabulary
-datamodule.prepare()
-test, train = datamodule.poems["test"], datamodule.poems["train"]
-
-inputs = [poem_chars(p.lines) for p in random.Random(0).sample(test, min(N_RECONSTRUCT, len(test)))]
+    ("code", """inputs = [poem_chars(p.lines) for p in random.Random(0).sample(test, min(N_RECONSTRUCT, len(test)))]
 z = posterior_means(model, vocab, inputs) if model.cfg.use_latent else None
-outputs = [poem_chars(p) for p in (greedy_decode(model, vocab, z) if z is not None
-                                   else greedy_decode(model, vocab, None) * len(inputs))]
-print(f"{'input':<22}{'output':<22}chars right  BLEU-2")
+m = form["line_length"]
+outputs = [poem_chars(p) for p in (greedy_decode(model, vocab, z, line_length=m) if z is not None
+                                   else greedy_decode(model, vocab, None, line_length=m) * len(inputs))]
+width = len(inputs[0]) + 2
+print(f"{'input':<{width}}{'output':<{width}}chars right  BLEU-2")
 for x, y in zip(inputs, outputs):
     right = sum(a == b for a, b in zip(x, y))
-    print(f"{x:<22}{y:<22}{right:>5}/{len(x)}    {sentence_bleu(y, [x], max_n=2):.2f}")
+    print(f"{x:<{width}}{y:<{width}}{right:>5}/{len(x)}    {sentence_bleu(y, [x], max_n=2):.2f}")
 print(f"chars right over the table: {char_accuracy(outputs, inputs):.1%}")"""),
-    ("md", "A homotopy between the two poems set in the parameters cell (`POEM_A`, `POEM_B`), then the summary "
-           "measures on a sample of the test split (`python -m poetry_vae.evaluate` computes them on all of it)."),
+    ("md", "Interpolation: a homotopy between the two poems set in the parameters cell (`POEM_A`, `POEM_B`), along "
+           "a straight line and along the sphere (slerp), side by side; then the summary measures on a sample of the "
+           "test split (`python -m poetry_vae.evaluate` computes them on all of it)."),
     ("code", """if model.cfg.use_latent:
-    walk = homotopy(model, vocab, POEM_A, POEM_B, steps=HOMOTOPY_STEPS)
-    for i, p in enumerate(walk):
-        print(f"{i}  {p.text}")
-    print(f"{len({p.text for p in walk})} distinct poems of {len(walk)}; the endpoint decodes differ in "
-          f"{sum(a != b for a, b in zip(poem_chars(walk[0].lines), poem_chars(walk[-1].lines)))} of 20 characters")
+    a = POEM_A or render(test[1].lines)
+    b = POEM_B or render(test[2].lines)
+    greedy = request(strategy="greedy")
+    line = homotopy(model, vocab, a, b, steps=HOMOTOPY_STEPS, request=greedy)
+    sphere = homotopy(model, vocab, a, b, steps=HOMOTOPY_STEPS, request=greedy, spherical=True)
+    print(f"from {a}\nto   {b}\n")
+    print(f"{'t':<6}{'linear':<{width + 6}}slerp")
+    for i, (p, q) in enumerate(zip(line, sphere)):
+        print(f"{i / (HOMOTOPY_STEPS - 1):<6.2f}{p.text:<{width + 6}}{q.text}")
+    ends = sum(x != y for x, y in zip(poem_chars(line[0].lines), poem_chars(line[-1].lines)))
+    print(f"\n{len({p.text for p in line})} distinct poems of {len(line)}; the endpoint decodes differ in "
+          f"{ends} of {len(poem_chars(line[0].lines))} characters")
 sample = [list(p.lines) for p in test[:200]]
 print(homotopy_stats(model, vocab, sample, pairs=20, steps=HOMOTOPY_STEPS))
-print(prior_diversity(model, vocab, n=100))"""),
+print(prior_diversity(model, vocab, n=100, line_length=form["line_length"]))"""),
     ("md", "## The latent map: test-set posterior means, coloured by dynasty; nearest training poems"),
     ("code", """if model.cfg.use_latent:  # rare characters become <unk>, as in training
     mu_test = posterior_means(model, vocab, [p.lines for p in test])
@@ -115,11 +161,11 @@ print(prior_diversity(model, vocab, n=100))"""),
     ("md", "## Poetry metrics beside the human test split (same number of poems)"),
     ("code", """n = min(200, len(test))
 z = sample_prior(model, n, generator)
-ours = generate(model, vocab, z, DecodeRequest(strategy="top_p", temperature=0.8), generator, num_poems=n)
+ours = generate(model, vocab, z, request(strategy="top_p", temperature=0.8), generator, num_poems=n)
 human = random.Random(0).sample([list(p.lines) for p in test], n)
 train_lines = [list(p.lines) for p in train]
 for label, poems in (("generated", [p.lines for p in ours]), ("human", human)):
-    report = poetry_report(poems, train_lines)
+    report = poetry_report(poems, train_lines, line_length=form["line_length"])
     print(f"{label:>9}: " + ", ".join(f"{k} {v:.3f}" for k, v in report.items()))"""),
 ]
 
@@ -127,8 +173,12 @@ for label, poems in (("generated", [p.lines for p in ours]), ("human", human)):
 def main() -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.cells = [nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
-                for kind, src in CELLS]
+    nb.cells = []
+    for kind, src, *tags in CELLS:
+        cell = nbformat.v4.new_markdown_cell(src) if kind == "md" else nbformat.v4.new_code_cell(src)
+        if tags:
+            cell.metadata["tags"] = list(tags[0])
+        nb.cells.append(cell)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, OUT)
     print(f"wrote {OUT}")

@@ -65,15 +65,36 @@ def budget_spent(run: Path, budget_s: float) -> bool:
     return timer.get("time_elapsed", {}).get("train", 0.0) >= 0.99 * budget_s
 
 
+# A fine-tuned row spends PRETRAIN_SHARE of the budget pretraining (its source preset), the rest fine-tuning:
+# pretraining + fine-tuning together get the same CPU minutes as every other row.
+CHAINS = {"finetune_lm": "pretrain_lm", "finetune_vae": "pretrain_vae"}
+PRETRAIN_SHARE = 0.7
+
+
 def train(experiment: str, args: argparse.Namespace) -> Path:
+    budget_s = args.budget_min * 60
+    extra: list[str] = []
+    if experiment in CHAINS:
+        source = train_for(CHAINS[experiment], budget_s * PRETRAIN_SHARE, args)
+        extra = [f"init_from={source / 'checkpoints' / 'last.ckpt'}"]
+        budget_s *= 1 - PRETRAIN_SHARE
+    return train_for(experiment, budget_s, args, extra)
+
+
+def train_for(experiment: str, budget_s: float, args: argparse.Namespace, extra: Sequence[str] = ()) -> Path:
     run = ROOT / "outputs" / f"{args.prefix}{experiment}"
-    if budget_spent(run, args.budget_min * 60):
+    if budget_spent(run, budget_s):
         return run  # resuming would still take one more step before Lightning's Timer stops it
-    budget = time.strftime("%H:%M:%S", time.gmtime(args.budget_min * 60))
+    budget = time.strftime("%H:%M:%S", time.gmtime(budget_s))
     sh([sys.executable, "-m", "poetry_vae.train", f"experiment={experiment}", f"run_name={run.name}",
         f"trainer.max_time=00:{budget}", "trainer.max_epochs=1000", "torch_threads=1", "test_after_fit=false",
-        "trainer.enable_progress_bar=false", "ckpt_path=last", f"seed={args.seed}"], run / "report_train.log")
+        "trainer.enable_progress_bar=false", "ckpt_path=last", f"seed={args.seed}", *extra], run / "report_train.log")
     return run
+
+
+def uses_latent(run: Path) -> bool:
+    data = torch.load(best_checkpoint(run), weights_only=True, map_location="cpu")
+    return bool(data["hyper_parameters"]["model"].get("use_latent", True))
 
 
 def best_checkpoint(run: Path) -> Path:
@@ -358,7 +379,7 @@ def main() -> None:
     curves = {name: read_csv(run) for name, run in runs.items()}
     for name, run in runs.items():
         metrics[name]["poems_per_s"] = training_speed(run, curves[name], args.budget_min * 60)
-    vaes = [name for name in runs if name != "lm"]
+    vaes = [name for name, run in runs.items() if uses_latent(run)]
     best_vae = min(vaes, key=lambda name: metrics[name]["test/iw_nll_char"])
     # The latent map and homotopy are only worth drawing for a model that uses its latent (KL >= 1 nat).
     in_use = [name for name in vaes if metrics[name]["test/kl"] >= 1.0] or [best_vae]

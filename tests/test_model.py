@@ -207,7 +207,7 @@ def test_encode_compiles_without_graph_breaks(monkeypatch: pytest.MonkeyPatch) -
 
 def test_form_conditioning_changes_the_decoder_and_defaults_to_jueju() -> None:
     model = tiny(dropout=0.0, num_forms=4).eval()
-    tokens, dec_in, target = batch()
+    _, dec_in, target = batch()
     z = torch.randn(4, 8)
     jueju = model.token_log_probs(dec_in, target, z, form=torch.zeros(4, dtype=torch.long))
     torch.testing.assert_close(model.token_log_probs(dec_in, target, z), jueju)  # no form given = jueju

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
-from poetry_vae.form import PoemLike, split_lines
+from poetry_vae.form import PoemLike, line_length_of, split_lines
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import interpolate
 from poetry_vae.generation.request import DecodeRequest
@@ -59,9 +59,11 @@ def char_difference(a: str, b: str) -> int:
 
 
 @torch.no_grad()
-def greedy_decode(model: PoemVAE, vocab: Vocabulary, z: Tensor | None, n: int = 1) -> list[list[str]]:
+def greedy_decode(
+    model: PoemVAE, vocab: Vocabulary, z: Tensor | None, n: int = 1, line_length: int = 5
+) -> list[list[str]]:
     """Greedy poems (their lines) for each row of ``z``, or ``n`` unconditional ones for the LM baseline."""
-    request = DecodeRequest(strategy="greedy")
+    request = DecodeRequest(strategy="greedy", line_length=line_length)
     if z is None:
         return [p.lines for p in generate(model, vocab, None, request, num_poems=n)]
     return [p.lines for chunk in z.split(DECODE_BATCH) for p in generate(model, vocab, chunk, request)]
@@ -81,6 +83,11 @@ def posterior_means(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]
     return torch.cat(rows)
 
 
+def line_length_of_poems(poems: Sequence[PoemLike]) -> int:
+    """The line length of a split's poems (五言 5, 七言 7), read from the first one."""
+    return line_length_of(split_lines(poems[0])) or 5 if poems else 5
+
+
 def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -89,8 +96,10 @@ def reconstruction_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[P
     """Greedy decoding from each poem's posterior mean: ``recon_char_acc`` (share of characters right, position by
     position) and ``recon_bleu2``. The LM baseline's single greedy poem is scored against every poem."""
     references = [poem_chars(p) for p in poems]
+    m = line_length_of_poems(poems)
     z = posterior_means(model, vocab, poems) if model.cfg.use_latent else None
-    decoded = greedy_decode(model, vocab, z) if z is not None else greedy_decode(model, vocab, None) * len(poems)
+    decoded = (greedy_decode(model, vocab, z, line_length=m) if z is not None
+               else greedy_decode(model, vocab, None, line_length=m) * len(poems))
     hypotheses = [poem_chars(p) for p in decoded]
     return {"recon_char_acc": char_accuracy(hypotheses, references), "recon_bleu2": mean_bleu2(hypotheses, references)}
 
@@ -108,13 +117,14 @@ def homotopy_walks(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike],
     """Greedy poems at ``steps`` evenly spaced points between the posterior means of ``pairs`` random pairs of
     distinct poems (:func:`homotopy_pairs`); one list of ``steps`` poems (characters only) per pair."""
     chosen = homotopy_pairs(len(poems), pairs, seed)
+    m = line_length_of_poems(poems)
     if not model.cfg.use_latent:
-        only = poem_chars(greedy_decode(model, vocab, None)[0])
+        only = poem_chars(greedy_decode(model, vocab, None, line_length=m)[0])
         return [[only] * steps for _ in chosen]
     used = sorted({i for pair in chosen for i in pair})
     mu = dict(zip(used, posterior_means(model, vocab, [poems[i] for i in used]), strict=True))
     path = torch.cat([interpolate(mu[a], mu[b], steps) for a, b in chosen])
-    decoded = [poem_chars(p) for p in greedy_decode(model, vocab, path)]
+    decoded = [poem_chars(p) for p in greedy_decode(model, vocab, path, line_length=m)]
     return [decoded[k * steps : (k + 1) * steps] for k in range(pairs)]
 
 
@@ -129,12 +139,15 @@ def homotopy_stats(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike],
     }
 
 
-def prior_diversity(model: PoemVAE, vocab: Vocabulary, n: int = 500, seed: int = 0) -> dict[str, float]:
+def prior_diversity(
+    model: PoemVAE, vocab: Vocabulary, n: int = 500, seed: int = 0, line_length: int = 5
+) -> dict[str, float]:
     """Distinct-2 and self-BLEU of ``n`` greedy samples from the prior (greedy, so the diversity is z's alone)."""
     if n < 2:
         raise ValueError(f"prior diversity needs at least 2 samples, got {n}")
     z = sample_prior(model, n, torch.Generator().manual_seed(seed))
-    poems = greedy_decode(model, vocab, z) if z is not None else greedy_decode(model, vocab, None) * n
+    poems = (greedy_decode(model, vocab, z, line_length=line_length) if z is not None
+             else greedy_decode(model, vocab, None, line_length=line_length) * n)
     return {"prior_distinct_2": distinct_n(poems, 2), "prior_self_bleu": self_bleu(poems, sample=n)}
 
 
@@ -144,5 +157,5 @@ def latent_measures(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]
     return {
         **reconstruction_accuracy(model, vocab, poems),
         **homotopy_stats(model, vocab, poems, homotopy_pairs, steps, seed),
-        **prior_diversity(model, vocab, prior_samples, seed),
+        **prior_diversity(model, vocab, prior_samples, seed, line_length_of_poems(poems)),
     }
