@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import pathlib
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -91,6 +93,8 @@ class EvaluateKeys:
 # ---- checking one value against an annotation ----
 
 _SIMPLE = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+_PATH_TYPES = (pathlib.Path, os.PathLike)
+_SIMPLE.update(dict.fromkeys(_PATH_TYPES, "a path"))
 
 
 def _literals(annotation: Any) -> list[Any]:
@@ -119,13 +123,8 @@ def _describe(annotation: Any) -> str:
 
 
 def _understood(annotation: Any) -> bool:
-    """Whether every type in ``annotation`` is one a YAML value can be judged against."""
-    origin = typing.get_origin(annotation)
-    if origin is Literal or annotation in _SIMPLE or annotation is Any:
-        return True
-    if origin in (typing.Union, types.UnionType, list, tuple, dict):
-        return all(_understood(a) for a in typing.get_args(annotation) if a is not Ellipsis)
-    return annotation in (list, tuple, dict)
+    """Whether a YAML value can be judged against ``annotation`` (forward references and type variables can't)."""
+    return not isinstance(annotation, (str, typing.ForwardRef, typing.TypeVar))
 
 
 def matches(value: Any, annotation: Any) -> bool:
@@ -153,7 +152,10 @@ def matches(value: Any, annotation: Any) -> bool:
             isinstance(value, (list, tuple))
     if origin is dict or annotation is dict:
         return isinstance(value, Mapping)
-    return True
+    if annotation in _PATH_TYPES:
+        return isinstance(value, str)
+    # any other class (a Tensor, an Accelerator, a Callable): a YAML scalar cannot be one; a node can build one
+    return not isinstance(value, (str, int, float, bool)) and value is not None
 
 
 def _shown(value: Any) -> str:
@@ -239,6 +241,31 @@ def _run(check: Callable[[], object], where: str) -> None:
         raise ConfigError(f"{where}: {error}") from None
 
 
+# Ranges of the keys in `_target_` nodes, which their annotations cannot say (checked before anything is built).
+_POSITIVE = {"data": ("batch_size", "eval_batch_size", "min_count", "line_length", "num_lines", "word2vec_epochs",
+                      "word2vec_window", "limit_train_poems"),
+             "optimizer": ("lr",), "trainer": ("devices", "num_nodes", "log_every_n_steps", "accumulate_grad_batches")}
+_NON_NEGATIVE = {"data": ("num_workers", "val_fraction", "test_fraction"), "optimizer": ("weight_decay",),
+                 "trainer": ("gradient_clip_val", "num_sanity_val_steps"),
+                 "anneal": ("warmup_steps", "total_steps", "x0", "k", "max_value", "start_value")}
+
+
+def _check_ranges(plain: Mapping[str, Any]) -> None:
+    for group, keys in (*((g, (k, 0.0, False)) for g, ks in _POSITIVE.items() for k in ks),
+                        *((g, (k, 0.0, True)) for g, ks in _NON_NEGATIVE.items() for k in ks)):
+        key, low, inclusive = keys
+        value = (plain.get(group) or {}).get(key) if isinstance(plain.get(group), Mapping) else None
+        if value is None or not matches(value, int | float):
+            continue
+        if value < low or (value == low and not inclusive):
+            raise ConfigError(f"{group}.{key}={value}: expected a value {'>=' if inclusive else '>'} {low:g}")
+    data = plain.get("data") if isinstance(plain.get("data"), Mapping) else {}
+    fractions = [data.get(key) for key in ("val_fraction", "test_fraction")]
+    if all(matches(f, int | float) for f in fractions) and sum(fractions) >= 1:
+        raise ConfigError(f"data.val_fraction + data.test_fraction = {sum(fractions):g}: must stay below 1 "
+                          "(the rest is the training split)")
+
+
 def check_train_config(cfg: DictConfig) -> None:
     plain: dict[str, Any] = _plain(cfg)
     own = {key: value for key, value in plain.items() if not isinstance(value, Mapping)}
@@ -259,6 +286,7 @@ def check_train_config(cfg: DictConfig) -> None:
     for group in ("data", "anneal", "optimizer", "scheduler", "trainer", "logger", "callbacks"):
         if isinstance(plain.get(group), Mapping):
             check_target_nodes(plain[group], f"{group}.")
+    _check_ranges(plain)
     anneal = plain.get("anneal")
     if isinstance(anneal, Mapping) and "_target_" in anneal:
         schedule = {key: value for key, value in anneal.items() if not key.startswith("_")}

@@ -44,6 +44,11 @@ from poetry_vae.schema import ConfigError
         ("train", ["evaluation.iw_samples_test=0"], "evaluation.iw_samples_test=0: expected a value >= 1"),
         ("train", ["anneal=cyclical", "anneal.cycles=0"], "need total_steps, cycles >= 1"),
         ("train", ["seed=abc"], "seed='abc': expected an integer"),
+        ("train", ["data.batch_size=0"], "data.batch_size=0: expected a value > 0"),
+        ("train", ["data.val_fraction=0.6", "data.test_fraction=0.5"], "must stay below 1"),
+        ("train", ["optimizer.lr=-1"], "optimizer.lr=-1: expected a value > 0"),
+        ("train", ["optimizer.lr=abc"], "optimizer.lr='abc': expected a number"),
+        ("train", ["anneal=linear", "anneal.warmup_steps=-5"], "anneal.warmup_steps=-5: expected a value >= 0"),
         ("train", ["-m", "seed=1,abc"], "seed='abc': expected an integer"),  # every job of a sweep is checked
     ],
 )
@@ -56,6 +61,10 @@ def test_wrong_type_or_range_is_one_line(command: str, args: list[str], expected
 def test_every_shipped_config_passes_its_schema() -> None:
     for command in ("train", "sample", "evaluate"):
         check_overrides(command, [] if command == "train" else ["ckpt_path=x.ckpt"])
+    options = [f"{group.name}={path.stem}" for group in CONFIG_DIR.iterdir() if group.is_dir()
+               and group.name not in ("hydra", "paths") for path in group.glob("*.yaml")]
+    for option in options:  # every preset, debug mode and group option
+        check_overrides("train", [option])
 
 
 def _sample_cfg(*args: str):

@@ -25,8 +25,8 @@ def test_plain_progress_lines_without_a_terminal(tmp_path: Path, capsys: pytest.
 
 
 def test_plain_progress_reports_time_left_under_max_time(tmp_path: Path, capsys) -> None:
-    train(tiny_train_config(tmp_path / "run", tmp_path / "cache", "trainer.max_epochs=1", "trainer.max_time=00:00:05:00",
-                            "trainer.limit_val_batches=1",
+    train(tiny_train_config(tmp_path / "run", tmp_path / "cache", "trainer.max_epochs=1",
+                            "trainer.max_time=00:00:05:00", "trainer.limit_val_batches=1",
                             "+callbacks.plain_progress._target_=poetry_vae.progress.PlainProgress",
                             "+callbacks.plain_progress.interval_s=0"))
     steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
