@@ -105,7 +105,7 @@ print(f"{len(rows)} logged rows from {run_dir}")"""),
 z = sample_prior(model, n, generator)
 for strategy in ("greedy", "sample", "top_k", "top_p", "beam"):
     print(f"-- {strategy}")
-        show(generate(model, vocab, z, request(strategy=strategy, temperature=0.8), generator, num_poems=n))
+    show(generate(model, vocab, z, request(strategy=strategy, temperature=0.8), generator, num_poems=n))
 print("-- top_p + rhyme=pingshui + tone=auto")
 show(generate(model, vocab, z, request(strategy="top_p", temperature=0.8, rhyme="pingshui", tone="auto"),
               generator, num_poems=n))"""),
@@ -113,7 +113,7 @@ show(generate(model, vocab, z, request(strategy="top_p", temperature=0.8, rhyme=
     ("code", """z = sample_prior(model, 3, generator)
 show(generate(model, vocab, z, request(strategy="beam", beam_size=5, acrostic="春夏秋冬", rhyme="pingshui"),
               num_poems=3))
-first_line = test[0].lines[0]  # a line of the checkpoint's own length
+first_line = next(p.lines[0] for p in test if all(char in vocab for char in p.lines[0]))  # the model's form
 show(generate(model, vocab, z, request(strategy="top_p", first_line=first_line, tone="auto", rhyme="pingshui"),
               generator, num_poems=3))"""),
     ("md", """## What the latent does
@@ -136,17 +136,18 @@ print(f"chars right over the table: {char_accuracy(outputs, inputs):.1%}")"""),
            "a straight line and along the sphere (slerp), side by side; then the summary measures on a sample of the "
            "test split (`python -m poetry_vae.evaluate` computes them on all of it)."),
     ("code", """if model.cfg.use_latent:
-    a = POEM_A or render(test[1].lines)
-    b = POEM_B or render(test[2].lines)
+    known = [p for p in test if all(char in vocab for char in p.text)]  # prompts may hold no <unk> character
+    a = POEM_A or render(known[0].lines)
+    b = POEM_B or render(known[1].lines)
     greedy = request(strategy="greedy")
     line = homotopy(model, vocab, a, b, steps=HOMOTOPY_STEPS, request=greedy)
     sphere = homotopy(model, vocab, a, b, steps=HOMOTOPY_STEPS, request=greedy, spherical=True)
-    print(f"from {a}\nto   {b}\n")
+    print(f"from {a}\\nto   {b}\\n")
     print(f"{'t':<6}{'linear':<{width + 6}}slerp")
     for i, (p, q) in enumerate(zip(line, sphere)):
         print(f"{i / (HOMOTOPY_STEPS - 1):<6.2f}{p.text:<{width + 6}}{q.text}")
     ends = sum(x != y for x, y in zip(poem_chars(line[0].lines), poem_chars(line[-1].lines)))
-    print(f"\n{len({p.text for p in line})} distinct poems of {len(line)}; the endpoint decodes differ in "
+    print(f"\\n{len({p.text for p in line})} distinct poems of {len(line)}; the endpoint decodes differ in "
           f"{ends} of {len(poem_chars(line[0].lines))} characters")
 sample = [list(p.lines) for p in test[:200]]
 print(homotopy_stats(model, vocab, sample, pairs=20, steps=HOMOTOPY_STEPS))

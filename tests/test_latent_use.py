@@ -40,7 +40,8 @@ class StubVAE(nn.Module):
 
     def __init__(self, vocab: Vocabulary, copy: bool, fixed: str = POEMS[0], hashed: bool = False) -> None:
         super().__init__()
-        self.cfg = SimpleNamespace(use_latent=True, latent_dim=20, bos_id=vocab.bos_id)
+        self.cfg = SimpleNamespace(use_latent=True, latent_dim=20, bos_id=vocab.bos_id, num_forms=0,
+                                   vocab_size=len(vocab))
         self.dummy = nn.Parameter(torch.zeros(1))  # the decoding loop reads the device from a parameter
         self.copy, self.hashed, self.vocab_size = copy, hashed, len(vocab)
         self.fixed = torch.tensor(vocab.encode(fixed), dtype=torch.float)

@@ -19,3 +19,15 @@ def test_sampling_notebook_executes(tiny_checkpoint: Path, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert "1 passed" in result.stdout
+
+
+def test_notebook_without_a_checkpoint_says_what_to_do(tmp_path: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "POETRY_VAE_CKPT"}
+    (tmp_path / "conf").mkdir()  # a project root with no outputs/ yet
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--nbmake", "--nbmake-timeout=120", "-p", "no:cacheprovider",
+         "--override-ini=addopts=", str(NOTEBOOK)],
+        capture_output=True, text=True, timeout=300, env={**env, "MPLBACKEND": "Agg"}, cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "no checkpoint found under outputs/: train one with `make train`" in result.stdout

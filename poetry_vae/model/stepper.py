@@ -33,13 +33,13 @@ class LogitStepper:
         self.model = model
         self.z = z
         # every row of a request has the same form; None for a model trained without form tags
-        device = model.embed.weight.device
+        device = next(model.parameters()).device
         self.form = None if form is None else torch.full((rows,), form, dtype=torch.long, device=device)
         self.vocab_size = model.cfg.vocab_size
         self.width = padded_size(self.vocab_size)
         self.state = model.initial_state(z, rows)
-        dec = model.decoder
-        self.fast = isinstance(dec.out, nn.Linear) and not dec.training
+        dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
+        self.fast = dec is not None and isinstance(dec.out, nn.Linear) and not dec.training
         if self.fast:
             self._prepare(model, z)
 
@@ -77,7 +77,8 @@ class LogitStepper:
     def __call__(self, prev: Tensor) -> Tensor:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
         if not self.fast:
-            log_probs, self.state = self.model.step(prev, self.state, self.z, self.form)
+            extra = () if self.form is None else (self.form,)
+            log_probs, self.state = self.model.step(prev, self.state, self.z, *extra)
             return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
         h, c = self.state
         gates = self.token_gates.index_select(0, prev)
