@@ -23,10 +23,13 @@ def test_sampling_notebook_executes(tiny_checkpoint: Path, tmp_path: Path) -> No
 
 def test_notebook_without_a_checkpoint_says_what_to_do(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if key != "POETRY_VAE_CKPT"}
-    (tmp_path / "conf").mkdir()  # a project root with no outputs/ yet
+    (tmp_path / "conf").mkdir()  # a project root with no outputs/ yet; the kernel starts in the notebook's folder
+    copy = tmp_path / "notebooks" / NOTEBOOK.name
+    copy.parent.mkdir()
+    copy.write_bytes(NOTEBOOK.read_bytes())
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "--nbmake", "--nbmake-timeout=120", "-p", "no:cacheprovider",
-         "--override-ini=addopts=", str(NOTEBOOK)],
+         "--override-ini=addopts=", str(copy)],
         capture_output=True, text=True, timeout=300, env={**env, "MPLBACKEND": "Agg"}, cwd=tmp_path,
     )
     assert result.returncode != 0
