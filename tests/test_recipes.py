@@ -99,6 +99,21 @@ def test_batch_norm_on_mu_puts_a_floor_under_the_batch_kl() -> None:
     assert gaussian_kl(mu, logvar).sum(1).mean() >= 0.5 * gamma**2 * 8 * 0.99
 
 
+def test_batch_norm_floor_holds_when_the_encoder_shrinks_its_means() -> None:
+    """The escape seen in a 10-minute run: pre-BN means with variance ~1e-8 (under BatchNorm's usual eps 1e-5)
+    made the floor vanish (train KL 0.01 nats). The floor must hold at any such scale."""
+    gamma = 0.7
+    torch.manual_seed(0)
+    model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=gamma)).train()
+    with torch.no_grad():
+        model.encoder.to_mu.weight.mul_(1e-4)
+        model.encoder.to_mu.bias.zero_()
+    tokens = torch.randint(4, 60, (64, 20), generator=torch.Generator().manual_seed(1))
+    mu, logvar = model.encode(tokens)
+    assert mu.pow(2).mean(0).min() > 0.9 * gamma**2  # with eps 1e-5 this was ~1e-4 * γ²
+    assert gaussian_kl(mu, logvar).sum(1).mean() >= 0.5 * gamma**2 * 8 * 0.9
+
+
 def test_batch_norm_eval_uses_running_stats_and_is_per_poem() -> None:
     torch.manual_seed(0)
     model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=0.5))
