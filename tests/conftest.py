@@ -50,13 +50,17 @@ def tiny_train_config(out: Path, cache: Path, *overrides: str):  # -> DictConfig
                                            f"paths.cache_dir={cache}", *overrides])
 
 
-@pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real (tiny, barely trained) checkpoint written by the training entry point."""
+def train_tiny_checkpoint(factory: pytest.TempPathFactory, name: str, *overrides: str) -> Path:
+    """A real (tiny, barely trained) checkpoint written by the training entry point: a vocabulary from 3,000
+    poems (so prompts of famous poems are in it), then 4 training steps."""
     from poetry_vae.train import train
 
-    root = tmp_path_factory.mktemp("tiny_run")
-    # vocabulary from 3,000 poems (so prompts of famous poems are in it), then 4 training steps
+    root = factory.mktemp(name)
     train(tiny_train_config(root / "run", root / "cache", "trainer.max_epochs=1", "data.limit_train_poems=3000",
-                            "trainer.limit_train_batches=4", "trainer.limit_val_batches=1"))
+                            "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", *overrides))
     return root / "run" / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory, "tiny_run")

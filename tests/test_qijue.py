@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_train_config
+from conftest import train_tiny_checkpoint
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.errors import PromptError
@@ -16,12 +16,7 @@ from poetry_vae.prosody import fits_pattern, rhymes
 
 @pytest.fixture(scope="module")
 def qijue_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from poetry_vae.train import train
-
-    root = tmp_path_factory.mktemp("qijue")
-    train(tiny_train_config(root / "run", root / "cache", "data=qijue", "data.limit_train_poems=3000",
-                            "trainer.max_steps=4", "trainer.limit_val_batches=1"))
-    return root / "run" / "checkpoints" / "last.ckpt"
+    return train_tiny_checkpoint(tmp_path_factory, "qijue", "data=qijue")
 
 
 def _request(ckpt, **kwargs) -> DecodeRequest:
