@@ -22,7 +22,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from poetry_vae.model.config import VAEConfig
 
-
 BN_EPS = 1e-12
 
 
