@@ -7,11 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
-from poetry_vae.train import build_module
+from poetry_vae.train import build_module, start_from, starting_vocabulary
 
 PRESETS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -35,12 +37,20 @@ def test_preset_builds_module_and_data(preset: str, tmp_path: Path) -> None:
     assert module.training_step(batch, 0).isfinite()
 
 
-def test_make_train_builds_on_cyclical_fb() -> None:
+def test_make_train_fine_tunes_the_shipped_pretrained_vae(tmp_path: Path) -> None:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        base = compose("train", overrides=["experiment=cyclical_fb"])
-        derived = compose("train", overrides=["experiment=make_train"])
-    assert derived.objective == base.objective and derived.anneal == base.anneal
-    assert derived.trainer.max_time == "00:00:10:00" and derived.run_name == "make_train"
+        base = compose("train", overrides=["experiment=finetune_vae"])
+        cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
+                                          "data.limit_train_poems=64"])
+    assert cfg.objective == base.objective and cfg.anneal == base.anneal and cfg.model == base.model
+    assert cfg.trainer.max_time == "00:00:10:00" and cfg.run_name == "make_train"
+    root = CONFIG_DIR.parent
+    init = load_checkpoint(root / cfg.init_from)  # shipped, weights_only, half precision
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
+    start_from(module, init)  # the shipped weights fit make_train's model config
+    torch.testing.assert_close(module.model.embed.weight, init.model.embed.weight)
+    assert module.vocab.tokens == init.vocab.tokens
 
 
 def test_sampling_a_checkpoint_needs_no_lightning(tiny_checkpoint: Path) -> None:

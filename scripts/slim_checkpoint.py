@@ -1,0 +1,48 @@
+"""Write a training checkpoint's model as a small shippable file: model weights only (half precision), the
+hyper-parameters, the vocabulary and how it was made. It loads like any checkpoint (``load_checkpoint``,
+``init_from=``), with ``torch.load(weights_only=True)``; optimiser state, callbacks and RNG state are left out.
+
+    python scripts/slim_checkpoint.py outputs/pretrain_vae/checkpoints/last.ckpt \\
+        poetry_vae/resources/pretrained_wuyan_vae.pt --command "make pretrain PRETRAIN_BUDGET=00:00:07:00"
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+from pathlib import Path
+
+import torch
+
+from poetry_vae.atomic import atomic_write
+from poetry_vae.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
+
+KEPT = ("hyper_parameters", "datamodule_hyper_parameters", "global_step", "epoch")
+
+
+def slim(source: Path, out: Path, command: str, commit: str | None = None) -> dict:
+    data = read_checkpoint(source)
+    commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    small = {key: data[key] for key in KEPT if key in data}
+    small["poetry_vae_format"] = CHECKPOINT_FORMAT
+    small["state_dict"] = {name: value.half() if value.is_floating_point() else value
+                           for name, value in data["state_dict"].items() if name.startswith("model.")}
+    small["provenance"] = {"command": command, "commit": commit, "source": str(source),
+                           "global_step": int(data.get("global_step", 0))}
+    atomic_write(out, lambda tmp: torch.save(small, tmp))
+    return small["provenance"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--command", required=True, help="the command that trained the source checkpoint")
+    parser.add_argument("--commit", help="the commit it was trained at (default: HEAD)")
+    args = parser.parse_args()
+    provenance = slim(args.source, args.out, args.command, args.commit)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): {provenance}")
+
+
+if __name__ == "__main__":
+    main()
