@@ -308,6 +308,9 @@ def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]],
         "random pairs of test poems (distinct poems among 7 points, characters that differ between the two endpoint "
         f"decodes; two random human poems differ in ~19 of 20); {args.prior_samples} greedy samples from the prior "
         "(distinct-2, self-BLEU). The LM has no z: one greedy poem stands for all of them.",
+        *([f"Rows {', '.join(f'`{n}`' for n in table if n in CHAINS)} spend {PRETRAIN_SHARE:.0%} of the budget "
+           "pretraining on the five-character blocks (`data=wuyan`, their `pretrain_*` preset) and the rest "
+           "fine-tuning on the 五绝: the same CPU minutes in all."] if any(n in CHAINS for n in table) else []),
         "",
         *main_table(table, ranked),
     ]
