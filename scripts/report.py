@@ -197,7 +197,8 @@ def plot_curves(curves: dict[str, list[dict[str, str]]], figures: Path) -> list[
 
 
 def plot_quality_per_minute(curves: dict[str, list[dict[str, str]]], figures: Path,
-                            fname: str = "val_iw_nll_minutes.png") -> str | None:
+                            fname: str = "val_iw_nll_minutes.png",
+                            prefix_curves: dict[str, list[dict[str, str]]] | None = None) -> str | None:
     """Validation IW-NLL per character against training wall-clock minutes, one line per run (None if no run
     logged its clock)."""
     import matplotlib
@@ -206,14 +207,20 @@ def plot_quality_per_minute(curves: dict[str, list[dict[str, str]]], figures: Pa
     import matplotlib.pyplot as plt
 
     lines = {name: timed_series(rows, "val/iw_nll_char") for name, rows in curves.items()}
+    for name, source_rows in (prefix_curves or {}).items():  # a fine-tuned row: its pretraining minutes first
+        before = timed_series(source_rows, "val/iw_nll_char")
+        offset = before[0][-1] if before[0] else 0.0
+        lines[name] = ([*before[0], *(m + offset for m in lines[name][0])], [*before[1], *lines[name][1]])
     lines = {name: xy for name, xy in lines.items() if xy[0]}
     if not lines:
         return None
     figures.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, (minutes, values) in lines.items():
         ax.plot(minutes, values, label=name, marker=".")
-    ax.set_xlabel("training wall-clock minutes (one thread; validation included)")
+    best = min(min(values) for _, values in lines.values())
+    ax.set_ylim(best - 0.05, best + 1.2)  # an autoencoder phase (li2019, β = 0) would flatten every other curve
+    ax.set_xlabel("training wall-clock minutes (one thread; validation included; fine-tuned rows: pretraining first)")
     ax.set_title("validation IW-NLL per character (K=10) against time")
     ax.legend()
     fig.tight_layout()
@@ -390,7 +397,8 @@ def main() -> None:
     in_use = [name for name in vaes if metrics[name]["test/kl"] >= 1.0] or [best_vae]
     latent_vae = min(in_use, key=lambda name: metrics[name]["test/iw_nll_char"])
     reports, samples = poetry_rows(runs, args.poems, args.seed)
-    per_minute = plot_quality_per_minute(curves, figures_dir)
+    pretrained = {name: read_csv(ROOT / "outputs" / f"{args.prefix}{CHAINS[name]}") for name in runs if name in CHAINS}
+    per_minute = plot_quality_per_minute(curves, figures_dir, prefix_curves=pretrained)
     figures = [*plot_curves(curves, figures_dir), *([per_minute] if per_minute else []),
                latent_figure(runs[latent_vae], figures_dir)]
     walks = {name: homotopy_table(runs[name], args.seed) for name in vaes}
