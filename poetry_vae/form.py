@@ -21,7 +21,8 @@ CJK_CLASS = (
 )
 CJK_CHAR = re.compile(f"[{CJK_CLASS}]")
 
-SOURCE_LINE_MARKS = "，。？！；、："  # marks that close a line in the source texts
+SOURCE_LINE_MARKS = "，。？！；、："  # marks that close a line in the source texts (strict quatrains)
+BLOCK_LINE_MARKS = "，。？！；"  # marks that close a line of a longer poem cut into four-line blocks
 RENDER_MARKS = ("，", "。")  # what we write after odd- and even-numbered lines
 _SEPARATORS = re.compile(r"[，。？！；、：,.?!;:\s]+")
 

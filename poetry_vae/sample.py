@@ -97,8 +97,8 @@ def show_report(poems: list[GeneratedPoem], data_hparams: dict[str, Any], seed: 
     """Poetry metrics of these poems beside the same metrics on as many human poems from the test split."""
     from poetry_vae.data.datamodule import QuatrainDataModule  # Lightning is needed only for this report
 
-    datamodule = QuatrainDataModule(**data_hparams)  # the checkpoint's own split
-    datamodule.prepare()
+    datamodule = QuatrainDataModule(**data_hparams)
+    datamodule.load()  # the checkpoint's own split; texts only, so no vocabulary is built
     test = [list(p.lines) for p in datamodule.poems["test"]]
     human = random.Random(seed).sample(test, min(len(poems), len(test)))
     train = [list(p.lines) for p in datamodule.poems["train"]]

@@ -251,15 +251,14 @@ _NON_NEGATIVE = {"data": ("num_workers", "val_fraction", "test_fraction"), "opti
 
 
 def _check_ranges(plain: Mapping[str, Any]) -> None:
-    for group, keys in (*((g, (k, 0.0, False)) for g, ks in _POSITIVE.items() for k in ks),
-                        *((g, (k, 0.0, True)) for g, ks in _NON_NEGATIVE.items() for k in ks)):
-        key, low, inclusive = keys
-        value = (plain.get(group) or {}).get(key) if isinstance(plain.get(group), Mapping) else None
-        if value is None or not matches(value, int | float):
-            continue
-        if value < low or (value == low and not inclusive):
-            raise ConfigError(f"{group}.{key}={value}: expected a value {'>=' if inclusive else '>'} {low:g}")
-    data = plain.get("data") if isinstance(plain.get("data"), Mapping) else {}
+    nodes = {group: node for group, node in plain.items() if isinstance(node, Mapping)}
+    for zero_allowed, table in ((False, _POSITIVE), (True, _NON_NEGATIVE)):
+        for group, keys in table.items():
+            for key in keys:
+                value = nodes.get(group, {}).get(key)
+                if matches(value, int | float) and (value < 0 or (value == 0 and not zero_allowed)):
+                    raise ConfigError(f"{group}.{key}={value}: expected a value {'>=' if zero_allowed else '>'} 0")
+    data = nodes.get("data", {})
     fractions = [data.get(key) for key in ("val_fraction", "test_fraction")]
     if all(matches(f, int | float) for f in fractions) and sum(fractions) >= 1:
         raise ConfigError(f"data.val_fraction + data.test_fraction = {sum(fractions):g}: must stay below 1 "

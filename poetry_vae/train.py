@@ -58,8 +58,10 @@ def resolve_ckpt_path(
 
 
 def _plain(node: DictConfig | None) -> Any:
-    """A config node as plain Python values (what checkpoints may hold), or None when empty."""
-    return OmegaConf.to_container(node, resolve=True) or None if node is not None else None
+    """A config node as plain Python values (what checkpoints may hold), or None when absent or empty."""
+    if node is None:
+        return None
+    return OmegaConf.to_container(node, resolve=True) or None
 
 
 def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: LoadedCheckpoint | None) -> Vocabulary:
@@ -71,10 +73,6 @@ def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: L
     if init is not None:
         return datamodule.use_vocabulary(init.vocab, f"checkpoint {init.path}")
     return datamodule.prepare()
-
-
-def load_init(path: str | None) -> LoadedCheckpoint | None:
-    return None if path is None else load_checkpoint(path)
 
 
 def start_from(module: PoemVAEModule, init: LoadedCheckpoint) -> None:
@@ -123,7 +121,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path, checkpoint = resolve_ckpt_path(cfg.ckpt_path, output_dir)
-    init = load_init(cfg.init_from) if checkpoint is None else None  # a resume has its own weights
+    # fine-tuning starts from init_from's weights; a resume has its own
+    init = load_checkpoint(cfg.init_from) if cfg.init_from is not None and checkpoint is None else None
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init))
     if init is not None:

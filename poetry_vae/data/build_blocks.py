@@ -20,17 +20,16 @@ from pathlib import Path
 import opencc
 
 from poetry_vae.data.source import source_rows
-from poetry_vae.form import CJK_CLASS
+from poetry_vae.form import BLOCK_LINE_MARKS, CJK_CLASS
 
-BLOCK_PUNCTUATION = "，。？！；"
 BLOCK_LINES = 4
 
 
 def poem_lines(text: str, line_length: int) -> list[str] | None:
     """The lines of `text` when every one has `line_length` CJK characters and ends with a mark, else None."""
-    if not text or text[-1] not in BLOCK_PUNCTUATION:
+    if not text or text[-1] not in BLOCK_LINE_MARKS:
         return None
-    lines = re.split(f"[{BLOCK_PUNCTUATION}]", text)[:-1]
+    lines = re.split(f"[{BLOCK_LINE_MARKS}]", text)[:-1]
     line = re.compile(f"[{CJK_CLASS}]{{{line_length}}}")
     return lines if all(line.fullmatch(piece) for piece in lines) else None
 
