@@ -521,6 +521,22 @@ def test_rejection_fallback_is_exact(monkeypatch):
     assert 0.5 * (counts[0] - counts[1]).abs().sum() < 0.02
 
 
+def test_top_k_rejection_and_exact_paths_agree(monkeypatch):
+    """Top-k by rejection (a peaked row: the 10 best hold most of the mass) and by ``topk`` (no rounds, or a
+    flat row that sends every row to it after one round) follow the reference law."""
+    log_probs, allowed = fixed_distribution()
+    flat = torch.log_softmax(torch.randn(200, generator=torch.Generator().manual_seed(9)) * 0.1, 0)
+    for row, rounds in ((log_probs, 50), (log_probs, 0), (flat, 4)):
+        monkeypatch.setattr(sampling, "ROUNDS", rounds)
+        drawn = pick_tokens(
+            row.expand(40_000, -1), allowed, "top_k", top_k=10, generator=torch.Generator().manual_seed(1)
+        )
+        exact = reference_probs(row.unsqueeze(0), allowed, "top_k", top_k=10)[0].double()
+        freq = torch.bincount(drawn, minlength=200).double() / len(drawn)
+        assert not bool(((freq > 0) & (exact == 0)).any())
+        assert 0.5 * (freq - exact).abs().sum() < 0.02
+
+
 def test_block_pickers_on_ties_and_padding():
     x = torch.full((3, 128), float("-inf"))
     x[0, [5, 70]] = 2.0  # a tie across blocks: the first index wins, like argmax
@@ -544,17 +560,22 @@ def test_seeded_pickers_reproduce_a_batch():
         assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize(("layers", "z_every"), [(1, True), (2, False), (3, True)])
-def test_stepper_matches_model_step(vocab, layers, z_every):
+@pytest.mark.parametrize(
+    ("layers", "z_every", "output_layer"),
+    [(1, True, "softmax"), (2, False, "softmax"), (3, True, "softmax"), (2, True, "adaptive"), (1, False, "adaptive")],
+)
+def test_stepper_matches_model_step(vocab, layers, z_every, output_layer):
     """The per-batch precomputed step gives the model's own next-token distribution, step after step."""
     torch.manual_seed(0)
     cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
-                    decoder_layers=layers, z_to_every_input=z_every)  # fmt: skip
+                    decoder_layers=layers, z_to_every_input=z_every, output_layer=output_layer,
+                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2])  # fmt: skip
     lm = PoemVAE(cfg).eval()
     z = torch.randn(6, 8)
     prev = torch.full((6,), vocab.bos_id)
     with torch.no_grad():
         stepper, state = LogitStepper(lm, z, 6), lm.initial_state(z, 6)
+        assert stepper.fast
         for _ in range(4):
             log_probs, state = lm.step(prev, state, z)
             logits = stepper(prev)
@@ -566,14 +587,23 @@ def test_stepper_matches_model_step(vocab, layers, z_every):
 def test_form_is_decoded_as_asked(vocab) -> None:
     """A form-conditioned model: the fast stepper conditions on the requested form exactly as model.step does."""
     torch.manual_seed(0)
-    cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
-                    decoder_layers=2, highway_layers=1, num_forms=4)
+    cfg = VAEConfig(
+        vocab_size=len(vocab),
+        embed_dim=16,
+        encoder_hidden=16,
+        latent_dim=8,
+        decoder_hidden=16,
+        decoder_layers=2,
+        highway_layers=1,
+        num_forms=4,
+    )
     model = PoemVAE(cfg).eval()
     with torch.no_grad():
         model.form_embed.weight.normal_(std=3.0)
     z = torch.randn(3, 8)
-    poems = {form: generate(model, vocab, z, DecodeRequest(strategy="greedy", form=form))
-             for form in ("jueju", "gushi")}
+    poems = {
+        form: generate(model, vocab, z, DecodeRequest(strategy="greedy", form=form)) for form in ("jueju", "gushi")
+    }
     assert [p.text for p in poems["jueju"]] != [p.text for p in poems["gushi"]]
     # the same greedy poems, decoded step by step through model.step with the form's id
     hanzi = torch.tensor([is_hanzi(token) for token in vocab.tokens])
@@ -585,7 +615,6 @@ def test_form_is_decoded_as_asked(vocab) -> None:
             chars.append(prev)
     expected = ["".join(vocab.tokens[i] for i in row) for row in torch.stack(chars, 1).tolist()]
     assert ["".join(p.lines) for p in poems["gushi"]] == expected
-    plain = PoemVAE(VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8,
-                              decoder_hidden=16))
+    plain = PoemVAE(VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16))
     with pytest.raises(PromptError, match="trained without form tags"):
         generate(plain, vocab, z, DecodeRequest(form="gushi"))

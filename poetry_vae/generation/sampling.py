@@ -8,12 +8,13 @@ sort-and-cumsum implementation (``tests/test_generation.py`` keeps one and compa
 - greedy: the masked logits' argmax, found block-wise (the block maxima, then one block per row), which is
   several times faster than ``argmax`` over the row and returns the same first maximum;
 - sampling: inverse CDF in two levels, one uniform per row: pick a block by its mass, then a token inside it,
-  so the only full-row work is one ``exp`` and one block sum (no row-wide ``cumsum``);
+  so the only full-row work is one fused softmax and one block sum (no row-wide ``cumsum``);
 - top-p: rejection. Draw ``j`` from the whole allowed distribution and keep it if the mass strictly above
   ``p_j`` is below ``top_p`` (exactly the test that puts ``j`` in the nucleus); otherwise draw again for
   that row. Conditioned on acceptance the draw follows the nucleus distribution, and a round accepts with
   probability >= ``top_p``; rows still rejected after ``ROUNDS`` rounds take the exact sort-based path;
-- top-k: ``topk`` over the masked logits, then a draw among the k.
+- top-k: the same rejection, keeping ``j`` if fewer than k allowed tokens are more likely; a flat row (where
+  the k best hold little mass) takes ``topk`` over the masked weights after one round.
 
 Every draw uses the given generator only, so a seeded generator reproduces a batch exactly.
 """
@@ -31,7 +32,8 @@ from torch import Tensor
 from poetry_vae.model.stepper import BLOCK, padded_size
 
 STRATEGIES = ("greedy", "sample", "top_k", "top_p", "beam")
-ROUNDS = 4  # top-p rejection rounds before the remaining rows take the exact sort-based path
+ROUNDS = 4  # rejection rounds (top-p, top-k) before the remaining rows take the exact path
+MIN_ACCEPT = 0.5  # a first rejection round that admits fewer rows sends the rest to the exact path at once
 
 Phase = Callable[[str], AbstractContextManager]
 
@@ -104,56 +106,102 @@ def _nucleus_threshold(probs: Tensor, top_p: float) -> Tensor:
     return ascending.gather(1, ascending.shape[1] - kept)
 
 
-def nucleus_sample(
-    weights: Tensor, top_p: float, generator: torch.Generator | None, scratch: Tensor | None = None
+def _rejection_sample(
+    weights: Tensor,
+    accept: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
+    exact: Callable[[Tensor], Tensor],
+    generator: torch.Generator | None,
+    scratch: Tensor | None,
 ) -> Tensor:
-    """(R, W) non-negative weights -> (R,) columns drawn from each row's top-p nucleus, by rejection."""
+    """(R, W) non-negative weights -> (R,) columns drawn from a filtered distribution, by rejection.
+
+    Each round draws from the whole row and keeps the draws that ``accept(weights, drawn, total, scratch)``
+    admits; conditioned on acceptance a draw follows the filtered law exactly. Rows still pending after
+    ``ROUNDS`` rounds, or all of them when the first round admits under ``MIN_ACCEPT`` of the rows (the filter
+    keeps little mass, as on a flat distribution), draw from ``exact(weights)``: the filtered weights.
+    """
     rows = weights.shape[0]
     chosen = torch.empty(rows, dtype=torch.long, device=weights.device)
     pending = torch.arange(rows, device=weights.device)
     current = weights
     scratch = torch.empty_like(weights) if scratch is None else scratch
-    for _ in range(ROUNDS):
+    for round_ in range(ROUNDS):
         drawn, total = block_sample(current, generator)
-        above_buf = scratch[: current.shape[0]]
-        torch.gt(current, current.gather(1, drawn.unsqueeze(1)), out=above_buf)  # 1.0 where p_i > p_j
-        above = above_buf.mul_(current).sum(dim=1)
-        accept = above < top_p * total
-        if bool(accept.all()):
+        admitted = accept(current, drawn, total, scratch[: current.shape[0]])
+        if bool(admitted.all()):
             chosen[pending] = drawn
             return chosen
-        chosen[pending[accept]] = drawn[accept]
-        pending, current = pending[~accept], current[~accept]
-    kept = current.masked_fill(current < _nucleus_threshold(current, top_p), 0.0)
-    chosen[pending] = block_sample(kept, generator)[0]
+        chosen[pending[admitted]] = drawn[admitted]
+        pending, current = pending[~admitted], current[~admitted]
+        if round_ == 0 and len(pending) > (1 - MIN_ACCEPT) * rows:
+            break
+    chosen[pending] = block_sample(exact(current), generator)[0]
     return chosen
 
 
-def _log_normaliser(logits: Tensor, buffer: Tensor) -> tuple[Tensor, Tensor]:
-    """(R, 1) row max and (R,) log-sum-exp of raw logits; ``buffer`` is left holding exp(logits - max)."""
-    peak = logits.amax(dim=1, keepdim=True)
-    total = torch.sub(logits, peak, out=buffer).exp_().sum(dim=1)
-    return peak, peak.squeeze(1) + total.log()
+def _heavier(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
+    """(R, W) 1.0 where a column weighs strictly more than the row's drawn column, written into ``buffer``."""
+    return torch.gt(weights, weights.gather(1, drawn.unsqueeze(1)), out=buffer)
 
 
-def _masked_weights(
-    logits: Tensor, keep: Tensor, temperature: float, peak: Tensor, buffer: Tensor
+def nucleus_sample(
+    weights: Tensor, top_p: float, generator: torch.Generator | None, scratch: Tensor | None = None
 ) -> Tensor:
-    """(R, W) unnormalised masked softmax weights at ``temperature``, written into ``buffer``.
+    """(R, W) non-negative weights -> (R,) columns drawn from each row's top-p nucleus.
 
-    At temperature 1 ``buffer`` already holds exp(logits - peak) from :func:`_log_normaliser`: masking is one
-    multiply. A row whose allowed tokens all underflowed there (far below the unmasked max) is recomputed
-    against its masked max.
+    A draw ``j`` is in the nucleus iff the mass strictly above ``p_j`` is below ``top_p``; a round admits with
+    probability >= ``top_p``.
     """
-    if temperature == 1.0:
-        weights = buffer.mul_(keep)
-        lost = weights.amax(dim=1) <= 0
-        if not bool(lost.any()):
-            return weights
-        weights[lost] = _tempered(logits[lost], keep if keep.shape[0] == 1 else keep[lost], 1.0)
-        return weights
-    buffer.copy_(_tempered(logits, keep, temperature))
-    return buffer
+
+    def in_nucleus(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor) -> Tensor:
+        return _heavier(current, drawn, buffer).mul_(current).sum(dim=1) < top_p * total
+
+    def nucleus(current: Tensor) -> Tensor:
+        return current.masked_fill(current < _nucleus_threshold(current, top_p), 0.0)
+
+    return _rejection_sample(weights, in_nucleus, nucleus, generator, scratch)
+
+
+def top_k_sample(weights: Tensor, k: int, generator: torch.Generator | None, scratch: Tensor | None = None) -> Tensor:
+    """(R, W) non-negative weights -> (R,) columns drawn from each row's ``k`` heaviest.
+
+    A draw is among them iff fewer than ``k`` columns weigh strictly more (ties at the k-th weight all count,
+    where ``topk`` would pick among them); a round admits with probability = the top-k mass, so a flat row
+    (an untrained model) soon takes the exact ``topk`` path, a peaked one (a trained model) almost never.
+    """
+
+    def in_top_k(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor) -> Tensor:
+        return _heavier(current, drawn, buffer).sum(dim=1) < k
+
+    def top_k(current: Tensor) -> Tensor:
+        values, index = current.topk(min(k, current.shape[1]), dim=1)
+        return torch.zeros_like(current).scatter_(1, index, values)
+
+    return _rejection_sample(weights, in_top_k, top_k, generator, scratch)
+
+
+def _normalise(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Raw logits (R, W) -> (R, W) softmax and (R,) log-normaliser (log-sum-exp) of each row.
+
+    One fused softmax pass (several times faster on a CPU than max, subtract, exp and sum as separate
+    passes); the normaliser comes from the row's largest probability, exp(max - lse), which cannot underflow.
+    """
+    probs = torch.softmax(logits, dim=1)
+    return probs, logits.amax(dim=1) - probs.amax(dim=1).log()
+
+
+def _masked_weights(logits: Tensor, keep: Tensor, temperature: float, probs: Tensor) -> Tensor:
+    """(R, W) unnormalised masked softmax weights at ``temperature`` (``probs`` is reused at temperature 1).
+
+    A row whose allowed tokens all underflowed (far below the unmasked max) is recomputed against its masked
+    max.
+    """
+    weights = probs if temperature == 1.0 else torch.softmax(logits / temperature, dim=1)
+    weights.mul_(keep)
+    lost = weights.amax(dim=1) <= 0
+    if bool(lost.any()):
+        weights[lost] = _tempered(logits[lost], keep if keep.shape[0] == 1 else keep[lost], temperature)
+    return weights
 
 
 def _tempered(logits: Tensor, keep: Tensor, temperature: float) -> Tensor:
@@ -182,9 +230,8 @@ def choose(
     (greedy adds the mask in place). ``phase(name)`` times the stages (see :class:`~.profile.StepProfile`).
     """
     work = work or Workspace()
-    exp_buffer = work.get("exp", logits)
     with phase("normalise"):
-        peak, log_norm = _log_normaliser(logits, exp_buffer)
+        probs, log_norm = _normalise(logits)
     if strategy == "greedy":
         with phase("mask"):
             if bias is None:
@@ -192,19 +239,13 @@ def choose(
             masked = logits.add_(bias)  # allowed columns add exactly 0.0, so the chosen logit is unchanged
         with phase("choose"):
             chosen = block_argmax(masked)
-    elif strategy == "top_k":
+    elif strategy in ("sample", "top_k", "top_p"):
         with phase("mask"):
-            masked = logits.masked_fill(keep <= 0, float("-inf"))
-        with phase("filter"):
-            values, index = masked.topk(min(top_k, masked.shape[1]), dim=1)
-        with phase("choose"):
-            weights = torch.softmax(values / temperature, dim=1)
-            weights = F.pad(weights, (0, padded_size(weights.shape[1]) - weights.shape[1]))
-            chosen = index.gather(1, block_sample(weights, generator)[0].unsqueeze(1)).squeeze(1)
-    elif strategy in ("sample", "top_p"):
-        with phase("mask"):
-            weights = _masked_weights(logits, keep, temperature, peak, exp_buffer)
-        if strategy == "sample" or top_p >= 1.0:
+            weights = _masked_weights(logits, keep, temperature, probs)
+        if strategy == "top_k":
+            with phase("filter+choose"):
+                chosen = top_k_sample(weights, top_k, generator, work.get("scratch", logits))
+        elif strategy == "sample" or top_p >= 1.0:
             with phase("choose"):
                 chosen = block_sample(weights, generator)[0]
         else:

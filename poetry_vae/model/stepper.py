@@ -26,7 +26,7 @@ class LogitStepper:
     """Eval-mode decoder of ``rows`` rows: ``stepper(prev)`` -> (rows, padded V) logits, state kept inside.
 
     Build it under ``torch.no_grad``/``inference_mode``; the model's weights are read once, at construction.
-    An adaptive-softmax model falls back to :meth:`PoemVAE.step` (its log-probs are valid logits).
+    A model without this decoder's layout (or in training mode) falls back to :meth:`PoemVAE.step`.
     """
 
     def __init__(self, model: nn.Module, z: Tensor | None, rows: int, form: int | None = None) -> None:
@@ -39,7 +39,8 @@ class LogitStepper:
         self.width = padded_size(self.vocab_size)
         self.state = model.initial_state(z, rows)
         dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
-        self.fast = dec is not None and isinstance(dec.out, nn.Linear) and not dec.training
+        output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
+        self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
         if self.fast:
             self._prepare(model, z)
 
@@ -50,29 +51,66 @@ class LogitStepper:
         vocab = torch.arange(self.vocab_size, device=w_ih0.device)
         form = None if self.form is None else self.form[:1].expand(self.vocab_size)
         table = model._embed(vocab.unsqueeze(1), form).squeeze(1)  # (V, E): highway(embed(v)), the token input
-        bias0 = lstm.bias_ih_l0 + lstm.bias_hh_l0
-        self.token_gates = torch.addmm(bias0, table, w_ih0[:, :emb_dim].t())  # (V, 4H)
-        self.z_gates = z @ w_ih0[:, emb_dim:].t() if dec.z_input else None  # (R, 4H), constant per poem
-        self.w_hh0 = lstm.weight_hh_l0.t().contiguous()
+        hidden = lstm.hidden_size
+        # PyTorch's gate order (i, f, g, o) -> (i, f, o, g): one sigmoid over three gates, one tanh over the last
+        order = torch.cat([torch.arange(2 * hidden), torch.arange(3 * hidden, 4 * hidden),
+                           torch.arange(2 * hidden, 3 * hidden)]).to(w_ih0.device)  # fmt: skip
+        bias0 = (lstm.bias_ih_l0 + lstm.bias_hh_l0)[order]
+        self.token_gates = torch.addmm(bias0, table, w_ih0[order, :emb_dim].t())  # (V, 4H)
+        self.z_gates = z @ w_ih0[order, emb_dim:].t() if dec.z_input else None  # (R, 4H), constant per poem
+        self.w_hh0 = lstm.weight_hh_l0[order].t().contiguous()
         # upper layers: one matmul over [input; h] with the two weight matrices stacked
         self.upper = [
             (
-                torch.cat([getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")], dim=1).t().contiguous(),
-                getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"),
+                torch.cat([getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")], dim=1)[order]
+                .t()
+                .contiguous(),
+                (getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))[order],
             )
             for k in range(1, lstm.num_layers)
         ]
-        out_w, out_b = dec.out.weight, dec.out.bias
-        pad = self.width - self.vocab_size
-        self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous()  # (H, Vp); zero rows for the padding
-        self.out_b = F.pad(out_b, (0, pad), value=float("-inf"))
+        self.spare = (torch.empty_like(self.state[0]), torch.empty_like(self.state[1]))  # the next step's state
+        self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
+        if self.adaptive:
+            self._prepare_adaptive(dec.out)
+        else:
+            out_w, out_b = dec.out.weight, dec.out.bias
+            pad = self.width - self.vocab_size
+            self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous()  # (H, Vp); zero rows for the padding
+            self.out_b = F.pad(out_b, (0, pad), value=float("-inf"))
         self.logits: Tensor | None = None
 
+    def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss) -> None:
+        """The head, and the tails' first (down-)projections stacked into one matmul."""
+        self.head_w = out.head.weight.t().contiguous()
+        self.head_b = out.head.bias
+        self.shortlist = out.shortlist_size
+        self.tail_down = torch.cat([tail[0].weight for tail in out.tail]).t().contiguous()  # (H, sum of tail dims)
+        self.tail_splits = [tail[0].out_features for tail in out.tail]
+        self.tail_up = [tail[1].weight.t().contiguous() for tail in out.tail]
+        self.tail_spans = list(zip(out.cutoffs[:-1], out.cutoffs[1:], strict=True))
+
+    def _adaptive_log_probs(self, x: Tensor, buffer: Tensor) -> Tensor:
+        """Exact full log-distribution of an adaptive softmax, as ``AdaptiveLogSoftmaxWithLoss.log_prob``."""
+        head = x @ self.head_w if self.head_b is None else torch.addmm(self.head_b, x, self.head_w)
+        head = torch.log_softmax(head, dim=1)
+        buffer[:, : self.shortlist] = head[:, : self.shortlist]
+        downs = (x @ self.tail_down).split(self.tail_splits, dim=1)
+        for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
+            tail = torch.log_softmax(down @ up, dim=1)
+            torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
+        buffer[:, self.vocab_size :] = float("-inf")
+        return buffer
+
     @staticmethod
-    def _cell(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        i, f, g, o = gates.chunk(4, dim=1)  # PyTorch's gate order
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
+    def _cell(gates: Tensor, c: Tensor, h_out: Tensor, c_out: Tensor) -> Tensor:
+        """LSTM cell on gates in (i, f, o, g) order, in place: h and c written into ``h_out``/``c_out``."""
+        hidden = c.shape[1]
+        gates[:, : 3 * hidden].sigmoid_()
+        gates[:, 3 * hidden :].tanh_()
+        i, f, o, g = gates.split(hidden, dim=1)
+        torch.mul(f, c, out=c_out).addcmul_(i, g)
+        return torch.tanh(c_out, out=h_out).mul_(o)
 
     def __call__(self, prev: Tensor) -> Tensor:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
@@ -80,20 +118,19 @@ class LogitStepper:
             extra = () if self.form is None else (self.form,)
             log_probs, self.state = self.model.step(prev, self.state, self.z, *extra)
             return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
-        h, c = self.state
+        (h, c), (h_new, c_new) = self.state, self.spare
         gates = self.token_gates.index_select(0, prev)
         if self.z_gates is not None:
             gates += self.z_gates
         gates.addmm_(h[0], self.w_hh0)
-        x, c0 = self._cell(gates, c[0])
-        hs, cs = [x], [c0]
+        x = self._cell(gates, c[0], h_new[0], c_new[0])
         for k, (weight, bias) in enumerate(self.upper, start=1):
-            x, ck = self._cell(torch.addmm(bias, torch.cat([x, h[k]], dim=1), weight), c[k])
-            hs.append(x)
-            cs.append(ck)
-        self.state = (torch.stack(hs), torch.stack(cs))
+            x = self._cell(torch.addmm(bias, torch.cat([x, h[k]], dim=1), weight), c[k], h_new[k], c_new[k])
+        self.state, self.spare = (h_new, c_new), (h, c)
         if self.logits is None or self.logits.shape[0] != x.shape[0]:
             self.logits = x.new_empty(x.shape[0], self.width)
+        if self.adaptive:
+            return self._adaptive_log_probs(x, self.logits)
         return torch.addmm(self.out_b, x, self.out_w, out=self.logits)
 
     def reorder(self, index: Tensor) -> None:
