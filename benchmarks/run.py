@@ -42,6 +42,7 @@ from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.generation.profile import StepProfile
 from poetry_vae.model import PoemVAE, VAEConfig
 from poetry_vae.model.decoder import build_cutoffs
+from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.objective import LogisticBeta, elbo_terms
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -337,6 +338,27 @@ def bench_generation(
     return out
 
 
+def bench_compiled_step(vocab_size: int, rows: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """The decoding step (LogitStepper, seed sizes) eager against ``torch.compile``d, and what compiling costs:
+    whether a compiled step would pay, and after how many poems (20 steps a poem)."""
+    model = PoemVAE(seed_config(vocab_size)).eval()
+    with torch.inference_mode():
+        z = torch.randn(rows, model.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
+        prev = torch.randint(model.cfg.vocab_size, (rows,), generator=torch.Generator().manual_seed(1))
+        eager, compiled = LogitStepper(model, z, rows), LogitStepper(model, z, rows)
+        step = torch.compile(LogitStepper.__call__, dynamic=False)
+        compile_s = timed(lambda: step(compiled, prev))
+        steps = 20
+        eager_rate, _ = median_rate(lambda: [eager(prev) for _ in range(steps)], steps, repeats)
+        compiled_rate, _ = median_rate(lambda: [step(compiled, prev) for _ in range(steps)], steps, repeats)
+    saved_s_per_poem = steps * (1 / eager_rate - 1 / compiled_rate) / rows
+    break_even = compile_s / saved_s_per_poem if saved_s_per_poem > 0 else float("inf")
+    log(f"  decoding step x{rows}: eager {1e3 / eager_rate:.2f} ms, compiled {1e3 / compiled_rate:.2f} ms, "
+        f"compiling {compile_s:.1f} s (pays after {break_even:,.0f} poems)")  # fmt: skip
+    return {"rows": rows, "eager_ms": 1e3 / eager_rate, "compiled_ms": 1e3 / compiled_rate, "compile_s": compile_s,
+            "speedup": compiled_rate / eager_rate, "break_even_poems": break_even}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------------------------- bf16
 
 
@@ -589,6 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log("  --device cuda: no CUDA device here, the CUDA generation bench is skipped")
     results["generation"] = generation
+    if not quick and not args.no_compile:
+        results["compiled_step"] = bench_compiled_step(vocab_size, num_poems, repeats, log)
     ref_gen = generation["reference greedy, one at a time"]["poems_per_s"]
     for entry in generation.values():
         if "poems_per_s" in entry:
@@ -690,6 +714,13 @@ def print_table(results: dict[str, Any]) -> None:
         else:
             print(f"{name:<52}  {e.get('error', '')[:60]}")
     print_profile(results["generation"])
+    if "compiled_step" in results:
+        c = results["compiled_step"]
+        print(
+            f"\ndecoding step x{c['rows']} rows: eager {c['eager_ms']:.2f} ms, torch.compile {c['compiled_ms']:.2f} ms"
+            f" ({c['speedup']:.2f}x); compiling takes {c['compile_s']:.1f} s: pays after {c['break_even_poems']:,.0f}"
+            " poems"
+        )
     if "time_to_quality" in results:
         t = results["time_to_quality"]
         took = f"{t['train_seconds']:.0f} s" if t["reached"] else f"not reached in {t['train_seconds']:.0f} s"
