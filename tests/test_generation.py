@@ -23,6 +23,7 @@ from poetry_vae.generation import (
     sample_prior,
     sampling,
 )
+from poetry_vae.generation.constraints import ConstraintTracker, build_plan
 from poetry_vae.generation.sampling import block_argmax, block_sample, nucleus_sample, pick_tokens
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.model.config import VAEConfig
@@ -204,6 +205,29 @@ def test_unconstrained_random_model_rarely_rhymes(model, vocab, z):
     """The rhyme test above is not vacuous: without the mask a random model's poems mostly do not rhyme."""
     poems = run(model, vocab, z, strategy="top_p")
     assert rhyme_rate([p.text for p in poems], "pingshui") < 0.5
+
+
+@pytest.mark.parametrize("rhyme_first_line", [False, True])
+def test_grouped_rhyme_masks_equal_the_per_pattern_union(vocab, rhyme_first_line):
+    """At every rhyme step the grouped mask equals the union over patterns of each pattern's own mask (with
+    its earlier rhyme characters removed), along random decodings that keep several patterns alive."""
+    request = DecodeRequest(rhyme="pingshui", tone="auto", rhyme_first_line=rhyme_first_line)
+    plan = build_plan(vocab, request, torch.device("cpu"))
+    tracker = ConstraintTracker(plan, 300, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    rhyme_steps = 0
+    for t in range(plan.length):
+        keep, _ = tracker.keep(t)
+        if any(tracker._rhyme_rows(t, p)[0] is not None for p in range(len(plan.patterns))):
+            rhyme_steps += 1
+            per_pattern = torch.stack([tracker._pattern_keep(t, p) for p in range(len(plan.patterns))]).amax(0)
+            assert torch.equal(keep, per_pattern)
+        # a draw among the allowed characters, tilted towards characters that ended earlier lines, so that
+        # "no rhyme character twice" is exercised
+        earlier = torch.zeros(300, keep.shape[1]).scatter_(1, tracker.tokens[:, :t], 1.0)
+        weights = keep * (1.0 + 50.0 * earlier)
+        tracker.update(t, torch.multinomial(weights, 1, generator=g).squeeze(1))
+    assert rhyme_steps >= 2
 
 
 @pytest.mark.parametrize("system", ["pingshui", "xinyun"])

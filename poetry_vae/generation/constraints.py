@@ -388,6 +388,8 @@ class ConstraintTracker:
         bias = None
         if simple:
             keep, bias = self._union_of_alive(t)
+        elif self.used is None:
+            keep = self._rhyme_keep(t)
         else:
             keep = torch.zeros(self.alive.shape[0], plan.base.shape[-1], device=self.device)
             for p in range(len(plan.patterns)):
@@ -422,6 +424,37 @@ class ConstraintTracker:
             row = self._union(t)[code : code + 1]
             self._bias[key] = torch.zeros_like(row).masked_fill_(row <= 0, float("-inf"))
         return self._bias[key]
+
+    def _rhyme_keep(self, t: int) -> Tensor:
+        """(R, W) 0/1 allowed tokens at a step that is a rhyme position for some pattern (without no_repeat).
+
+        Rows are grouped by (alive patterns, each rhyming pattern's class set); each group's union over the
+        patterns is built once (a few hundred rows at most) and gathered to the rows in one pass. Then the one
+        per-row rule: a character already used at an earlier rhyme position of a pattern may not rhyme again
+        under that pattern, so it stays allowed only if some other alive pattern allows it.
+        """
+        n_patterns = len(self.plan.patterns)
+        slack = [self._rhyme_rows(t, p)[0] for p in range(n_patterns)]
+        first, group = _group_rows(torch.cat([self.alive, *(c for c in slack if c is not None)], dim=1))
+        tables = []
+        for p, classes in enumerate(slack):
+            table = self.base_f[p, t].unsqueeze(0) * self.alive[first, p : p + 1]
+            if classes is not None:
+                table = table * (classes[first].to(torch.float32) @ self.members_f).clamp_(max=1.0)
+            tables.append(table)
+        keep = torch.stack(tables).amax(dim=0).index_select(0, group)
+        earlier = [self._prev_rhyme_tokens(t, p) if classes is not None else [] for p, classes in enumerate(slack)]
+        rows = torch.arange(keep.shape[0], device=self.device)
+        for s in sorted({s for steps in earlier for s in steps}):
+            token = self.tokens[:, s]
+            allowed = torch.zeros_like(token, dtype=torch.bool)
+            for p, table in enumerate(tables):
+                ok = table[group, token] > 0
+                for e in earlier[p]:
+                    ok &= self.tokens[:, e] != token
+                allowed |= ok
+            keep[rows, token] = allowed.to(keep.dtype)
+        return keep
 
     def _class_union(self, classes: Tensor, alive: Tensor, base: Tensor) -> Tensor:
         """(R, C) bool class sets, (R, 1) bool alive -> (R, W) 0/1: union of the classes' members within
@@ -478,11 +511,11 @@ class ConstraintTracker:
         """Record the (R,) tokens chosen at step ``t`` and prune the patterns they violate."""
         plan = self.plan
         self.tokens[:, t] = chosen
+        hit = plan.members[:, chosen].T if plan.members is not None else None  # (R, C): a member of the class
         for p in range(len(plan.patterns)):
             ok = plan.base[p, t, chosen]
             slack, tight = self._rhyme_rows(t, p)
             if slack is not None:
-                hit = plan.members[:, chosen].T  # (R, C): chosen token is a member of the class
                 if self.roles[t][p] is not None:
                     keep = slack & hit
                     ok = ok & keep.any(dim=1)
