@@ -7,10 +7,15 @@ autocast than in fp32 here; otherwise ``32-true``. Without native bf16, autocast
 
 Evaluation never uses it: the LightningModule turns autocast off in its validation and test steps, so
 validation and test numbers are fp32 whatever the training precision.
+
+Decoding (``precision=auto`` of the sample command) follows the same rule for its one large matmul, the
+projection onto the vocabulary: bf16 on a CPU with native bf16 where a short benchmark of that matmul is
+faster, fp32 elsewhere (and on CUDA, where the projection is not what limits sampling).
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -76,3 +81,39 @@ def resolve_precision(requested: str | int, accelerator: str = "cpu") -> str | i
     if not cpu_has_native_bf16():
         return "32-true"
     return "bf16-mixed" if bf16_speedup_cpu() >= BF16_MIN_SPEEDUP else "32-true"
+
+
+DECODING_PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def bf16_projection_speedup(hidden: int = 128, vocab: int = 4672, rows: int = 512, reps: int = 5) -> float:
+    """fp32 time / bf16 time of a decoding step's projection onto the vocabulary (bf16 result widened to fp32
+    included), best of ``reps``; a few tens of milliseconds."""
+    generator = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(rows, hidden, generator=generator), torch.randn(hidden, vocab, generator=generator)
+    x16, weight16 = x.bfloat16(), weight.bfloat16()
+
+    def best(run) -> float:
+        run()  # warm-up: the first call picks the kernel
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(lambda: x @ weight) / best(lambda: (x16 @ weight16).float())
+
+
+@functools.cache
+def _cpu_bf16_pays() -> bool:
+    return cpu_has_native_bf16() and bf16_projection_speedup() >= BF16_MIN_SPEEDUP
+
+
+def decoding_dtype(requested: str, device: torch.device | str = "cpu") -> torch.dtype:
+    """The dtype of the decoder's vocabulary projection for ``precision=requested`` on ``device``."""
+    if requested == "bf16":
+        return torch.bfloat16
+    if requested == "auto" and torch.device(device).type == "cpu" and _cpu_bf16_pays():
+        return torch.bfloat16
+    return torch.float32

@@ -75,3 +75,41 @@ def test_validation_numbers_are_fp32_under_bf16_training_precision(tmp_path: Pat
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16 = module.model(batch["tokens"], batch["dec_in"], batch["target"]).rec.float()
     assert not torch.allclose(fp32, bf16, rtol=1e-4, atol=0)
+
+
+def test_decoding_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fp32 and bf16 as asked; auto: bf16 only on a CPU with native bf16 where the projection measures faster."""
+    assert precision.bf16_projection_speedup(hidden=16, vocab=64, rows=8, reps=1) > 0
+    assert precision.decoding_dtype("fp32") == torch.float32
+    assert precision.decoding_dtype("bf16") == torch.bfloat16
+    assert precision.decoding_dtype("auto", "cuda") == torch.float32
+    for native, speedup, expected in ((False, 3.0, torch.float32), (True, 1.0, torch.float32),
+                                      (True, 1.8, torch.bfloat16)):  # fmt: skip
+        precision._cpu_bf16_pays.cache_clear()
+        monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(precision, "bf16_projection_speedup", lambda speedup=speedup: speedup)
+        assert precision.decoding_dtype("auto") == expected
+    precision._cpu_bf16_pays.cache_clear()
+
+
+def test_bf16_projection_keeps_the_distribution() -> None:
+    """Decoding with a bf16 vocabulary projection: logits within bf16 rounding of fp32, the same greedy choices
+    on a model whose top logits are well separated, and fp32 logits handed to the sampler."""
+    from poetry_vae.model import PoemVAE, VAEConfig
+    from poetry_vae.model.stepper import LogitStepper
+
+    torch.manual_seed(0)
+    model = PoemVAE(VAEConfig(vocab_size=300, embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=32,
+                              output_layer="softmax")).eval()  # fmt: skip
+    z = torch.randn(64, 8)
+    prev = torch.randint(5, 300, (64,))
+    with torch.inference_mode():
+        exact, rounded = LogitStepper(model, z, 64), LogitStepper(model, z, 64, dtype=torch.bfloat16)
+        for _ in range(3):
+            a, b = exact(prev)[:, :300], rounded(prev)[:, :300]
+            assert b.dtype == torch.float32
+            torch.testing.assert_close(b, a, atol=0.02, rtol=0.01)
+            gap = a.topk(2, dim=1).values.diff(dim=1).abs().squeeze(1)
+            clear = gap > 0.05
+            assert bool((a.argmax(1) == b.argmax(1))[clear].all())
+            prev = a.argmax(1)

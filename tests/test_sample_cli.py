@@ -51,6 +51,12 @@ def test_interpolate_and_reconstruct_modes(tiny_checkpoint: Path, tmp_path: Path
     assert result.returncode == 0 and "1 poems" in result.stdout
 
 
+def test_every_decoding_precision_writes_poems(tiny_checkpoint: Path) -> None:
+    for precision in ("fp32", "bf16", "auto"):
+        result = sample(f"ckpt_path={tiny_checkpoint}", "n=3", "strategy=greedy", f"precision={precision}")
+        assert result.returncode == 0 and "3 poems" in result.stdout, result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -58,6 +64,7 @@ def test_interpolate_and_reconstruct_modes(tiny_checkpoint: Path, tmp_path: Path
         (["first_line=白日依山"], "first_line"),
         (["first_line=白日依山盡"], "simplified form '尽'"),
         (["strategy=nucleus"], "strategy"),
+        (["precision=fp8"], "precision='fp8': choose one of fp32, bf16, auto"),
         (["mode=interpolate", "poems=[白日依山尽，黄河入海流。欲穷千里目，更上一层楼。]"], "exactly 2"),
         (["mode=reconstruct"], "needs poems"),
         (["ckpt_path=/nonexistent/last.ckpt"], "not found"),

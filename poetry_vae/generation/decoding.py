@@ -22,6 +22,7 @@ from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.generation.sampling import Workspace, choose, no_phase
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.model.vae import PoemVAE
+from poetry_vae.precision import decoding_dtype
 from poetry_vae.prosody import LINE_LENGTHS, fits_pattern, patterns, rhyme_lines, rhymes
 
 
@@ -66,10 +67,11 @@ def generate(
     try:
         with torch.inference_mode():
             form = form_id(model, request)
+            dtype = decoding_dtype(request.precision, device)
             if request.strategy == "beam":
-                tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form)
+                tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form, dtype)
             else:
-                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form)
+                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form, dtype)
     finally:
         model.train(was_training)
     return [
@@ -99,11 +101,12 @@ def _sample(
     device: torch.device,
     profile: StepProfile | None = None,
     form: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor, list]:
     phase = profile.phase if profile is not None else no_phase
     with phase("setup"):
         tracker = ConstraintTracker(plan, n, device)
-        stepper = LogitStepper(model, z, n, form)
+        stepper = LogitStepper(model, z, n, form, dtype)
         work = Workspace()
         prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
         score = torch.zeros(n, device=device)
@@ -131,13 +134,20 @@ def _sample(
 
 
 def _beam(
-    model: PoemVAE, plan, z: Tensor | None, n: int, beam: int, device: torch.device, form: int | None = None
+    model: PoemVAE,
+    plan,
+    z: Tensor | None,
+    n: int,
+    beam: int,
+    device: torch.device,
+    form: int | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor, list]:
     """Batched beam search over n x beam rows; returns each poem's best beam. Constraints act inside beams."""
     rows = n * beam
     z_rows = z.repeat_interleave(beam, dim=0) if z is not None else None
     tracker = ConstraintTracker(plan, rows, device)
-    stepper = LogitStepper(model, z_rows, rows, form)
+    stepper = LogitStepper(model, z_rows, rows, form, dtype)
     prev = torch.full((rows,), model.cfg.bos_id, dtype=torch.long, device=device)
     # only the first beam of each poem is live at the start, so the beams do not begin as copies
     score = torch.full((n, beam), float("-inf"), device=device)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_hanzi
 from poetry_vae.generation.sampling import STRATEGIES
+from poetry_vae.precision import DECODING_PRECISIONS
 from poetry_vae.prosody.patterns import PATTERNS
 from poetry_vae.prosody.tables import RHYME_SYSTEMS
 
@@ -33,6 +34,9 @@ class DecodeRequest:
     acrostic: str | None = None  # num_lines characters: each line starts with one
     no_repeat: bool = False  # no character twice in a poem
     form: str = "jueju"  # jueju | lushi_head | lushi_tail | gushi, for a model trained with form tags
+    # arithmetic of the projection onto the vocabulary: "fp32" (exact), "bf16", or "auto" (bf16 only where
+    # the CPU computes it natively and faster, see poetry_vae.precision.decoding_dtype)
+    precision: str = "fp32"
     line_length: int = 5
     num_lines: int = 4
 
@@ -50,19 +54,26 @@ class DecodeRequest:
             raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
         if self.tone is not None and self.tone != "auto" and self.tone not in PATTERNS:
             raise PromptError(f"unknown tone pattern {self.tone!r}; choose auto or one of {', '.join(PATTERNS)}")
+        if self.precision not in DECODING_PRECISIONS:
+            raise PromptError(f"precision={self.precision!r}: choose one of {', '.join(DECODING_PRECISIONS)}")
         if self.rhyme is not None and self.rhyme not in RHYME_SYSTEMS:
             raise PromptError(f"unknown rhyme system {self.rhyme!r}; choose one of {', '.join(RHYME_SYSTEMS)}")
-        for name, text, size in (("first_line", self.first_line, self.line_length),
-                                 ("acrostic", self.acrostic, self.num_lines)):
+        for name, text, size in (
+            ("first_line", self.first_line, self.line_length),
+            ("acrostic", self.acrostic, self.num_lines),
+        ):
             if text is None:
                 continue
             stray = next((char for char in text if not is_hanzi(char)), None)
             if stray is not None:
-                raise PromptError(f"{name}={text!r}: {stray!r} is not a Chinese character; give {size} Chinese "
-                                  "characters")
+                raise PromptError(
+                    f"{name}={text!r}: {stray!r} is not a Chinese character; give {size} Chinese characters"
+                )
             if len(text) != size:
-                raise PromptError(f"{name}={text!r} has {len(text)} characters: this model writes lines of "
-                                  f"{self.line_length} characters in {self.num_lines} lines, so give {size}")
+                raise PromptError(
+                    f"{name}={text!r} has {len(text)} characters: this model writes lines of "
+                    f"{self.line_length} characters in {self.num_lines} lines, so give {size}"
+                )
 
 
 @dataclass

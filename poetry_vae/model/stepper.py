@@ -29,8 +29,11 @@ class LogitStepper:
     A model without this decoder's layout (or in training mode) falls back to :meth:`PoemVAE.step`.
     """
 
-    def __init__(self, model: nn.Module, z: Tensor | None, rows: int, form: int | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, z: Tensor | None, rows: int, form: int | None = None, dtype: torch.dtype = torch.float32
+    ) -> None:
         self.model = model
+        self.dtype = dtype  # of the softmax projection's matmul (bf16 where it pays); logits are always fp32
         self.z = z
         # every row of a request has the same form; None for a model trained without form tags
         device = next(model.parameters()).device
@@ -76,8 +79,8 @@ class LogitStepper:
         else:
             out_w, out_b = dec.out.weight, dec.out.bias
             pad = self.width - self.vocab_size
-            self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous()  # (H, Vp); zero rows for the padding
-            self.out_b = F.pad(out_b, (0, pad), value=float("-inf"))
+            self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous().to(self.dtype)  # (H, Vp); zero padding rows
+            self.out_b = F.pad(out_b, (0, pad), value=float("-inf")).to(self.dtype)
         self.logits: Tensor | None = None
 
     def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss) -> None:
@@ -131,6 +134,8 @@ class LogitStepper:
             self.logits = x.new_empty(x.shape[0], self.width)
         if self.adaptive:
             return self._adaptive_log_probs(x, self.logits)
+        if self.dtype != torch.float32:
+            return self.logits.copy_(torch.addmm(self.out_b, x.to(self.dtype), self.out_w))
         return torch.addmm(self.out_b, x, self.out_w, out=self.logits)
 
     def reorder(self, index: Tensor) -> None:
