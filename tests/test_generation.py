@@ -6,6 +6,8 @@ from the decoder's masks, and is checked by the independent checkers in metrics/
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -37,19 +39,12 @@ POEM = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。
 POEM_B = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 
 
-def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0) -> PoemVAE:
+def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0, **sizes: Any) -> PoemVAE:
+    """A small untrained model (latent 8, hidden 16, one decoder layer unless ``sizes`` say otherwise)."""
     torch.manual_seed(seed)
-    cfg = VAEConfig(
-        vocab_size=vocab_size,
-        embed_dim=16,
-        encoder_hidden=16,
-        latent_dim=8,
-        decoder_hidden=16,
-        decoder_layers=1,
-        dropout=0.1,
-        use_latent=use_latent,
-    )
-    return PoemVAE(cfg)
+    fields = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16, "decoder_layers": 1,
+              "dropout": 0.1, **sizes}  # fmt: skip
+    return PoemVAE(VAEConfig(vocab_size=vocab_size, use_latent=use_latent, **fields))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -590,11 +585,8 @@ def test_seeded_pickers_reproduce_a_batch():
 )
 def test_stepper_matches_model_step(vocab, layers, z_every, output_layer):
     """The per-batch precomputed step gives the model's own next-token distribution, step after step."""
-    torch.manual_seed(0)
-    cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
-                    decoder_layers=layers, z_to_every_input=z_every, output_layer=output_layer,
-                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2])  # fmt: skip
-    lm = PoemVAE(cfg).eval()
+    lm = tiny_model(len(vocab), decoder_layers=layers, z_to_every_input=z_every, output_layer=output_layer,
+                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
     z = torch.randn(6, 8)
     prev = torch.full((6,), vocab.bos_id)
     with torch.no_grad():
@@ -610,18 +602,7 @@ def test_stepper_matches_model_step(vocab, layers, z_every, output_layer):
 
 def test_form_is_decoded_as_asked(vocab) -> None:
     """A form-conditioned model: the fast stepper conditions on the requested form exactly as model.step does."""
-    torch.manual_seed(0)
-    cfg = VAEConfig(
-        vocab_size=len(vocab),
-        embed_dim=16,
-        encoder_hidden=16,
-        latent_dim=8,
-        decoder_hidden=16,
-        decoder_layers=2,
-        highway_layers=1,
-        num_forms=4,
-    )
-    model = PoemVAE(cfg).eval()
+    model = tiny_model(len(vocab), decoder_layers=2, highway_layers=1, num_forms=4).eval()
     with torch.no_grad():
         model.form_embed.weight.normal_(std=3.0)
     z = torch.randn(3, 8)
