@@ -44,6 +44,7 @@ from poetry_vae.objective import (
     ConstantBeta,
     ObjectiveConfig,
     aggressive_stays_on,
+    bag_of_words_nll,
     elbo_terms,
     inner_loop_should_stop,
 )
@@ -73,6 +74,12 @@ class PoemVAEModule(pl.LightningModule):
         self.model = build_model(model, self.vocab)
         self.objective = ObjectiveConfig(**(objective or {}))
         self.beta_schedule = instantiate(anneal) if anneal else ConstantBeta(1.0)
+        # Zhao et al.'s bag-of-words head: a training-time auxiliary, not part of the model a sampler loads
+        self.bow_head: torch.nn.Linear | None = None
+        if self.objective.bag_of_words > 0:
+            if not self.model.cfg.use_latent:
+                raise PoetryVAEError("objective.bag_of_words > 0 needs a model with a latent code (use_latent=true)")
+            self.bow_head = torch.nn.Linear(self.model.cfg.latent_dim, self.model.cfg.vocab_size)
         # Epoch-level evaluation sums; MeanMetric syncs across DDP ranks by itself.
         self.eval_means = torch.nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in _EVAL_STAGES for name in ("rec", "kl", "iw_ll", "elbo")}
@@ -102,7 +109,11 @@ class PoemVAEModule(pl.LightningModule):
         out = self.model(batch["tokens"], batch["dec_in"], batch["target"], self.objective.word_dropout,
                          batch.get("form"), encoder_grad=encoder_grad)
         beta = self.current_beta()
-        return elbo_terms(out.rec, out.kl, beta, self.objective.free_bits), beta
+        terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)
+        if self.bow_head is not None:
+            terms["bow"] = bag_of_words_nll(self.bow_head(out.z), batch["tokens"], self.vocab.pad_id).mean()
+            terms["loss"] = terms["loss"] + self.objective.bag_of_words * terms["bow"]
+        return terms, beta
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         aggressive = self._aggressive_on
@@ -120,6 +131,8 @@ class PoemVAEModule(pl.LightningModule):
             "train/beta": beta,
             "train/nll_char": terms["rec"] / positions,
         }
+        if "bow" in terms:
+            logs["train/bow"] = terms["bow"]
         if self.objective.aggressive:
             logs.update({"train/aggressive": float(aggressive), "train/inner_steps": float(inner)})
         if self._fit_started is not None:

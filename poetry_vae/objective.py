@@ -23,6 +23,9 @@ class ObjectiveConfig:
 
     free_bits: float = 0.0  # per-dimension KL floor in nats (0 = off)
     word_dropout: float = 0.0  # decoder inputs (not <s>, not pad) -> <unk> at this rate, training only
+    # Zhao et al. 2017: weight of an auxiliary loss that predicts the poem's characters, as a bag, from z alone
+    # (one linear layer); z must then carry the poem's content, which the decoder can read (0 = off)
+    bag_of_words: float = 0.0
     # Li et al. 2019: an autoencoder phase (beta = 0) of ae_steps optimiser steps; the anneal schedule then sees
     # step - ae_steps. reset_decoder re-initialises the decoder at the end of that phase.
     ae_steps: int = 0
@@ -39,6 +42,7 @@ class ObjectiveConfig:
         problems = [
             (self.free_bits < 0, f"free_bits={self.free_bits}: must be >= 0 nats"),
             (not 0.0 <= self.word_dropout <= 1.0, f"word_dropout={self.word_dropout}: must be in [0, 1]"),
+            (self.bag_of_words < 0, f"bag_of_words={self.bag_of_words}: must be >= 0 (0 = no bag-of-words loss)"),
             (self.ae_steps < 0, f"ae_steps={self.ae_steps}: must be >= 0 (0 = no autoencoder phase)"),
             (self.reset_decoder and self.ae_steps < 1,
              "reset_decoder=true needs ae_steps >= 1 (the decoder is re-initialised when that phase ends)"),
@@ -86,6 +90,13 @@ def free_bits_kl(kl: Tensor, lambda_: float) -> Tensor:
     mean of the per-poem KL. ``kl`` is (B, Z); a (B, 0) tensor (the LM baseline) gives 0.
     """
     return kl.mean(dim=0).clamp(min=lambda_).sum()
+
+
+def bag_of_words_nll(logits: Tensor, tokens: Tensor, pad_id: int) -> Tensor:
+    """Each poem's characters scored by one order-free distribution: logits (B, V) from z, tokens (B, T) ->
+    (B,) the summed NLL of the non-pad tokens (Zhao et al. 2017's bag-of-words loss)."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens)
+    return -log_probs.masked_fill(tokens == pad_id, 0.0).sum(dim=1)
 
 
 def elbo_terms(rec: Tensor, kl: Tensor, beta: float, free_bits: float = 0.0) -> dict[str, Tensor]:

@@ -4,6 +4,7 @@ reset, BN-VAE's KL floor, He et al.'s aggressive encoder-only updates and when t
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from poetry_vae.objective import (
     LinearBeta,
     ObjectiveConfig,
     aggressive_stays_on,
+    bag_of_words_nll,
     gaussian_kl,
     inner_loop_should_stop,
 )
@@ -62,6 +64,7 @@ def test_autoencoder_phase_then_schedule_restarts() -> None:
     ({"aggressive_max_inner": 0}, "objective.aggressive_max_inner"),
     ({"aggressive_check_every": 0}, "objective.aggressive_check_every"),
     ({"aggressive_max_steps": -5}, "objective.aggressive_max_steps"),
+    ({"bag_of_words": -1.0}, "objective.bag_of_words"),
 ])
 def test_bad_recipe_values_are_one_line_errors(kwargs: dict, named: str) -> None:
     with pytest.raises(PoetryVAEError, match=named) as error:
@@ -69,6 +72,53 @@ def test_bad_recipe_values_are_one_line_errors(kwargs: dict, named: str) -> None
     assert "\n" not in str(error.value)
     with pytest.raises(PoetryVAEError, match="bn_gamma"):
         VAEConfig(vocab_size=10, bn_gamma=-0.1)
+
+
+# ---- the bag-of-words loss (Zhao et al. 2017) ----
+
+
+def test_bag_of_words_nll_scores_each_real_character_once() -> None:
+    tokens = torch.tensor([[5, 6, 6, 0], [7, 0, 0, 0]])  # pad id 0
+    uniform = torch.zeros(2, 10)
+    assert bag_of_words_nll(uniform, tokens, pad_id=0).tolist() == pytest.approx([3 * math.log(10), math.log(10)])
+    peaked = torch.full((2, 10), -30.0)
+    peaked[0, 6] = peaked[1, 7] = 30.0
+    nll = bag_of_words_nll(peaked, tokens, pad_id=0)
+    assert nll[1] < 1e-6 and nll[0].item() == pytest.approx(60.0, abs=1e-3)  # 5 is 60 nats below 6
+
+
+def test_bag_of_words_loss_is_added_and_trains_the_encoder() -> None:
+    plain, batch = tiny_module(bag_of_words=0.0)
+    with_bow, _ = tiny_module(bag_of_words=0.5)
+    assert plain.bow_head is None and with_bow.bow_head is not None
+    torch.manual_seed(1)
+    terms, _ = with_bow._terms(batch)
+    torch.manual_seed(1)
+    elbo, _ = plain._terms(batch)  # same weights (same seed) and same z draw
+    assert terms["loss"].item() == pytest.approx(elbo["loss"].item() + 0.5 * terms["bow"].item(), rel=1e-5)
+    terms["loss"].backward()
+    assert with_bow.bow_head.weight.grad.abs().sum() > 0
+    assert with_bow.model.encoder.to_mu.weight.grad.abs().sum() > 0
+    with pytest.raises(PoetryVAEError, match="bag_of_words"):
+        PoemVAEModule(model={**TINY_MODEL, "use_latent": False}, vocab=with_bow.vocab.to_dict(),
+                      objective={"bag_of_words": 1.0})
+
+
+def test_bag_of_words_loss_puts_the_poem_into_z() -> None:
+    """The mechanism: trained alike, the bag-of-words run keeps far more information in q(z|x) (KL per poem)."""
+    kls = {}
+    for weight in (0.0, 1.0):
+        module, batch = tiny_module(bag_of_words=weight)
+        optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
+        for _ in range(60):
+            optimizer.zero_grad()
+            module._terms(batch)[0]["loss"].backward()
+            optimizer.step()
+        module.eval()
+        with torch.no_grad():
+            mu, logvar = module.model.encode(batch["tokens"])
+        kls[weight] = gaussian_kl(mu, logvar).sum(dim=1).mean().item()
+    assert kls[1.0] > 2 * kls[0.0] + 1.0, kls
 
 
 # ---- BN-VAE ----
