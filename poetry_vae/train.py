@@ -57,6 +57,21 @@ def resolve_ckpt_path(
     return ckpt_path, read_checkpoint(ckpt_path)
 
 
+def check_resumable(module: pl.LightningModule, checkpoint: dict[str, Any], ckpt_path: str) -> None:
+    """A one-line error, before Lightning's multi-line one, when the checkpoint's weights do not fit the module
+    this config builds (another model size, latent, output layer or objective head)."""
+    saved, current = checkpoint.get("state_dict", {}), module.state_dict()
+    differ = sorted(set(saved) ^ set(current)) + sorted(
+        name for name in set(saved) & set(current) if tuple(saved[name].shape) != tuple(current[name].shape)
+    )
+    if differ:
+        raise CheckpointError(
+            f"{ckpt_path} was trained with another model or objective ({len(differ)} weights differ, e.g. "
+            f"{differ[0]}): resume with the run's own config (its .hydra/config.yaml), or start a new run with "
+            "run_name=<another name>"
+        )
+
+
 def _plain(node: DictConfig | None) -> Any:
     """A config node as plain Python values (what checkpoints may hold), or None when absent or empty."""
     if node is None:
@@ -127,6 +142,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init))
     if init is not None:
         start_from(module, init)
+    if checkpoint is not None:
+        check_resumable(module, checkpoint, ckpt_path)
     loggers = make_loggers(cfg, checkpoint)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
     precision = resolve_precision(cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu")))

@@ -88,6 +88,17 @@ def test_existing_run_is_not_overwritten(tmp_path: Path, cache: Path) -> None:
     assert (out / "checkpoints" / "last.ckpt").read_bytes() == before
 
 
+@pytest.mark.parametrize("changed", ["model.latent_dim=4", "objective.bag_of_words=1.0"])
+def test_resume_with_another_model_is_one_line(tmp_path: Path, cache: Path, changed: str) -> None:
+    out = tmp_path / "run"
+    train(make_cfg(out, cache, "trainer.max_steps=1", "trainer.limit_val_batches=0"))
+    before = (out / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(CheckpointError, match=r"trained with another model or objective .*config.yaml") as error:
+        train(make_cfg(out, cache, "trainer.max_steps=2", "ckpt_path=last", changed))
+    assert "\n" not in str(error.value)
+    assert (out / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
 class Foreign:
     pass
 
