@@ -18,6 +18,8 @@ Training recipes that change the loop live here (the objective's options, see Ob
   a window stops falling; the outer step then trains the decoder side only (q(z|x) detached). The mode ends at
   the first validation where MI is not above the previous one, or at ``aggressive_max_steps``. The flag, the MI
   history, the private optimiser's state and its generator live in the checkpoint. One device only.
+- Zhao et al. 2017 (``bag_of_words``): a linear head on z, owned by this module (not by the model a sampler
+  loads), scores the poem's characters as a bag; its NLL joins the loss with that weight.
 
 Validation and test always compute in fp32 (autocast off), whatever ``trainer.precision`` says.
 """
