@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -44,17 +45,25 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
 
 
-def _step_seconds(model: nn.Module, x: Tensor, target: Tensor, bf16: bool, reps: int) -> float:
+def _best_seconds(run: Callable[[], object], reps: int) -> float:
+    """The fastest of ``reps`` timed calls of ``run``."""
     best = float("inf")
     for _ in range(reps):
         start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _step_seconds(model: nn.Module, x: Tensor, target: Tensor, bf16: bool, reps: int) -> float:
+    def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             hidden, _ = model[0](x)
             logits = model[1](hidden)
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), target)
         loss.backward()
-        best = min(best, time.perf_counter() - start)
-    return best
+
+    return _best_seconds(step, reps)
 
 
 def bf16_speedup_cpu(hidden: int = 128, vocab: int = 4500, batch: int = 32, steps: int = 21, reps: int = 2) -> float:
@@ -93,16 +102,14 @@ def bf16_projection_speedup(hidden: int = 128, vocab: int = 4672, rows: int = 51
     x, weight = torch.randn(rows, hidden, generator=generator), torch.randn(hidden, vocab, generator=generator)
     x16, weight16 = x.bfloat16(), weight.bfloat16()
 
-    def best(run) -> float:
-        run()  # warm-up: the first call picks the kernel
-        times = []
-        for _ in range(reps):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times)
+    def fp32() -> Tensor:
+        return x @ weight
 
-    return best(lambda: x @ weight) / best(lambda: (x16 @ weight16).float())
+    def bf16() -> Tensor:
+        return (x16 @ weight16).float()
+
+    fp32(), bf16()  # warm-up: the first call picks the kernel
+    return _best_seconds(fp32, reps) / _best_seconds(bf16, reps)
 
 
 @functools.cache
