@@ -69,6 +69,7 @@ class PoemVAEModule(pl.LightningModule):
         iw_samples_val: int = 10,
         iw_samples_test: int = 500,
         iw_chunk: int = 50,
+        iw_every_n_val: int = 1,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)  # into checkpoints; loggers get the readable Hydra config instead
@@ -87,6 +88,7 @@ class PoemVAEModule(pl.LightningModule):
             {f"{stage}_{name}": MeanMetric() for stage in _EVAL_STAGES for name in ("rec", "kl", "iw_ll", "elbo")}
         )
         self._posteriors: list[tuple[Tensor, Tensor]] = []
+        self.iw_this_eval = True  # whether the running validation computes the IW bound (see iw_due)
         self._rng_to_restore: Tensor | None = None
         # Li et al.: the decoder reset's seed is the run's (seed_everything ran before this constructor)
         self._decoder_reset_seed = int(torch.initial_seed()) % 2**63
@@ -242,14 +244,33 @@ class PoemVAEModule(pl.LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             self._eval_batch(batch, stage)
 
+    def iw_due(self) -> bool:
+        """Whether this validation computes the IW bound: it is most of a VAE's validation (K decoder passes), while
+        checkpoints pick by the ELBO; so every ``iw_every_n_val``-th epoch and always at the run's last validation
+        (a time budget or early stop sets ``should_stop`` before it; max_epochs/max_steps end it), so the number a
+        sweep reads and the end of every curve are fresh."""
+        trainer, every = self.trainer, self.hparams.iw_every_n_val
+        if every <= 1 or trainer.sanity_checking or trainer.should_stop:
+            return True
+        last_epoch = trainer.max_epochs is not None and 0 <= trainer.max_epochs <= self.current_epoch + 1
+        last_step = trainer.max_steps is not None and 0 <= trainer.max_steps <= self.global_step
+        return last_epoch or last_step or (self.current_epoch + 1) % every == 0
+
+    def on_validation_epoch_start(self) -> None:
+        self.iw_this_eval = self.iw_due()
+
+    def on_test_epoch_start(self) -> None:
+        self.iw_this_eval = True
+
     def _eval_batch(self, batch: Batch, stage: str) -> None:
         out = self.model(batch["tokens"], batch["dec_in"], batch["target"])
-        k = self.hparams.iw_samples_val if stage == "val" else self.hparams.iw_samples_test
-        iw_ll = iw_log_likelihood(self.model, batch["tokens"], batch["dec_in"], batch["target"], k,
-                                  self.hparams.iw_chunk)
         kl = out.kl.sum(dim=1)
-        for name, value in (("rec", out.rec), ("kl", kl), ("iw_ll", iw_ll), ("elbo", -(out.rec + kl))):
+        for name, value in (("rec", out.rec), ("kl", kl), ("elbo", -(out.rec + kl))):
             self.eval_means[f"{stage}_{name}"].update(value)
+        if self.iw_this_eval:
+            k = self.hparams.iw_samples_val if stage == "val" else self.hparams.iw_samples_test
+            self.eval_means[f"{stage}_iw_ll"].update(iw_log_likelihood(
+                self.model, batch["tokens"], batch["dec_in"], batch["target"], k, self.hparams.iw_chunk))
         self._eval_positions = self._positions(batch)
         if out.mu is not None:
             self._posteriors.append((out.mu.detach(), out.logvar.detach()))
@@ -267,22 +288,23 @@ class PoemVAEModule(pl.LightningModule):
         self._log_eval_epoch("test")
 
     def _log_eval_epoch(self, stage: str) -> None:
-        means = {name: float(self.eval_means[f"{stage}_{name}"].compute()) for name in ("rec", "kl", "iw_ll", "elbo")}
+        names = ("rec", "kl", "elbo", "iw_ll") if self.iw_this_eval else ("rec", "kl", "elbo")
+        means = {name: float(self.eval_means[f"{stage}_{name}"].compute()) for name in names}
         for metric in self.eval_means.values():
             metric.reset()
         positions = getattr(self, "_eval_positions", 21.0)
-        iw_nll_char = -means["iw_ll"] / positions
         logs = {
             f"{stage}/rec": means["rec"],
             f"{stage}/kl": means["kl"],
             f"{stage}/elbo": means["elbo"],
             f"{stage}/loss": means["rec"] + self.current_beta() * means["kl"],
             f"{stage}/nll_char": means["rec"] / positions,
-            f"{stage}/iw_nll": -means["iw_ll"],
-            f"{stage}/iw_nll_char": iw_nll_char,
-            f"{stage}/iw_ppl": math.exp(min(50.0, iw_nll_char)),
             f"{stage}/beta": self.current_beta(),
         }
+        if self.iw_this_eval:
+            iw_nll_char = -means["iw_ll"] / positions
+            logs.update({f"{stage}/iw_nll": -means["iw_ll"], f"{stage}/iw_nll_char": iw_nll_char,
+                         f"{stage}/iw_ppl": math.exp(min(50.0, iw_nll_char))})
         logs.update(self._latent_usage(stage))
         if stage == "val" and self._fit_started is not None and not self.trainer.sanity_checking:
             logs["val/elapsed_min"] = self.elapsed_minutes()

@@ -59,5 +59,8 @@ class PlainProgress(pl.Callback):
         # after the module's epoch-end hook has logged the epoch's metrics
         if not self.active or trainer.sanity_checking or not trainer.is_global_zero:
             return
+        keys = _VAL_KEYS
+        if not getattr(pl_module, "iw_this_eval", True):  # callback_metrics would still hold an older epoch's bound
+            keys = tuple(key for key in keys if "iw_" not in key[1])
         print(f"validation after epoch {trainer.current_epoch} (step {trainer.global_step}): "
-              f"{_fmt(trainer.callback_metrics, _VAL_KEYS)}", flush=True)
+              f"{_fmt(trainer.callback_metrics, keys)}", flush=True)

@@ -40,6 +40,7 @@ class Evaluation:
     iw_samples_val: int = field(default=10, metadata=_at_least(1))
     iw_samples_test: int = field(default=500, metadata=_at_least(1))
     iw_chunk: int = field(default=50, metadata=_at_least(1))
+    iw_every_n_val: int = field(default=1, metadata=_at_least(1))
 
 
 @dataclass

@@ -172,3 +172,29 @@ def test_default_callbacks_and_loggers_write_samples_and_wandb_offline(
     expected = {"train/loss", "train/kl", "train/beta", "val/rec", "val/kl", "val/elbo", "val/iw_nll_char",
                 "val/active_units", "val/mi", "lr-Adam", "samples/poems"}
     assert summaries and expected <= set(summaries[-1])
+
+
+def _validation_rows(out: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted((out / "csv").glob("version_*/metrics.csv")):
+        with open(path, encoding="utf-8") as handle:
+            rows += [row for row in csv.DictReader(handle) if row.get("val/elbo")]
+    return rows
+
+
+@pytest.mark.parametrize("stop", ["max_epochs", "max_time"])
+def test_iw_bound_every_n_validations_and_always_the_last(tmp_path: Path, cache: Path, stop: str) -> None:
+    if stop == "max_epochs":  # every 2nd epoch (1, 3) and the last (4)
+        train(make_cfg(tmp_path, cache, "trainer.max_epochs=5", "evaluation.iw_every_n_val=2"))
+        expected = [False, True, False, True, True]
+    else:  # a time budget ends the run mid-way: its last validation still has the bound, no other does
+        train(make_cfg(tmp_path, cache, "trainer.max_epochs=1000", "trainer.max_time=00:00:00:03",
+                       "evaluation.iw_every_n_val=1000"))
+        expected = None
+    rows = _validation_rows(tmp_path)
+    has_iw = [bool(row.get("val/iw_nll_char")) for row in rows]
+    if expected is None:
+        assert len(rows) >= 3 and has_iw == [False] * (len(rows) - 1) + [True]
+    else:
+        assert has_iw == expected
+    assert all(float(row["val/elbo"]) < 0 for row in rows)  # the checkpoint's score is there every epoch
