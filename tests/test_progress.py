@@ -13,15 +13,17 @@ from poetry_vae.train import train
 
 
 def test_plain_progress_lines_without_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    train(tiny_train_config(tmp_path / "run", tmp_path / "cache", "trainer.max_epochs=2",
-                            "trainer.limit_val_batches=1",
+    train(tiny_train_config(tmp_path / "run", tmp_path / "cache", "trainer.max_epochs=3",
+                            "trainer.limit_val_batches=1", "evaluation.iw_every_n_val=2",
                             "+callbacks.plain_progress._target_=poetry_vae.progress.PlainProgress",
                             "+callbacks.plain_progress.interval_s=0"))
     out = capsys.readouterr().out.splitlines()  # pytest's captured stdout is not a terminal
     steps = [line for line in out if line.startswith("step ")]
-    assert len(steps) == 8 and all(key in steps[-1] for key in ("epoch 1", "loss", "kl", "beta", "poems/s"))
+    assert len(steps) == 12 and all(key in steps[-1] for key in ("epoch 2", "loss", "kl", "beta", "poems/s"))
     validations = [line for line in out if line.startswith("validation after epoch")]
-    assert len(validations) == 2 and "iw_nll/char" in validations[-1] and "kl" in validations[-1]
+    assert len(validations) == 3 and all("kl" in line for line in validations)
+    # the IW bound where it was computed (2nd epoch, the last), never an older epoch's value in between
+    assert ["iw_nll/char" in line for line in validations] == [False, True, True]
 
 
 def test_plain_progress_reports_time_left_under_max_time(tmp_path: Path, capsys) -> None:
