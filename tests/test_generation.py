@@ -580,13 +580,15 @@ def test_seeded_pickers_reproduce_a_batch():
 
 
 @pytest.mark.parametrize(
-    ("layers", "z_every", "output_layer"),
-    [(1, True, "softmax"), (2, False, "softmax"), (3, True, "softmax"), (2, True, "adaptive"), (1, False, "adaptive")],
+    ("layers", "z_every", "output_layer", "z_out"),
+    [(1, True, "softmax", False), (2, False, "softmax", False), (3, True, "softmax", False),
+     (2, True, "adaptive", False), (1, False, "adaptive", False), (2, True, "softmax", True),
+     (2, False, "adaptive", True)],
 )
-def test_stepper_matches_model_step(vocab, layers, z_every, output_layer):
+def test_stepper_matches_model_step(vocab, layers, z_every, output_layer, z_out):
     """The per-batch precomputed step gives the model's own next-token distribution, step after step."""
     lm = tiny_model(len(vocab), decoder_layers=layers, z_to_every_input=z_every, output_layer=output_layer,
-                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
+                    z_to_output=z_out, adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
     z = torch.randn(6, 8)
     prev = torch.full((6,), vocab.bos_id)
     with torch.no_grad():
@@ -598,6 +600,21 @@ def test_stepper_matches_model_step(vocab, layers, z_every, output_layer):
             assert logits.shape[1] % 64 == 0 and bool(torch.isneginf(logits[:, len(vocab) :]).all())
             assert torch.allclose(torch.log_softmax(logits[:, : len(vocab)], 1), log_probs, atol=1e-5)
             prev = torch.multinomial(log_probs.exp(), 1).squeeze(1)
+
+
+@pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
+def test_stepper_reorder_moves_every_per_row_part(vocab, output_layer) -> None:
+    """Reordering rows (beam search) moves the state and each row's z terms, including z's share of the output
+    layer: a reordered stepper steps exactly as one built on the reordered codes."""
+    model = tiny_model(len(vocab), decoder_layers=2, z_to_output=True, output_layer=output_layer,
+                       adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
+    z, perm = 3 * torch.randn(5, 8), torch.tensor([3, 0, 4, 1, 1])
+    first, second = torch.randint(4, len(vocab), (5,)), torch.randint(4, len(vocab), (5,))
+    with torch.no_grad():
+        moved, built = LogitStepper(model, z, 5), LogitStepper(model, z[perm], 5)
+        moved(first), built(first[perm])
+        moved.reorder(perm)
+        torch.testing.assert_close(moved(second), built(second))
 
 
 def test_form_is_decoded_as_asked(vocab) -> None:

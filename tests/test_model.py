@@ -111,9 +111,12 @@ def test_pad_targets_score_zero_and_padded_encoder() -> None:
 
 
 @pytest.mark.parametrize("output_layer", OUTPUTS)
-@pytest.mark.parametrize("z_to_initial_state,z_to_every_input", [(True, True), (True, False), (False, True)])
-def test_step_reproduces_teacher_forcing(output_layer: str, z_to_initial_state: bool, z_to_every_input: bool) -> None:
-    model = tiny(output_layer, z_to_initial_state=z_to_initial_state, z_to_every_input=z_to_every_input).eval()
+@pytest.mark.parametrize("z_to_initial_state,z_to_every_input,z_to_output",
+                         [(True, True, False), (True, False, False), (False, True, False), (False, False, True)])
+def test_step_reproduces_teacher_forcing(output_layer: str, z_to_initial_state: bool, z_to_every_input: bool,
+                                         z_to_output: bool) -> None:
+    model = tiny(output_layer, z_to_initial_state=z_to_initial_state, z_to_every_input=z_to_every_input,
+                 z_to_output=z_to_output).eval()
     _, dec_in, target = batch(3)
     z = torch.randn(3, 8)
     forced = model.token_log_probs(dec_in, target, z)

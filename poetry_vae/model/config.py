@@ -24,6 +24,7 @@ class VAEConfig:
     dropout: float = 0.5
     z_to_initial_state: bool = True  # z -> tanh(Linear) -> decoder (h0, c0) for every layer
     z_to_every_input: bool = True  # z concatenated to every decoder input step (the original program's way)
+    z_to_output: bool = False  # z concatenated to the top LSTM output before the softmax (Dieng et al. 2019's skip)
     output_layer: str = "softmax"  # "softmax" | "adaptive" (nn.AdaptiveLogSoftmaxWithLoss)
     adaptive_cutoffs: tuple[int, ...] = (1000, 3000)  # those >= vocab_size are dropped at build time
     adaptive_div_value: float = 4.0
@@ -47,8 +48,8 @@ class VAEConfig:
             (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
             (self.bn_gamma < 0, f"bn_gamma={self.bn_gamma} must be >= 0 (0 = no batch norm on mu)"),
             (
-                self.use_latent and not (self.z_to_initial_state or self.z_to_every_input),
-                "use_latent=True needs z_to_initial_state or z_to_every_input, otherwise z is unused",
+                self.use_latent and not (self.z_to_initial_state or self.z_to_every_input or self.z_to_output),
+                "use_latent=True needs z_to_initial_state, z_to_every_input or z_to_output, otherwise z is unused",
             ),
         ]
         problems += [(getattr(self, f) < 1, f"{f} must be >= 1") for f in _POSITIVE]

@@ -1,4 +1,5 @@
-"""LSTM decoder: per step input [char embedding ; z], initial state from z, softmax or adaptive softmax."""
+"""LSTM decoder: per step input [char embedding ; z], initial state from z, optionally z beside the top layer's
+output (a generative skip connection), then softmax or adaptive softmax."""
 
 from __future__ import annotations
 
@@ -23,17 +24,20 @@ class Decoder(nn.Module):
         self.cfg = cfg
         self.z_input = cfg.use_latent and cfg.z_to_every_input
         self.z_state = cfg.use_latent and cfg.z_to_initial_state
+        # Dieng et al. 2019 (Skip-VAE): z reaches the output layer directly, so the LSTM cannot wash it out
+        self.z_output = cfg.use_latent and cfg.z_to_output
         in_dim = cfg.embed_dim + (cfg.latent_dim if self.z_input else 0)
         H, L = cfg.decoder_hidden, cfg.decoder_layers
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(in_dim, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0)
         self.z_to_state = nn.Linear(cfg.latent_dim, 2 * L * H) if self.z_state else None
+        out_dim = H + (cfg.latent_dim if self.z_output else 0)
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
-                H, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
+                out_dim, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
             )
         else:
-            self.out = nn.Linear(H, cfg.vocab_size)
+            self.out = nn.Linear(out_dim, cfg.vocab_size)
 
     def initial_state(self, z: Tensor | None, batch_size: int) -> State:
         L, H = self.cfg.decoder_layers, self.cfg.decoder_hidden
@@ -45,12 +49,16 @@ class Decoder(nn.Module):
         return hc[0].contiguous(), hc[1].contiguous()
 
     def hidden(self, emb: Tensor, state: State, z: Tensor | None) -> tuple[Tensor, State]:
-        """emb (B, T, E) -> top-layer outputs (B, T, H) after dropout, and the new state."""
+        """emb (B, T, E) -> what the output layer reads (B, T, H), or (B, T, H + Z) with ``z_to_output``, after
+        dropout (z itself is never dropped), and the new state."""
         x = self.dropout(emb)
         if self.z_input:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
         out, state = self.lstm(x, state)
-        return self.dropout(out), state
+        out = self.dropout(out)
+        if self.z_output:
+            out = torch.cat([out, z.unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
+        return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:
         """log p(target) for each row: hidden (N, H), target (N,) -> (N,). Normalised once."""

@@ -4,7 +4,8 @@ change between steps computed once per batch.
 In eval mode the decoder's input at a step is ``highway(embed(token))`` (dropout is off), so the first LSTM
 layer's input gates ``W_ih [highway(embed(v)); z] + b`` split into a per-token table (V, 4H), built once, and a
 per-poem ``z`` part (R, 4H), also built once. A step is then a row gather, the recurrent matmuls, the gate
-non-linearities and one output matmul, and it returns raw logits (no log-softmax): the sampler normalises
+non-linearities and one output matmul (with ``z_to_output``, z's share of it is also built once per poem, as a
+per-row bias), and it returns raw logits (no log-softmax): the sampler normalises
 once, over the row it actually needs. Columns are padded to a multiple of ``BLOCK`` with ``-inf`` logits so
 block-wise reductions can view a row as (blocks, BLOCK) without copies.
 """
@@ -73,22 +74,32 @@ class LogitStepper:
             for k in range(1, lstm.num_layers)
         ]
         self.spare = (torch.empty_like(self.state[0]), torch.empty_like(self.state[1]))  # the next step's state
+        # z beside the LSTM output (Skip-VAE): split each output matmul into the h part and z's constant part
+        self.z_output = z if dec.z_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
-            self._prepare_adaptive(dec.out)
+            self._prepare_adaptive(dec.out, hidden)
         else:
-            out_w, out_b = dec.out.weight, dec.out.bias
+            out_w, out_b = self._split_z(dec.out.weight, dec.out.bias, hidden)  # bias (V,) or per row (R, V)
             pad = self.width - self.vocab_size
             self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous().to(self.dtype)  # (H, Vp); zero padding rows
             self.out_b = F.pad(out_b, (0, pad), value=float("-inf")).to(self.dtype)
         self.logits: Tensor | None = None
 
-    def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss) -> None:
+    def _split_z(self, weight: Tensor, bias: Tensor | None, hidden: int) -> tuple[Tensor, Tensor | None]:
+        """An output layer's (out, H [+ Z]) weight -> its h part and a bias with z's part folded in, per row."""
+        if self.z_output is None:
+            return weight, bias
+        z_part = self.z_output @ weight[:, hidden:].t()  # (R, out): constant over a poem's steps
+        return weight[:, :hidden], z_part if bias is None else z_part + bias
+
+    def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss, hidden: int) -> None:
         """The head, and the tails' first (down-)projections stacked into one matmul."""
-        self.head_w = out.head.weight.t().contiguous()
-        self.head_b = out.head.bias
+        head_w, self.head_b = self._split_z(out.head.weight, out.head.bias, hidden)
+        self.head_w = head_w.t().contiguous()
         self.shortlist = out.shortlist_size
-        self.tail_down = torch.cat([tail[0].weight for tail in out.tail]).t().contiguous()  # (H, sum of tail dims)
+        tail_down, self.tail_down_b = self._split_z(torch.cat([tail[0].weight for tail in out.tail]), None, hidden)
+        self.tail_down = tail_down.t().contiguous()  # (H, sum of tail dims)
         self.tail_splits = [tail[0].out_features for tail in out.tail]
         self.tail_up = [tail[1].weight.t().contiguous() for tail in out.tail]
         self.tail_spans = list(zip(out.cutoffs[:-1], out.cutoffs[1:], strict=True))
@@ -98,7 +109,8 @@ class LogitStepper:
         head = x @ self.head_w if self.head_b is None else torch.addmm(self.head_b, x, self.head_w)
         head = torch.log_softmax(head, dim=1)
         buffer[:, : self.shortlist] = head[:, : self.shortlist]
-        downs = (x @ self.tail_down).split(self.tail_splits, dim=1)
+        down = x @ self.tail_down if self.tail_down_b is None else torch.addmm(self.tail_down_b, x, self.tail_down)
+        downs = down.split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
             tail = torch.log_softmax(down @ up, dim=1)
             torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
@@ -145,3 +157,9 @@ class LogitStepper:
             self.z = self.z.index_select(0, index)
         if self.fast and self.z_gates is not None:
             self.z_gates = self.z_gates.index_select(0, index)
+        if self.fast and self.z_output is not None:  # the per-row biases that hold z's share of the output layer
+            if self.adaptive:
+                self.head_b = self.head_b.index_select(0, index)
+                self.tail_down_b = self.tail_down_b.index_select(0, index)
+            else:
+                self.out_b = self.out_b.index_select(0, index)
