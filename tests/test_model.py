@@ -221,3 +221,16 @@ def test_form_conditioning_changes_the_decoder_and_defaults_to_jueju() -> None:
     state = model.initial_state(z, 4)
     step, _ = model.step(dec_in[:, 0], state, z, torch.full((4,), 3, dtype=torch.long))
     torch.testing.assert_close(step.gather(1, target[:, :1]).squeeze(1), gushi[:, 0])
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+@pytest.mark.parametrize("z_to_output", [False, True])
+def test_trains_under_bf16_autocast(output_layer: str, z_to_output: bool) -> None:
+    """trainer.precision=auto picks bf16-mixed where it pays: every decoder layout must train under it (with
+    BN-VAE's batch norm z stays float32 under autocast while the LSTM's output is bfloat16)."""
+    model = tiny(output_layer, z_to_output=z_to_output, bn_gamma=0.7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(*batch(4), word_dropout_rate=0.25)
+        loss = out.rec.mean() + out.kl.sum(1).mean()
+    loss.backward()
+    assert loss.isfinite() and all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())

@@ -56,8 +56,8 @@ class Decoder(nn.Module):
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
         out, state = self.lstm(x, state)
         out = self.dropout(out)
-        if self.z_output:
-            out = torch.cat([out, z.unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
+        if self.z_output:  # in out's dtype: under bf16 autocast a float32 z would promote the output layer's input
+            out = torch.cat([out, z.to(out.dtype).unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
         return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:
