@@ -101,8 +101,20 @@ def uses_latent(run: Path) -> bool:
 
 
 def best_checkpoint(run: Path) -> Path:
+    """The ``best-*.ckpt`` with the highest validation ELBO it was saved with. A run copied to a new directory and
+    resumed there restarts ModelCheckpoint's tracking, so it may hold two such files, the newer one not the better."""
     best = sorted((run / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if len(best) > 1:
+        return max(reversed(best), key=saved_elbo)  # ties and files without a score: the newest
     return best[-1] if best else run / "checkpoints" / "last.ckpt"
+
+
+def saved_elbo(ckpt: Path) -> float:
+    """The monitored validation ELBO stored by the ModelCheckpoint that wrote ``ckpt`` (-inf if none)."""
+    states = torch.load(ckpt, weights_only=True, map_location="cpu").get("callbacks", {})
+    scores = [state["current_score"] for name, state in states.items() if name.startswith("ModelCheckpoint")
+              and state.get("monitor") == "val/elbo" and state.get("current_score") is not None]
+    return float(scores[0]) if scores else float("-inf")
 
 
 def evaluate(run: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -82,3 +82,21 @@ def test_homotopy_section_lists_each_vae() -> None:
     lines = report.homotopy_section({"li2019": ["p0", "p1"], "bnvae": ["q0", "q1"]}, ["A", "B"])
     text = "\n".join(lines)
     assert "From A to B" in text and "**li2019**" in text and "| 1 | q1 |" in text
+
+
+def test_best_checkpoint_is_the_best_saved_score_not_the_newest(tmp_path: Path) -> None:
+    """A run resumed in a copied directory keeps two best-*.ckpt files; the report evaluates the better one."""
+    import os
+
+    import torch
+
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    key = "ModelCheckpoint{'monitor': 'val/elbo', 'mode': 'max'}"
+    for age, (name, score) in enumerate((("best-epoch213.ckpt", -122.10), ("best-epoch264.ckpt", -122.15))):
+        torch.save({"callbacks": {key: {"monitor": "val/elbo", "current_score": torch.tensor(score)},
+                                  "Timer": {}}}, folder / name)
+        os.utime(folder / name, (1000 + age, 1000 + age))  # the worse one is the newer
+    assert report.best_checkpoint(tmp_path / "run").name == "best-epoch213.ckpt"
+    (folder / "best-epoch213.ckpt").unlink()
+    assert report.best_checkpoint(tmp_path / "run").name == "best-epoch264.ckpt"
