@@ -103,10 +103,10 @@ def uses_latent(run: Path) -> bool:
 def best_checkpoint(run: Path) -> Path:
     """The ``best-*.ckpt`` with the highest validation ELBO it was saved with. A run copied to a new directory and
     resumed there restarts ModelCheckpoint's tracking, so it may hold two such files, the newer one not the better."""
-    best = sorted((run / "checkpoints").glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if len(best) > 1:
-        return max(reversed(best), key=saved_elbo)  # ties and files without a score: the newest
-    return best[-1] if best else run / "checkpoints" / "last.ckpt"
+    best = list((run / "checkpoints").glob("best-*.ckpt"))
+    if not best:
+        return run / "checkpoints" / "last.ckpt"
+    return max(best, key=lambda path: (saved_elbo(path), path.stat().st_mtime))  # ties: the newest
 
 
 def saved_elbo(ckpt: Path) -> float:

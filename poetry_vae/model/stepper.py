@@ -23,6 +23,14 @@ def padded_size(vocab_size: int) -> int:
     return -(-vocab_size // BLOCK) * BLOCK
 
 
+def _split_z(weight: Tensor, bias: Tensor | None, hidden: int, z: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """An output layer's (out, H [+ Z]) weight -> its h part and a bias with z's part folded in, per row."""
+    if z is None:
+        return weight, bias
+    z_part = z @ weight[:, hidden:].t()  # (R, out): constant over a poem's steps
+    return weight[:, :hidden], z_part if bias is None else z_part + bias
+
+
 class LogitStepper:
     """Eval-mode decoder of ``rows`` rows: ``stepper(prev)`` -> (rows, padded V) logits, state kept inside.
 
@@ -75,30 +83,24 @@ class LogitStepper:
         ]
         self.spare = (torch.empty_like(self.state[0]), torch.empty_like(self.state[1]))  # the next step's state
         # z beside the LSTM output (Skip-VAE): split each output matmul into the h part and z's constant part
-        self.z_output = z if dec.z_output else None
+        self.z_at_output = bool(dec.z_output)
+        z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
-            self._prepare_adaptive(dec.out, hidden)
+            self._prepare_adaptive(dec.out, hidden, z_out)
         else:
-            out_w, out_b = self._split_z(dec.out.weight, dec.out.bias, hidden)  # bias (V,) or per row (R, V)
+            out_w, out_b = _split_z(dec.out.weight, dec.out.bias, hidden, z_out)  # bias (V,) or per row (R, V)
             pad = self.width - self.vocab_size
             self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous().to(self.dtype)  # (H, Vp); zero padding rows
             self.out_b = F.pad(out_b, (0, pad), value=float("-inf")).to(self.dtype)
         self.logits: Tensor | None = None
 
-    def _split_z(self, weight: Tensor, bias: Tensor | None, hidden: int) -> tuple[Tensor, Tensor | None]:
-        """An output layer's (out, H [+ Z]) weight -> its h part and a bias with z's part folded in, per row."""
-        if self.z_output is None:
-            return weight, bias
-        z_part = self.z_output @ weight[:, hidden:].t()  # (R, out): constant over a poem's steps
-        return weight[:, :hidden], z_part if bias is None else z_part + bias
-
-    def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss, hidden: int) -> None:
+    def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss, hidden: int, z_out: Tensor | None) -> None:
         """The head, and the tails' first (down-)projections stacked into one matmul."""
-        head_w, self.head_b = self._split_z(out.head.weight, out.head.bias, hidden)
+        head_w, self.head_b = _split_z(out.head.weight, out.head.bias, hidden, z_out)
         self.head_w = head_w.t().contiguous()
         self.shortlist = out.shortlist_size
-        tail_down, self.tail_down_b = self._split_z(torch.cat([tail[0].weight for tail in out.tail]), None, hidden)
+        tail_down, self.tail_down_b = _split_z(torch.cat([tail[0].weight for tail in out.tail]), None, hidden, z_out)
         self.tail_down = tail_down.t().contiguous()  # (H, sum of tail dims)
         self.tail_splits = [tail[0].out_features for tail in out.tail]
         self.tail_up = [tail[1].weight.t().contiguous() for tail in out.tail]
@@ -157,7 +159,7 @@ class LogitStepper:
             self.z = self.z.index_select(0, index)
         if self.fast and self.z_gates is not None:
             self.z_gates = self.z_gates.index_select(0, index)
-        if self.fast and self.z_output is not None:  # the per-row biases that hold z's share of the output layer
+        if self.fast and self.z_at_output:  # the per-row biases that hold z's share of the output layer
             if self.adaptive:
                 self.head_b = self.head_b.index_select(0, index)
                 self.tail_down_b = self.tail_down_b.index_select(0, index)
