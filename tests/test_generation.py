@@ -580,22 +580,25 @@ def test_seeded_pickers_reproduce_a_batch():
 
 
 @pytest.mark.parametrize(
-    ("layers", "z_every", "output_layer", "z_out"),
-    [(1, True, "softmax", False), (2, False, "softmax", False), (3, True, "softmax", False),
-     (2, True, "adaptive", False), (1, False, "adaptive", False), (2, True, "softmax", True),
-     (2, False, "adaptive", True)],
+    ("layers", "z_every", "output_layer", "z_out", "codes"),
+    [(1, True, "softmax", False, 0), (2, False, "softmax", False, 0), (3, True, "softmax", False, 0),
+     (2, True, "adaptive", False, 0), (1, False, "adaptive", False, 0), (2, True, "softmax", True, 0),
+     (2, False, "adaptive", True, 0), (2, True, "softmax", True, 3), (1, False, "adaptive", False, 3),
+     (2, True, "adaptive", True, 3)],
 )
-def test_stepper_matches_model_step(vocab, layers, z_every, output_layer, z_out):
-    """The per-batch precomputed step gives the model's own next-token distribution, step after step."""
+def test_stepper_matches_model_step(vocab, layers, z_every, output_layer, z_out, codes):
+    """The per-batch precomputed step gives the model's own next-token distribution, step after step (with
+    position codes, also past the last coded position)."""
     lm = tiny_model(len(vocab), decoder_layers=layers, z_to_every_input=z_every, output_layer=output_layer,
-                    z_to_output=z_out, adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
+                    z_to_output=z_out, position_codes=codes, position_code_dim=5,
+                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
     z = torch.randn(6, 8)
     prev = torch.full((6,), vocab.bos_id)
     with torch.no_grad():
         stepper, state = LogitStepper(lm, z, 6), lm.initial_state(z, 6)
         assert stepper.fast
-        for _ in range(4):
-            log_probs, state = lm.step(prev, state, z)
+        for t in range(5):
+            log_probs, state = lm.step(prev, state, z, position=t)
             logits = stepper(prev)
             assert logits.shape[1] % 64 == 0 and bool(torch.isneginf(logits[:, len(vocab) :]).all())
             assert torch.allclose(torch.log_softmax(logits[:, : len(vocab)], 1), log_probs, atol=1e-5)
@@ -605,8 +608,8 @@ def test_stepper_matches_model_step(vocab, layers, z_every, output_layer, z_out)
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
 def test_stepper_reorder_moves_every_per_row_part(vocab, output_layer) -> None:
     """Reordering rows (beam search) moves the state and each row's z terms, including z's share of the output
-    layer: a reordered stepper steps exactly as one built on the reordered codes."""
-    model = tiny_model(len(vocab), decoder_layers=2, z_to_output=True, output_layer=output_layer,
+    layer and its position codes: a reordered stepper steps exactly as one built on the reordered z."""
+    model = tiny_model(len(vocab), decoder_layers=2, z_to_output=True, output_layer=output_layer, position_codes=4,
                        adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
     z, perm = 3 * torch.randn(5, 8), torch.tensor([3, 0, 4, 1, 1])
     first, second = torch.randint(4, len(vocab), (5,)), torch.randint(4, len(vocab), (5,))

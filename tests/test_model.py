@@ -111,18 +111,19 @@ def test_pad_targets_score_zero_and_padded_encoder() -> None:
 
 
 @pytest.mark.parametrize("output_layer", OUTPUTS)
-@pytest.mark.parametrize("z_to_initial_state,z_to_every_input,z_to_output",
-                         [(True, True, False), (True, False, False), (False, True, False), (False, False, True)])
+@pytest.mark.parametrize("z_to_initial_state,z_to_every_input,z_to_output,position_codes",
+                         [(True, True, False, 0), (True, False, False, 0), (False, True, False, 0),
+                          (False, False, True, 0), (True, True, True, 5), (False, False, False, 40)])
 def test_step_reproduces_teacher_forcing(output_layer: str, z_to_initial_state: bool, z_to_every_input: bool,
-                                         z_to_output: bool) -> None:
+                                         z_to_output: bool, position_codes: int) -> None:
     model = tiny(output_layer, z_to_initial_state=z_to_initial_state, z_to_every_input=z_to_every_input,
-                 z_to_output=z_to_output).eval()
+                 z_to_output=z_to_output, position_codes=position_codes, position_code_dim=6).eval()
     _, dec_in, target = batch(3)
     z = torch.randn(3, 8)
     forced = model.token_log_probs(dec_in, target, z)
     state, stepped = model.initial_state(z, 3), []
     for t in range(dec_in.size(1)):
-        logp, state = model.step(dec_in[:, t], state, z)
+        logp, state = model.step(dec_in[:, t], state, z, position=t)
         stepped.append(logp.gather(1, target[:, t : t + 1]).squeeze(1))
     torch.testing.assert_close(torch.stack(stepped, 1), forced, atol=1e-5, rtol=1e-5)
 
@@ -224,13 +225,36 @@ def test_form_conditioning_changes_the_decoder_and_defaults_to_jueju() -> None:
 
 
 @pytest.mark.parametrize("output_layer", OUTPUTS)
-@pytest.mark.parametrize("z_to_output", [False, True])
-def test_trains_under_bf16_autocast(output_layer: str, z_to_output: bool) -> None:
+@pytest.mark.parametrize("z_to_output,position_codes", [(False, 0), (True, 0), (True, 6), (False, 6)])
+def test_trains_under_bf16_autocast(output_layer: str, z_to_output: bool, position_codes: int) -> None:
     """trainer.precision=auto picks bf16-mixed where it pays: every decoder layout must train under it (with
     BN-VAE's batch norm z stays float32 under autocast while the LSTM's output is bfloat16)."""
-    model = tiny(output_layer, z_to_output=z_to_output, bn_gamma=0.7)
+    model = tiny(output_layer, z_to_output=z_to_output, bn_gamma=0.7, position_codes=position_codes)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(*batch(4), word_dropout_rate=0.25)
         loss = out.rec.mean() + out.kl.sum(1).mean()
     loss.backward()
     assert loss.isfinite() and all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_position_code_t_reaches_step_t_only(output_layer: str) -> None:
+    """Step t reads code t: changing what z says at position 3 changes the distribution at step 3 and nowhere
+    else (the codes feed the output layer, not the recurrence); steps past the last code read zeros."""
+    model = tiny(output_layer, position_codes=6, position_code_dim=4).eval()
+    _, dec_in, target = batch(3)
+    z = torch.randn(3, 8)
+    before = model.token_log_probs(dec_in, target, z)
+    with torch.no_grad():
+        model.decoder.z_to_positions.bias[3 * 4 : 4 * 4] += 3.0  # code 3's rows
+    changed = (model.token_log_probs(dec_in, target, z) - before).abs().amax(dim=0) > 1e-6
+    assert changed.tolist() == [t == 3 for t in range(dec_in.size(1))]
+    codes = model.decoder.position_codes(z)
+    assert codes.shape == (3, 7, 4) and not codes[:, 6].any()
+
+
+def test_position_codes_config_is_checked() -> None:
+    with pytest.raises(PoetryVAEError, match="position_codes=-1 must be >= 0"):
+        VAEConfig(vocab_size=50, position_codes=-1)
+    with pytest.raises(PoetryVAEError, match="needs use_latent=True"):
+        VAEConfig(vocab_size=50, position_codes=4, use_latent=False)

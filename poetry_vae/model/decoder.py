@@ -1,5 +1,5 @@
 """LSTM decoder: per step input [char embedding ; z], initial state from z, optionally z beside the top layer's
-output (a generative skip connection), then softmax or adaptive softmax."""
+output (a generative skip connection) and a per-position code read from z, then softmax or adaptive softmax."""
 
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(in_dim, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0)
         self.z_to_state = nn.Linear(cfg.latent_dim, 2 * L * H) if self.z_state else None
-        out_dim = H + (cfg.latent_dim if self.z_output else 0)
+        # one code per position, read from z: the output layer can learn what z says about *this* step's character
+        self.positions = cfg.position_codes if cfg.use_latent else 0
+        code_dim = cfg.position_code_dim if self.positions else 0
+        self.z_to_positions = nn.Linear(cfg.latent_dim, self.positions * code_dim) if self.positions else None
+        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
                 out_dim, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
@@ -48,9 +52,15 @@ class Decoder(nn.Module):
         hc = torch.tanh(self.z_to_state(z)).view(-1, L, 2, H).permute(2, 1, 0, 3)  # (2, L, B, H)
         return hc[0].contiguous(), hc[1].contiguous()
 
-    def hidden(self, emb: Tensor, state: State, z: Tensor | None) -> tuple[Tensor, State]:
-        """emb (B, T, E) -> what the output layer reads (B, T, H), or (B, T, H + Z) with ``z_to_output``, after
-        dropout (z itself is never dropped), and the new state."""
+    def position_codes(self, z: Tensor) -> Tensor:
+        """z (B, Z) -> (B, position_codes + 1, D): row t is step t's code, the last row the zeros of later steps."""
+        codes = torch.tanh(self.z_to_positions(z)).view(z.size(0), self.positions, -1)
+        return F.pad(codes, (0, 0, 0, 1))
+
+    def hidden(self, emb: Tensor, state: State, z: Tensor | None, start: int = 0) -> tuple[Tensor, State]:
+        """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H), with
+        [; z] (``z_to_output``) and [; step t's code] (``position_codes``), after dropout (z and its codes are never
+        dropped), and the new state."""
         x = self.dropout(emb)
         if self.z_input:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
@@ -58,6 +68,9 @@ class Decoder(nn.Module):
         out = self.dropout(out)
         if self.z_output:  # in out's dtype: under bf16 autocast a float32 z would promote the output layer's input
             out = torch.cat([out, z.to(out.dtype).unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
+        if self.positions:
+            steps = torch.arange(start, start + out.size(1), device=out.device).clamp_(max=self.positions)
+            out = torch.cat([out, self.position_codes(z)[:, steps].to(out.dtype)], dim=-1)
         return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:

@@ -24,11 +24,14 @@ def padded_size(vocab_size: int) -> int:
 
 
 def _split_z(weight: Tensor, bias: Tensor | None, hidden: int, z: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """An output layer's (out, H [+ Z]) weight -> its h part and a bias with z's part folded in, per row."""
+    """An output layer's (out, H [+ Z] [+ D]) weight -> what a step multiplies ([h; position code]: the h columns
+    and any after z's) and a bias with z's part folded in, per row."""
     if z is None:
         return weight, bias
-    z_part = z @ weight[:, hidden:].t()  # (R, out): constant over a poem's steps
-    return weight[:, :hidden], z_part if bias is None else z_part + bias
+    z_cols = slice(hidden, hidden + z.shape[1])
+    z_part = z @ weight[:, z_cols].t()  # (R, out): constant over a poem's steps
+    kept = torch.cat([weight[:, :hidden], weight[:, z_cols.stop :]], dim=1)
+    return kept, z_part if bias is None else z_part + bias
 
 
 class LogitStepper:
@@ -50,6 +53,7 @@ class LogitStepper:
         self.vocab_size = model.cfg.vocab_size
         self.width = padded_size(self.vocab_size)
         self.state = model.initial_state(z, rows)
+        self.position = 0  # the next step's index: position codes and the slow path's model.step read it
         dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
         output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
         self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
@@ -84,6 +88,7 @@ class LogitStepper:
         self.spare = (torch.empty_like(self.state[0]), torch.empty_like(self.state[1]))  # the next step's state
         # z beside the LSTM output (Skip-VAE): split each output matmul into the h part and z's constant part
         self.z_at_output = bool(dec.z_output)
+        self.codes = dec.position_codes(z) if dec.positions else None  # (R, P + 1, D), read at each step
         z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
@@ -133,7 +138,9 @@ class LogitStepper:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
         if not self.fast:
             extra = () if self.form is None else (self.form,)
-            log_probs, self.state = self.model.step(prev, self.state, self.z, *extra)
+            where = {"position": self.position} if getattr(self.model.cfg, "position_codes", 0) else {}
+            log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
+            self.position += 1
             return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
         (h, c), (h_new, c_new) = self.state, self.spare
         gates = self.token_gates.index_select(0, prev)
@@ -144,6 +151,9 @@ class LogitStepper:
         for k, (weight, bias) in enumerate(self.upper, start=1):
             x = self._cell(torch.addmm(bias, torch.cat([x, h[k]], dim=1), weight), c[k], h_new[k], c_new[k])
         self.state, self.spare = (h_new, c_new), (h, c)
+        if self.codes is not None:
+            x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
+        self.position += 1
         if self.logits is None or self.logits.shape[0] != x.shape[0]:
             self.logits = x.new_empty(x.shape[0], self.width)
         if self.adaptive:
@@ -159,6 +169,8 @@ class LogitStepper:
             self.z = self.z.index_select(0, index)
         if self.fast and self.z_gates is not None:
             self.z_gates = self.z_gates.index_select(0, index)
+        if self.fast and self.codes is not None:
+            self.codes = self.codes.index_select(0, index)
         if self.fast and self.z_at_output:  # the per-row biases that hold z's share of the output layer
             if self.adaptive:
                 self.head_b = self.head_b.index_select(0, index)

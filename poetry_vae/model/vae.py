@@ -120,15 +120,21 @@ class PoemVAE(nn.Module):
         return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
     def step(
-        self, prev_tokens: Tensor, state: State, z: Tensor | None = None, form: Tensor | None = None
+        self,
+        prev_tokens: Tensor,
+        state: State,
+        z: Tensor | None = None,
+        form: Tensor | None = None,
+        position: int = 0,
     ) -> tuple[Tensor, State]:
         """One decoding step: prev_tokens (B,) -> full next-token log-probs (B, V) and the new state.
+        ``position`` is the step's index (0 reads after ``<bos>``); only a model with ``position_codes`` reads it.
 
         Same code path as ``token_log_probs``, so running it autoregressively
         over ``dec_in`` reproduces teacher forcing exactly in eval mode.
         """
         self._check_z(z)
-        hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1), form), state, z)
+        hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1), form), state, z, position)
         return self.decoder.log_probs(hidden.squeeze(1)), state
 
     def reset_decoder(self, seed: int) -> None:
