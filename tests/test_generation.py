@@ -584,15 +584,19 @@ def test_seeded_pickers_reproduce_a_batch():
     [(1, True, "softmax", False, 0), (2, False, "softmax", False, 0), (3, True, "softmax", False, 0),
      (2, True, "adaptive", False, 0), (1, False, "adaptive", False, 0), (2, True, "softmax", True, 0),
      (2, False, "adaptive", True, 0), (2, True, "softmax", True, 3), (1, False, "adaptive", False, 3),
-     (2, True, "adaptive", True, 3)],
+     (2, True, "adaptive", True, 3), (2, False, "softmax", False, -3)],
 )
 def test_stepper_matches_model_step(vocab, layers, z_every, output_layer, z_out, codes):
     """The per-batch precomputed step gives the model's own next-token distribution, step after step (with
-    position codes, also past the last coded position)."""
-    lm = tiny_model(len(vocab), decoder_layers=layers, z_to_every_input=z_every, output_layer=output_layer,
-                    z_to_output=z_out, position_codes=codes, position_code_dim=5,
-                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
-    z = torch.randn(6, 8)
+    position codes, also past the last coded position; codes < 0: the LM with a learned code per position)."""
+    latent = codes >= 0
+    lm = tiny_model(len(vocab), latent, decoder_layers=layers, z_to_every_input=z_every and latent,
+                    output_layer=output_layer, z_to_output=z_out, z_to_initial_state=latent, position_codes=abs(codes),
+                    position_code_dim=5, adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
+    if not latent:
+        with torch.no_grad():
+            lm.decoder.position_table.normal_()
+    z = torch.randn(6, 8) if latent else None
     prev = torch.full((6,), vocab.bos_id)
     with torch.no_grad():
         stepper, state = LogitStepper(lm, z, 6), lm.initial_state(z, 6)

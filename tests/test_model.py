@@ -249,12 +249,27 @@ def test_position_code_t_reaches_step_t_only(output_layer: str) -> None:
         model.decoder.z_to_positions.bias[3 * 4 : 4 * 4] += 3.0  # code 3's rows
     changed = (model.token_log_probs(dec_in, target, z) - before).abs().amax(dim=0) > 1e-6
     assert changed.tolist() == [t == 3 for t in range(dec_in.size(1))]
-    codes = model.decoder.position_codes(z)
+    codes = model.decoder.position_codes(z, 3)
     assert codes.shape == (3, 7, 4) and not codes[:, 6].any()
 
 
 def test_position_codes_config_is_checked() -> None:
     with pytest.raises(PoetryVAEError, match="position_codes=-1 must be >= 0"):
         VAEConfig(vocab_size=50, position_codes=-1)
-    with pytest.raises(PoetryVAEError, match="needs use_latent=True"):
-        VAEConfig(vocab_size=50, position_codes=4, use_latent=False)
+
+
+@pytest.mark.parametrize("output_layer", OUTPUTS)
+def test_lm_learns_a_fixed_code_per_position(output_layer: str) -> None:
+    """The LM baseline with position codes: one learned code per step (no z), stepped exactly as teacher forced."""
+    model = tiny(output_layer, use_latent=False, z_to_initial_state=False, z_to_every_input=False,
+                 position_codes=5, position_code_dim=4).eval()  # fmt: skip
+    assert model.decoder.z_to_positions is None and model.decoder.position_table.shape == (20,)
+    with torch.no_grad():
+        model.decoder.position_table.normal_()
+    _, dec_in, target = batch(3)
+    forced = model.token_log_probs(dec_in, target)
+    state, stepped = model.initial_state(None, 3), []
+    for t in range(dec_in.size(1)):
+        logp, state = model.step(dec_in[:, t], state, None, position=t)
+        stepped.append(logp.gather(1, target[:, t : t + 1]).squeeze(1))
+    torch.testing.assert_close(torch.stack(stepped, 1), forced, atol=1e-5, rtol=1e-5)

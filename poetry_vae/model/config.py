@@ -26,7 +26,8 @@ class VAEConfig:
     z_to_every_input: bool = True  # z concatenated to every decoder input step (the original program's way)
     z_to_output: bool = False  # z concatenated to the top LSTM output before the softmax (Dieng et al. 2019's skip)
     # > 0: the first ``position_codes`` decoder steps each read their own code tanh(W_t z + b_t) beside the top LSTM
-    # output, so z can say what goes where (a poem's form fixes its positions); later steps read zeros
+    # output, so z can say what goes where (a poem's form fixes its positions); later steps read zeros. The LM
+    # (use_latent=False) learns a fixed code per position instead
     position_codes: int = 0
     position_code_dim: int = 64
     output_layer: str = "softmax"  # "softmax" | "adaptive" (nn.AdaptiveLogSoftmaxWithLoss)
@@ -52,10 +53,6 @@ class VAEConfig:
             (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
             (self.bn_gamma < 0, f"bn_gamma={self.bn_gamma} must be >= 0 (0 = no batch norm on mu)"),
             (self.position_codes < 0, f"position_codes={self.position_codes} must be >= 0 (0 = off)"),
-            (
-                self.position_codes > 0 and not self.use_latent,
-                "position_codes > 0 needs use_latent=True (the codes are read from z)",
-            ),
             (
                 self.use_latent
                 and not (self.z_to_initial_state or self.z_to_every_input or self.z_to_output or self.position_codes),

@@ -31,10 +31,13 @@ class Decoder(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(in_dim, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0)
         self.z_to_state = nn.Linear(cfg.latent_dim, 2 * L * H) if self.z_state else None
-        # one code per position, read from z: the output layer can learn what z says about *this* step's character
-        self.positions = cfg.position_codes if cfg.use_latent else 0
+        # one code per position, read from z: the output layer can learn what z says about *this* step's character;
+        # the LM (no z) learns one fixed code per position, the same positional information without a latent
+        self.positions = cfg.position_codes
         code_dim = cfg.position_code_dim if self.positions else 0
-        self.z_to_positions = nn.Linear(cfg.latent_dim, self.positions * code_dim) if self.positions else None
+        width = self.positions * code_dim
+        self.z_to_positions = nn.Linear(cfg.latent_dim, width) if width and cfg.use_latent else None
+        self.position_table = nn.Parameter(torch.zeros(width)) if width and not cfg.use_latent else None
         out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
@@ -52,10 +55,11 @@ class Decoder(nn.Module):
         hc = torch.tanh(self.z_to_state(z)).view(-1, L, 2, H).permute(2, 1, 0, 3)  # (2, L, B, H)
         return hc[0].contiguous(), hc[1].contiguous()
 
-    def position_codes(self, z: Tensor) -> Tensor:
-        """z (B, Z) -> (B, position_codes + 1, D): row t is step t's code, the last row the zeros of later steps."""
-        codes = torch.tanh(self.z_to_positions(z)).view(z.size(0), self.positions, -1)
-        return F.pad(codes, (0, 0, 0, 1))
+    def position_codes(self, z: Tensor | None, rows: int) -> Tensor:
+        """z (rows, Z), or None for the LM -> (rows, position_codes + 1, D): row t is step t's code, the last row
+        the zeros that later steps read."""
+        pre = self.position_table.expand(rows, -1) if z is None else self.z_to_positions(z)
+        return F.pad(torch.tanh(pre).view(rows, self.positions, -1), (0, 0, 0, 1))
 
     def hidden(self, emb: Tensor, state: State, z: Tensor | None, start: int = 0) -> tuple[Tensor, State]:
         """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H), with
@@ -70,7 +74,7 @@ class Decoder(nn.Module):
             out = torch.cat([out, z.to(out.dtype).unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
         if self.positions:
             steps = torch.arange(start, start + out.size(1), device=out.device).clamp_(max=self.positions)
-            out = torch.cat([out, self.position_codes(z)[:, steps].to(out.dtype)], dim=-1)
+            out = torch.cat([out, self.position_codes(z, out.size(0))[:, steps].to(out.dtype)], dim=-1)
         return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:

@@ -88,7 +88,8 @@ class LogitStepper:
         self.spare = (torch.empty_like(self.state[0]), torch.empty_like(self.state[1]))  # the next step's state
         # z beside the LSTM output (Skip-VAE): split each output matmul into the h part and z's constant part
         self.z_at_output = bool(dec.z_output)
-        self.codes = dec.position_codes(z) if dec.positions else None  # (R, P + 1, D), read at each step
+        rows = self.state[0].shape[1]
+        self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
         z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
@@ -138,6 +139,7 @@ class LogitStepper:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
         if not self.fast:
             extra = () if self.form is None else (self.form,)
+            # a model of another layout may have no position argument
             where = {"position": self.position} if getattr(self.model.cfg, "position_codes", 0) else {}
             log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
             self.position += 1
