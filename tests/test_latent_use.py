@@ -21,14 +21,16 @@ from poetry_vae.form import split_lines
 from poetry_vae.metrics.latent_use import (
     char_accuracy,
     char_difference,
+    forced_accuracy,
     homotopy_stats,
     homotopy_walks,
     latent_measures,
     mean_bleu2,
+    poem_chars,
     prior_diversity,
     reconstruction_accuracy,
 )
-from poetry_vae.model import build_model
+from poetry_vae.model import PoemVAE, VAEConfig, build_model
 
 POEMS = ["".join(split_lines(p)) for p in TINY_POEMS]
 
@@ -153,7 +155,36 @@ def test_evaluate_writes_the_latent_measures(tiny_checkpoint: Path, tmp_path: Pa
                                              "homotopy_pairs=3", "prior_samples=8", f"out={out}"])
     metrics = evaluate(cfg)
     saved = json.loads(out.read_text("utf-8"))["metrics"]
-    for key in ("recon_char_acc", "recon_bleu2", "homotopy_distinct", "homotopy_endpoint_diff", "prior_distinct_2",
+    for key in ("recon_char_acc", "recon_bleu2", "recon_forced_acc", "homotopy_distinct", "homotopy_endpoint_diff",
+                "prior_distinct_2",
                 "prior_self_bleu"):
         assert f"val/{key}" in saved and saved[f"val/{key}"] == metrics[f"val/{key}"]
     assert "val/iw_nll_char" in saved
+
+
+@pytest.mark.parametrize("use_latent", [True, False])
+def test_forced_accuracy_is_the_argmax_of_each_step_given_the_true_prefix(vocab: Vocabulary, use_latent: bool) -> None:
+    """Teacher-forced accuracy equals stepping model.step along each poem's true characters from its posterior
+    mean (or without z for the LM) and counting the steps whose most likely character is the poem's."""
+    torch.manual_seed(0)
+    cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
+                    use_latent=use_latent, z_to_initial_state=use_latent, z_to_every_input=use_latent,
+                    position_codes=8)  # fmt: skip
+    model = PoemVAE(cfg)
+    tokens = torch.tensor([vocab.encode(poem_chars(p)) for p in TINY_POEMS])
+    dec_in = torch.cat([torch.full_like(tokens[:, :1], vocab.bos_id), tokens[:, :-1]], dim=1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(15):  # a few steps, so that some argmaxes are right and some are not
+        optimizer.zero_grad()
+        model(tokens, dec_in, tokens).rec.mean().backward()
+        optimizer.step()
+    model.eval()
+    z = model.encode(tokens)[0] if use_latent else None
+    state, prev, right = model.initial_state(z, len(tokens)), torch.full((len(tokens),), vocab.bos_id), 0
+    with torch.no_grad():
+        for t in range(tokens.size(1)):
+            log_probs, state = model.step(prev, state, z, position=t)
+            right += int((log_probs.argmax(1) == tokens[:, t]).sum())
+            prev = tokens[:, t]
+    measured = forced_accuracy(model, vocab, TINY_POEMS)["recon_forced_acc"]
+    assert measured == pytest.approx(right / tokens.numel()) and 0.0 < measured < 1.0

@@ -55,18 +55,18 @@ def metrics(nll: float, **latent: float) -> dict[str, float]:
 
 
 def test_main_table_has_the_latent_columns() -> None:
-    table = {"lm": metrics(6.1), "li2019": metrics(6.0, recon_char_acc=0.314, recon_bleu2=0.4, homotopy_distinct=5.5,
-                                                   homotopy_endpoint_diff=17.2, prior_distinct_2=0.65,
-                                                   prior_self_bleu=0.2)}
+    table = {"lm": metrics(6.1), "li2019": metrics(6.0, recon_char_acc=0.314, recon_bleu2=0.4, recon_forced_acc=0.52,
+                                                   homotopy_distinct=5.5, homotopy_endpoint_diff=17.2,
+                                                   prior_distinct_2=0.65, prior_self_bleu=0.2)}
     lines = report.main_table(table, ["li2019", "lm"])
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert "recon chars" in header and "prior self-BLEU" in header and len(header) == 15
+    assert "recon chars" in header and "forced chars" in header and "prior self-BLEU" in header and len(header) == 16
     for line in lines[1:]:
-        assert line.count("|") == 16
+        assert line.count("|") == 17
     li = [c.strip() for c in lines[2].strip("|").split("|")]
-    assert li[0] == "li2019" and li[9] == "31.4%" and li[11] == "5.50" and li[12] == "17.2"
+    assert li[0] == "li2019" and li[9] == "31.4%" and li[11] == "52.0%" and li[12] == "5.50" and li[13] == "17.2"
     lm = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert lm[9:] == ["–"] * 6  # measures not computed: shown as missing, not as zero
+    assert lm[9:] == ["–"] * 7  # measures not computed: shown as missing, not as zero
 
 
 def test_targets() -> None:

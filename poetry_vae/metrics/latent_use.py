@@ -1,7 +1,9 @@
 """What the latent code does, measured by greedy decoding (so every difference between outputs comes from z).
 
 - reconstruction: greedy decoding from the posterior mean of each poem; share of characters right position by
-  position, and character BLEU-2 against the poem;
+  position, and character BLEU-2 against the poem; and the same share under teacher forcing (each character
+  predicted from the poem's true prefix and the mean): what z and the prefix know, without greedy decoding's
+  compounding errors;
 - homotopy: greedy decoding at evenly spaced points between the posterior means of random pairs of poems; distinct
   poems along each walk, and characters that differ between the walk's two endpoint decodes (two random human
   poems differ in ~19 of 20);
@@ -104,6 +106,27 @@ def reconstruction_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[P
     return {"recon_char_acc": char_accuracy(hypotheses, references), "recon_bleu2": mean_bleu2(hypotheses, references)}
 
 
+@torch.no_grad()
+def forced_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> dict[str, float]:
+    """``recon_forced_acc``: share of characters that are the decoder's most likely next character given the
+    poem's true prefix and its posterior mean (no z for the LM baseline); punctuation-free, ``<eos>`` not counted."""
+    device = next(model.parameters()).device
+    right = total = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in _chunks(poems, DECODE_BATCH // 4):  # (rows, T, V) log-probabilities at once
+            tokens = torch.tensor([vocab.encode(poem_chars(p)) for p in chunk], device=device)
+            z = model.encode(tokens)[0] if model.cfg.use_latent else None
+            dec_in = torch.cat([torch.full_like(tokens[:, :1], vocab.bos_id), tokens[:, :-1]], dim=1)
+            best = model.next_token_log_probs(dec_in, z).argmax(dim=-1)
+            right += int((best == tokens).sum())
+            total += tokens.numel()
+    finally:
+        model.train(was_training)
+    return {"recon_forced_acc": right / total if total else 0.0}
+
+
 def homotopy_pairs(n_poems: int, pairs: int, seed: int = 0) -> list[tuple[int, int]]:
     """``pairs`` random pairs of distinct poem indices, drawn with ``random.Random(seed)``."""
     if n_poems < 2 or pairs < 1:
@@ -156,6 +179,7 @@ def latent_measures(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]
     """All three measures at once (what ``python -m poetry_vae.evaluate`` reports)."""
     return {
         **reconstruction_accuracy(model, vocab, poems),
+        **forced_accuracy(model, vocab, poems),
         **homotopy_stats(model, vocab, poems, homotopy_pairs, steps, seed),
         **prior_diversity(model, vocab, prior_samples, seed, line_length_of_poems(poems)),
     }

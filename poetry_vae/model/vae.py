@@ -98,6 +98,13 @@ class PoemVAE(nn.Module):
         logp = self.decoder.target_log_probs(hidden.reshape(-1, hidden.size(-1)), target.reshape(-1))
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
+    def next_token_log_probs(self, dec_in: Tensor, z: Tensor | None = None, form: Tensor | None = None) -> Tensor:
+        """Teacher forcing, full distributions: log p(. | dec_in_<=t, z) for each position, (B, T, V)."""
+        self._check_z(z)
+        state = self.decoder.initial_state(z, dec_in.size(0))
+        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z)
+        return self.decoder.log_probs(hidden.reshape(-1, hidden.size(-1))).view(*dec_in.shape, -1)
+
     def forward(
         self,
         tokens: Tensor,
