@@ -312,7 +312,7 @@ def homotopy_section(walks: dict[str, list[str]], endpoints: list[str]) -> list[
 
 def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]], reports: dict[str, dict[str, float]],
                    samples: dict[str, list], figures: list[str], homotopies: tuple[list[str], dict[str, list[str]]],
-                   best_vae: str, latent_vae: str) -> None:
+                   best_vae: str | None, latent_vae: str | None) -> None:
     ranked = sorted(table, key=lambda name: table[name]["test/iw_nll_char"])
     # the VAEs are compared against the strongest language model in the table (no latent: no homotopy table)
     lm_name = next((name for name in ranked if name not in homotopies[1]), None)
@@ -344,7 +344,8 @@ def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]],
         lines.append(f"**Best by test IW-NLL: `{best}`**" + (
             "." if best == lm_name else f", {abs(delta):.3f} nats/char below the best LM row `{lm_name}` "
             f"(perplexity {table[best]['test/iw_ppl']:.1f} vs {lm['test/iw_ppl']:.1f})."))
-        for label, name in (("Best VAE by test IW-NLL", best_vae), ("Best VAE that uses its latent", latent_vae)):
+        vae_rows = (("Best VAE by test IW-NLL", best_vae), ("Best VAE that uses its latent", latent_vae))
+        for label, name in vae_rows if best_vae is not None else ():  # a table of language models only: none
             vae = table[name]
             gap = vae["test/iw_nll_char"] - lm["test/iw_nll_char"]
             lines.append(f"{label}: `{name}`, {gap:+.3f} nats/char against `{lm_name}` (perplexity "
@@ -411,15 +412,15 @@ def main() -> None:
         share = 1 - PRETRAIN_SHARE if name in CHAINS else 1.0  # a fine-tuned row's own part of the budget
         metrics[name]["poems_per_s"] = training_speed(run, curves[name], args.budget_min * 60 * share)
     vaes = [name for name, run in runs.items() if uses_latent(run)]
-    best_vae = min(vaes, key=lambda name: metrics[name]["test/iw_nll_char"])
+    best_vae = min(vaes, key=lambda name: metrics[name]["test/iw_nll_char"], default=None)
     # The latent map and homotopy are only worth drawing for a model that uses its latent (KL >= 1 nat).
-    in_use = [name for name in vaes if metrics[name]["test/kl"] >= 1.0] or [best_vae]
-    latent_vae = min(in_use, key=lambda name: metrics[name]["test/iw_nll_char"])
+    in_use = [name for name in vaes if metrics[name]["test/kl"] >= 1.0] or vaes
+    latent_vae = min(in_use, key=lambda name: metrics[name]["test/iw_nll_char"], default=None)
     reports, samples = poetry_rows(runs, args.poems, args.seed)
     pretrained = {name: read_csv(ROOT / "outputs" / f"{args.prefix}{CHAINS[name]}") for name in runs if name in CHAINS}
     per_minute = plot_quality_per_minute(curves, figures_dir, prefix_curves=pretrained)
     figures = [*plot_curves(curves, figures_dir), *([per_minute] if per_minute else []),
-               latent_figure(runs[latent_vae], figures_dir)]
+               *([latent_figure(runs[latent_vae], figures_dir)] if latent_vae is not None else [])]
     walks = {name: homotopy_table(runs[name], args.seed) for name in vaes}
     endpoints = next(iter(walks.values()))[0] if walks else ["", ""]
     write_markdown(args, metrics, reports, samples, figures, (endpoints, {n: w for n, (_, w) in walks.items()}),

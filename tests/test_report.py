@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import importlib.util
 from pathlib import Path
@@ -100,3 +101,14 @@ def test_best_checkpoint_is_the_best_saved_score_not_the_newest(tmp_path: Path) 
     assert report.best_checkpoint(tmp_path / "run").name == "best-epoch213.ckpt"
     (folder / "best-epoch213.ckpt").unlink()
     assert report.best_checkpoint(tmp_path / "run").name == "best-epoch264.ckpt"
+
+
+def test_a_table_of_language_models_only_is_written(tmp_path: Path) -> None:
+    """`--experiments lm lm_pos` has no VAE: the page names the best LM and lists no VAE lines or targets."""
+    args = argparse.Namespace(budget_min=1.0, iw_samples=5, iw_every=1, seed=0, machine="test", homotopy_pairs=2,
+                              prior_samples=2, poems=2, out_dir=tmp_path)
+    table = {"lm": metrics(6.1), "lm_pos": metrics(6.2)}
+    report.write_markdown(args, table, {}, {}, [], (["", ""], {}), None, None)
+    page = (tmp_path / "results.md").read_text("utf-8")
+    assert "**Best by test IW-NLL: `lm`**." in page and "Best VAE" not in page and "Targets" in page
+    assert "- `lm" not in page  # no target lines: they are for the VAEs
