@@ -20,6 +20,7 @@ from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, bui
 from poetry_vae.generation.profile import StepProfile
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.generation.sampling import Workspace, choose, no_phase
+from poetry_vae.model.modes import evaluating
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.precision import decoding_dtype
@@ -62,18 +63,13 @@ def generate(
     if z is not None:
         z = z.to(device).reshape(n, -1)
 
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            form = form_id(model, request)
-            dtype = decoding_dtype(request.precision, device)
-            if request.strategy == "beam":
-                tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form, dtype)
-            else:
-                tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form, dtype)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.inference_mode():
+        form = form_id(model, request)
+        dtype = decoding_dtype(request.precision, device)
+        if request.strategy == "beam":
+            tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form, dtype)
+        else:
+            tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form, dtype)
     return [
         _finish(vocab, request, row, score, pattern)
         for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)

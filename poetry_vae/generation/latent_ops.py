@@ -14,6 +14,7 @@ from poetry_vae.form import split_lines
 from poetry_vae.generation.constraints import check_prompt_chars
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
+from poetry_vae.model.modes import evaluating
 from poetry_vae.model.vae import PoemVAE
 
 
@@ -54,13 +55,8 @@ def encode_texts(
             raise PromptError(f"poem {i}: {error}" if len(texts) > 1 else str(error)) from None
     device = next(model.parameters()).device
     tokens = torch.tensor(rows, dtype=torch.long, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model.encode(tokens)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad():
+        return model.encode(tokens)
 
 
 def reconstruct(

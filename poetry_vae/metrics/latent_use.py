@@ -28,6 +28,7 @@ from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import interpolate
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.metrics.poetry import distinct_n, self_bleu, sentence_bleu
+from poetry_vae.model.modes import evaluating
 from poetry_vae.model.vae import PoemVAE
 
 DECODE_BATCH = 512  # rows decoded at once: greedy decoding is batched, so this only bounds memory
@@ -74,15 +75,15 @@ def greedy_decode(
 @torch.no_grad()
 def posterior_means(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
     """mu of q(z|x) for each poem (N, Z), in eval mode (BN-VAE uses its running statistics)."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        rows = [model.encode(torch.tensor([vocab.encode(poem_chars(p)) for p in chunk], device=device))[0]
-                for chunk in _chunks(poems, DECODE_BATCH)]
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        rows = [model.encode(_char_ids(model, vocab, chunk))[0] for chunk in _chunks(poems, DECODE_BATCH)]
     return torch.cat(rows)
+
+
+def _char_ids(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
+    """(N, characters) ids of the poems' characters, on the model's device."""
+    device = next(model.parameters()).device
+    return torch.tensor([vocab.encode(poem_chars(p)) for p in poems], device=device)
 
 
 def line_length_of_poems(poems: Sequence[PoemLike]) -> int:
@@ -110,20 +111,15 @@ def reconstruction_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[P
 def forced_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> dict[str, float]:
     """``recon_forced_acc``: share of characters that are the decoder's most likely next character given the
     poem's true prefix and its posterior mean (no z for the LM baseline); punctuation-free, ``<eos>`` not counted."""
-    device = next(model.parameters()).device
     right = total = 0
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for chunk in _chunks(poems, DECODE_BATCH // 4):  # (rows, T, V) log-probabilities at once
-            tokens = torch.tensor([vocab.encode(poem_chars(p)) for p in chunk], device=device)
+            tokens = _char_ids(model, vocab, chunk)
             z = model.encode(tokens)[0] if model.cfg.use_latent else None
             dec_in = torch.cat([torch.full_like(tokens[:, :1], vocab.bos_id), tokens[:, :-1]], dim=1)
             best = model.next_token_log_probs(dec_in, z).argmax(dim=-1)
             right += int((best == tokens).sum())
             total += tokens.numel()
-    finally:
-        model.train(was_training)
     return {"recon_forced_acc": right / total if total else 0.0}
 
 

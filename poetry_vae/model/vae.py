@@ -93,17 +93,19 @@ class PoemVAE(nn.Module):
         cfg = self.cfg
         if word_dropout_rate > 0:
             dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
-        state = self.decoder.initial_state(z, dec_in.size(0))
-        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z)
-        logp = self.decoder.target_log_probs(hidden.reshape(-1, hidden.size(-1)), target.reshape(-1))
+        hidden = self._forced_hidden(dec_in, z, form)
+        logp = self.decoder.target_log_probs(hidden, target.reshape(-1))
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
     def next_token_log_probs(self, dec_in: Tensor, z: Tensor | None = None, form: Tensor | None = None) -> Tensor:
         """Teacher forcing, full distributions: log p(. | dec_in_<=t, z) for each position, (B, T, V)."""
         self._check_z(z)
-        state = self.decoder.initial_state(z, dec_in.size(0))
-        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z)
-        return self.decoder.log_probs(hidden.reshape(-1, hidden.size(-1))).view(*dec_in.shape, -1)
+        return self.decoder.log_probs(self._forced_hidden(dec_in, z, form)).view(*dec_in.shape, -1)
+
+    def _forced_hidden(self, dec_in: Tensor, z: Tensor | None, form: Tensor | None) -> Tensor:
+        """What the output layer reads at every position of ``dec_in`` (B, T), flattened to (B * T, width)."""
+        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), self.decoder.initial_state(z, dec_in.size(0)), z)
+        return hidden.reshape(-1, hidden.size(-1))
 
     def forward(
         self,
