@@ -38,7 +38,8 @@ from poetry_vae.metrics.poetry import poetry_report
 ROOT = Path(__file__).resolve().parents[1]
 
 EXPERIMENTS = ("lm", "vanilla", "bowman", "cyclical_fb", "li2019", "bnvae", "bnvae_wd0", "bnvae_wd0_skip", "bnvae_bow",
-               "bnvae_bow_skip", "lm_pos", "bnvae_pos", "bnvae_kl36_pos", "fb32_pos", "aggressive")
+               "bnvae_bow_skip", "lm_pos", "bnvae_pos", "bnvae_kl36_pos", "fb32_pos", "wuyan_fb64_pos_wd50",
+               "aggressive")
 LATENT_KEYS = ("recon_char_acc", "recon_bleu2", "recon_forced_acc", "homotopy_distinct", "homotopy_endpoint_diff",
                "prior_distinct_2", "prior_self_bleu")
 # The targets for the best VAE: likelihood no worse than the LM's while the latent does real work.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
@@ -22,13 +25,21 @@ def test_presets_are_found() -> None:
     assert {"lm", "vanilla", "bowman", "cyclical_fb", "make_train", "li2019", "bnvae", "aggressive"} <= set(PRESETS)
 
 
+@functools.cache
+def datamodule_for(data_yaml: str) -> Any:
+    """One data module per distinct data config: many presets share a corpus, and the blocks corpus (data=wuyan)
+    takes seconds to read."""
+    return instantiate(OmegaConf.create(data_yaml))
+
+
 @pytest.mark.parametrize("preset", PRESETS)
-def test_preset_builds_module_and_data(preset: str, tmp_path: Path) -> None:
+def test_preset_builds_module_and_data(preset: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    cache = tmp_path_factory.getbasetemp() / "preset-cache"  # shared, so equal data configs compare equal
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={preset}", "init_embeddings=random",
-                                          f"paths.cache_dir={tmp_path}", "data.limit_train_poems=64"])
+                                          f"paths.cache_dir={cache}", "data.limit_train_poems=64"])
     assert cfg.run_name  # every preset names its runs
-    datamodule = instantiate(cfg.data)
+    datamodule = datamodule_for(OmegaConf.to_yaml(cfg.data, resolve=True))
     module = build_module(cfg, datamodule)
     assert module.model.cfg.use_latent == (cfg.model.use_latent)
     assert module.objective.free_bits == cfg.objective.free_bits
