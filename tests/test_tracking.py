@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import tiny_train_config
@@ -13,9 +14,15 @@ from wandb_records import read_run
 from poetry_vae.train import train
 
 
-def _runs(directory: Path) -> list[dict]:
-    files = sorted(p for p in directory.glob("wandb/offline-run-*/run-*.wandb"))
-    return [read_run(f) for f in files]
+def _runs(directory: Path, count: int, timeout_s: float = 60.0) -> list[dict]:
+    """The offline runs under ``directory``, read once ``count`` of them are whole: wandb's service may still be
+    writing a run's file after ``finish()`` has returned (seen on a loaded machine)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = [read_run(f) for f in sorted(directory.glob("wandb/offline-run-*/run-*.wandb"))]
+        if (len(runs) >= count and all(run["exited"] for run in runs)) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)
 
 
 def test_each_sweep_job_is_its_own_wandb_run(tmp_path: Path) -> None:
@@ -28,7 +35,7 @@ def test_each_sweep_job_is_its_own_wandb_run(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    runs = {job: _runs(sweep / job) for job in ("0", "1")}
+    runs = {job: _runs(sweep / job, 1) for job in ("0", "1")}
     assert all(len(found) == 1 for found in runs.values()), runs  # no job logs into another job's run
     first, second = runs["0"][0], runs["1"][0]
     assert first["id"] != second["id"]
@@ -48,7 +55,7 @@ def test_resumed_run_continues_its_wandb_run(tmp_path: Path, monkeypatch) -> Non
     common = ("logger=default", "trainer.limit_val_batches=1")
     train(tiny_train_config(out, cache, *common, "trainer.max_epochs=1"))
     train(tiny_train_config(out, cache, *common, "trainer.max_epochs=2", "ckpt_path=last"))
-    runs = _runs(out)
+    runs = _runs(out, 2)
     assert len(runs) == 2 and runs[0]["id"] == runs[1]["id"]  # one run id: one curve on the dashboard
     steps = sorted(row["trainer/global_step"] for run in runs for row in run["history"]
                    if "train/loss" in row and "trainer/global_step" in row)

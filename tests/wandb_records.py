@@ -43,8 +43,9 @@ def _payloads(data: bytes) -> list[bytes]:
 
 
 def read_run(run_file: Path) -> dict[str, Any]:
-    """``{"id", "name", "group", "config": {key: value}, "history": [{key: value}, ...]}`` of one run file."""
-    out: dict[str, Any] = {"id": None, "name": None, "group": None, "config": {}, "history": []}
+    """``{"id", "name", "group", "config": {key: value}, "history": [{key: value}, ...], "exited": bool}`` of one
+    run file; ``exited``: its exit record (written last, by ``finish()``) is there, so the file is whole."""
+    out: dict[str, Any] = {"id": None, "name": None, "group": None, "config": {}, "history": [], "exited": False}
     for payload in _payloads(Path(run_file).read_bytes()):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
@@ -56,6 +57,8 @@ def read_run(run_file: Path) -> dict[str, Any]:
         elif kind == "config":
             for item in record.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
+        elif kind == "exit":
+            out["exited"] = True
         elif kind == "history":
             out["history"].append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                                    for item in record.history.item})
