@@ -30,6 +30,15 @@ class VAEConfig:
     # (use_latent=False) learns a fixed code per position instead
     position_codes: int = 0
     position_code_dim: int = 64
+    # > 0: the poem's line length (5 or 7). Each decoder step reads a learned code of its place (line index and
+    # position within the line) beside its input character, so the decoder need not count to find a line's end
+    line_length: int = 0
+    place_dim: int = 16
+    # > 0 (needs line_length): a pointer to the rhyme. At the last character of line 2 (and of line 4) the output
+    # layer also reads the rhyme classes (the shipped 平水韵 table, plus a learned per-character part) of the last
+    # character of line 1 (and of line 2): a direct path from position 10 to 20 that a recurrent state does not
+    # learn to keep
+    rhyme_dim: int = 0
     output_layer: str = "softmax"  # "softmax" | "adaptive" (nn.AdaptiveLogSoftmaxWithLoss)
     adaptive_cutoffs: tuple[int, ...] = (1000, 3000)  # those >= vocab_size are dropped at build time
     adaptive_div_value: float = 4.0
@@ -53,6 +62,9 @@ class VAEConfig:
             (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
             (self.bn_gamma < 0, f"bn_gamma={self.bn_gamma} must be >= 0 (0 = no batch norm on mu)"),
             (self.position_codes < 0, f"position_codes={self.position_codes} must be >= 0 (0 = off)"),
+            (self.line_length < 0, f"line_length={self.line_length} must be >= 0 (0 = off)"),
+            (self.rhyme_dim < 0, f"rhyme_dim={self.rhyme_dim} must be >= 0 (0 = off)"),
+            (self.rhyme_dim > 0 and not self.line_length, "rhyme_dim > 0 needs line_length (5 or 7)"),
             (
                 self.use_latent
                 and not (self.z_to_initial_state or self.z_to_every_input or self.z_to_output or self.position_codes),
@@ -92,4 +104,5 @@ _POSITIVE = (
     "decoder_hidden",
     "decoder_layers",
     "position_code_dim",
+    "place_dim",
 )

@@ -1,5 +1,6 @@
-"""LSTM decoder: per step input [char embedding ; z], initial state from z, optionally z beside the top layer's
-output (a generative skip connection) and a per-position code read from z, then softmax or adaptive softmax."""
+"""LSTM decoder: per step input [char embedding ; z ; the step's place in the poem], initial state from z, optionally
+z beside the top layer's output (a generative skip connection), a per-position code read from z and, at the rhyming
+line ends, the rhyme classes of the earlier line end they rhyme with; then softmax or adaptive softmax."""
 
 from __future__ import annotations
 
@@ -26,7 +27,12 @@ class Decoder(nn.Module):
         self.z_state = cfg.use_latent and cfg.z_to_initial_state
         # Dieng et al. 2019 (Skip-VAE): z reaches the output layer directly, so the LSTM cannot wash it out
         self.z_output = cfg.use_latent and cfg.z_to_output
-        in_dim = cfg.embed_dim + (cfg.latent_dim if self.z_input else 0)
+        # the poem's structure: the step's place (line, position in line) at the input; four lines and <eos>,
+        # later steps read the last place
+        self.line_length = cfg.line_length
+        self.places = 4 * cfg.line_length + 1 if cfg.line_length else 0
+        self.place_table = nn.Embedding(self.places, cfg.place_dim) if self.places else None
+        in_dim = cfg.embed_dim + (cfg.latent_dim if self.z_input else 0) + (cfg.place_dim if self.places else 0)
         H, L = cfg.decoder_hidden, cfg.decoder_layers
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(in_dim, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0)
@@ -38,7 +44,19 @@ class Decoder(nn.Module):
         width = self.positions * code_dim
         self.z_to_positions = nn.Linear(cfg.latent_dim, width) if width and cfg.use_latent else None
         self.position_table = nn.Parameter(torch.zeros(width)) if width and not cfg.use_latent else None
-        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim
+        self.rhyme_dim = cfg.rhyme_dim
+        if self.rhyme_dim:
+            from poetry_vae.prosody.tables import class_names
+
+            classes = len(class_names("pingshui"))
+            # (V, classes), each row a character's 平水韵 classes summing to 1; filled by build_model from the
+            # vocabulary, not saved (it is the shipped table's, not learned)
+            self.register_buffer("rhyme_classes", torch.zeros(cfg.vocab_size, classes), persistent=False)
+            # two halves: what line 2's end reads of line 1's, what line 4's end reads of line 2's
+            self.rhyme_from_class = nn.Linear(classes, 2 * cfg.rhyme_dim, bias=False)
+            self.rhyme_from_char = nn.Embedding(cfg.vocab_size, 2 * cfg.rhyme_dim, padding_idx=cfg.pad_id)
+            nn.init.zeros_(self.rhyme_from_char.weight)  # the table first; characters learn what it misses
+        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim + cfg.rhyme_dim
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
                 out_dim, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
@@ -61,13 +79,52 @@ class Decoder(nn.Module):
         pre = self.position_table.expand(rows, -1) if z is None else self.z_to_positions(z)
         return F.pad(torch.tanh(pre).view(rows, self.positions, -1), (0, 0, 0, 1))
 
-    def hidden(self, emb: Tensor, state: State, z: Tensor | None, start: int = 0) -> tuple[Tensor, State]:
+    @property
+    def rhyme_steps(self) -> tuple[int, int]:
+        """The steps that read a rhyme: the last characters of lines 2 and 4."""
+        return 2 * self.line_length - 1, 4 * self.line_length - 1
+
+    @property
+    def anchor_steps(self) -> tuple[int, int]:
+        """The steps whose input is the last character of line 1, and of line 2 (what the rhyme steps read)."""
+        return self.line_length, 2 * self.line_length
+
+    def rhyme_features(self, anchors: Tensor) -> Tensor:
+        """anchors (B, 2): the last characters of lines 1 and 2 (pad where not yet written) -> (B, 2, rhyme_dim):
+        what the rhyme steps read."""
+        d = self.rhyme_dim
+        both = self.rhyme_from_class(self.rhyme_classes[anchors]) + self.rhyme_from_char(anchors)
+        return torch.stack([both[:, 0, :d], both[:, 1, d:]], dim=1)
+
+    def place_codes(self, start: int, steps: int) -> Tensor:
+        """(steps, place_dim): the place codes of steps ``start`` .. ``start + steps - 1``."""
+        ids = torch.arange(start, start + steps, device=self.place_table.weight.device).clamp_(max=self.places - 1)
+        return self.place_table(ids)
+
+    def _rhyme_inputs(self, anchors: Tensor | None, start: int, steps: int, like: Tensor) -> Tensor:
+        """(B, steps, rhyme_dim): the rhyme features at the rhyme steps, zeros elsewhere."""
+        slots = like.new_zeros(like.size(0), steps, self.rhyme_dim)
+        if anchors is None:
+            return slots
+        features = self.rhyme_features(anchors).to(like.dtype)
+        for k, step in enumerate(self.rhyme_steps):
+            if start <= step < start + steps:
+                slots[:, step - start] = features[:, k]
+        return slots
+
+    def hidden(
+        self, emb: Tensor, state: State, z: Tensor | None, start: int = 0, anchors: Tensor | None = None
+    ) -> tuple[Tensor, State]:
         """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H), with
-        [; z] (``z_to_output``) and [; step t's code] (``position_codes``), after dropout (z and its codes are never
+        [; z] (``z_to_output``), [; step t's code] (``position_codes``) and [; the rhyme] (``rhyme_dim``; ``anchors``
+        (B, 2) the last characters of lines 1 and 2, or None), after dropout (z, codes and rhymes are never
         dropped), and the new state."""
         x = self.dropout(emb)
         if self.z_input:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
+        if self.places:
+            places = self.place_codes(start, x.size(1)).to(x.dtype)
+            x = torch.cat([x, places.unsqueeze(0).expand(x.size(0), -1, -1)], dim=-1)
         out, state = self.lstm(x, state)
         out = self.dropout(out)
         if self.z_output:  # in out's dtype: under bf16 autocast a float32 z would promote the output layer's input
@@ -75,6 +132,8 @@ class Decoder(nn.Module):
         if self.positions:
             steps = torch.arange(start, start + out.size(1), device=out.device).clamp_(max=self.positions)
             out = torch.cat([out, self.position_codes(z, out.size(0))[:, steps].to(out.dtype)], dim=-1)
+        if self.rhyme_dim:
+            out = torch.cat([out, self._rhyme_inputs(anchors, start, out.size(1), out)], dim=-1)
         return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:

@@ -53,7 +53,13 @@ class LogitStepper:
         self.vocab_size = model.cfg.vocab_size
         self.width = padded_size(self.vocab_size)
         self.state = model.initial_state(z, rows)
-        self.position = 0  # the next step's index: position codes and the slow path's model.step read it
+        self.position = 0  # the next step's index: position codes, places and the slow path's model.step read it
+        cfg = model.cfg
+        self.line_length = getattr(cfg, "line_length", 0)
+        # a rhyme pointer's anchors: the last characters of lines 1 and 2, pad until written
+        self.anchors = (
+            torch.full((rows, 2), cfg.pad_id, dtype=torch.long, device=device) if getattr(cfg, "rhyme_dim", 0) else None
+        )
         dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
         output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
         self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
@@ -73,7 +79,10 @@ class LogitStepper:
                            torch.arange(2 * hidden, 3 * hidden)]).to(w_ih0.device)  # fmt: skip
         bias0 = (lstm.bias_ih_l0 + lstm.bias_hh_l0)[order]
         self.token_gates = torch.addmm(bias0, table, w_ih0[order, :emb_dim].t())  # (V, 4H)
-        self.z_gates = z @ w_ih0[order, emb_dim:].t() if dec.z_input else None  # (R, 4H), constant per poem
+        z_cols = slice(emb_dim, emb_dim + (model.cfg.latent_dim if dec.z_input else 0))
+        self.z_gates = z @ w_ih0[order, z_cols].t() if dec.z_input else None  # (R, 4H), constant per poem
+        # (places, 4H): each place code's share of the first layer's gates
+        self.place_gates = dec.place_table.weight @ w_ih0[order, z_cols.stop :].t() if dec.places else None
         self.w_hh0 = lstm.weight_hh_l0[order].t().contiguous()
         # upper layers: one matmul over [input; h] with the two weight matrices stacked
         self.upper = [
@@ -90,6 +99,7 @@ class LogitStepper:
         self.z_at_output = bool(dec.z_output)
         rows = self.state[0].shape[1]
         self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
+        self.no_rhyme = self.state[0].new_zeros(rows, dec.rhyme_dim) if dec.rhyme_dim else None
         z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
@@ -137,10 +147,15 @@ class LogitStepper:
 
     def __call__(self, prev: Tensor) -> Tensor:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
+        if self.anchors is not None and self.position in (self.line_length, 2 * self.line_length):
+            self.anchors[:, self.position // self.line_length - 1] = prev
         if not self.fast:
             extra = () if self.form is None else (self.form,)
             # a model of another layout may have no position argument
-            where = {"position": self.position} if getattr(self.model.cfg, "position_codes", 0) else {}
+            cfg = self.model.cfg
+            where = {"position": self.position} if getattr(cfg, "position_codes", 0) or self.line_length else {}
+            if self.anchors is not None:
+                where["anchors"] = self.anchors
             log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
             self.position += 1
             return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
@@ -148,6 +163,8 @@ class LogitStepper:
         gates = self.token_gates.index_select(0, prev)
         if self.z_gates is not None:
             gates += self.z_gates
+        if self.place_gates is not None:
+            gates += self.place_gates[min(self.position, self.place_gates.shape[0] - 1)]
         gates.addmm_(h[0], self.w_hh0)
         x = self._cell(gates, c[0], h_new[0], c_new[0])
         for k, (weight, bias) in enumerate(self.upper, start=1):
@@ -155,6 +172,8 @@ class LogitStepper:
         self.state, self.spare = (h_new, c_new), (h, c)
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
+        if self.no_rhyme is not None:
+            x = torch.cat([x, self._rhyme()], dim=1)
         self.position += 1
         if self.logits is None or self.logits.shape[0] != x.shape[0]:
             self.logits = x.new_empty(x.shape[0], self.width)
@@ -164,9 +183,18 @@ class LogitStepper:
             return self.logits.copy_(torch.addmm(self.out_b, x.to(self.dtype), self.out_w))
         return torch.addmm(self.out_b, x, self.out_w, out=self.logits)
 
+    def _rhyme(self) -> Tensor:
+        """(R, rhyme_dim): what this step's output reads of the rhyme (zeros but at the rhyme steps)."""
+        steps = self.model.decoder.rhyme_steps
+        if self.position not in steps:
+            return self.no_rhyme
+        return self.model.decoder.rhyme_features(self.anchors)[:, steps.index(self.position)]
+
     def reorder(self, index: Tensor) -> None:
         """Beam search: row ``i`` continues row ``index[i]``."""
         self.state = (self.state[0].index_select(1, index), self.state[1].index_select(1, index))
+        if self.anchors is not None:
+            self.anchors = self.anchors.index_select(0, index)
         if self.z is not None:
             self.z = self.z.index_select(0, index)
         if self.fast and self.z_gates is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poetry_vae.model.config import VAEConfig
@@ -91,20 +92,34 @@ class PoemVAE(nn.Module):
         """
         self._check_z(z)
         cfg = self.cfg
+        anchors = self.anchors(dec_in)  # the true line ends: word dropout hides inputs, not the rhyme to keep
         if word_dropout_rate > 0:
             dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
-        hidden = self._forced_hidden(dec_in, z, form)
+        hidden = self._forced_hidden(dec_in, z, form, anchors)
         logp = self.decoder.target_log_probs(hidden, target.reshape(-1))
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
     def next_token_log_probs(self, dec_in: Tensor, z: Tensor | None = None, form: Tensor | None = None) -> Tensor:
         """Teacher forcing, full distributions: log p(. | dec_in_<=t, z) for each position, (B, T, V)."""
         self._check_z(z)
-        return self.decoder.log_probs(self._forced_hidden(dec_in, z, form)).view(*dec_in.shape, -1)
+        hidden = self._forced_hidden(dec_in, z, form, self.anchors(dec_in))
+        return self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
 
-    def _forced_hidden(self, dec_in: Tensor, z: Tensor | None, form: Tensor | None) -> Tensor:
+    def anchors(self, dec_in: Tensor) -> Tensor | None:
+        """The last characters of lines 1 and 2 in ``dec_in`` (B, T), (B, 2), pad where the poem is shorter; None
+        for a decoder without a rhyme pointer."""
+        if not self.cfg.rhyme_dim:
+            return None
+        steps = torch.tensor(self.decoder.anchor_steps, device=dec_in.device)
+        padded = F.pad(dec_in, (0, int(steps.max()) + 1 - dec_in.size(1)), value=self.cfg.pad_id)
+        return padded[:, steps]
+
+    def _forced_hidden(
+        self, dec_in: Tensor, z: Tensor | None, form: Tensor | None, anchors: Tensor | None = None
+    ) -> Tensor:
         """What the output layer reads at every position of ``dec_in`` (B, T), flattened to (B * T, width)."""
-        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), self.decoder.initial_state(z, dec_in.size(0)), z)
+        state = self.decoder.initial_state(z, dec_in.size(0))
+        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z, anchors=anchors)
         return hidden.reshape(-1, hidden.size(-1))
 
     def forward(
@@ -135,15 +150,19 @@ class PoemVAE(nn.Module):
         z: Tensor | None = None,
         form: Tensor | None = None,
         position: int = 0,
+        anchors: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         """One decoding step: prev_tokens (B,) -> full next-token log-probs (B, V) and the new state.
-        ``position`` is the step's index (0 reads after ``<bos>``); only a model with ``position_codes`` reads it.
+        ``position`` is the step's index (0 reads after ``<bos>``); only a model with ``position_codes`` or
+        ``line_length`` reads it. ``anchors`` (B, 2): the last characters of lines 1 and 2 written so far (pad where
+        not yet), read by a model with ``rhyme_dim`` (see :meth:`anchors`).
 
         Same code path as ``token_log_probs``, so running it autoregressively
         over ``dec_in`` reproduces teacher forcing exactly in eval mode.
         """
         self._check_z(z)
-        hidden, state = self.decoder.hidden(self._embed(prev_tokens.unsqueeze(1), form), state, z, position)
+        emb = self._embed(prev_tokens.unsqueeze(1), form)
+        hidden, state = self.decoder.hidden(emb, state, z, position, anchors)
         return self.decoder.log_probs(hidden.squeeze(1)), state
 
     def reset_decoder(self, seed: int) -> None:
