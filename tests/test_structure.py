@@ -47,11 +47,13 @@ def test_rhyme_table_rows_are_the_shipped_classes(vocab) -> None:
 
 
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
-@pytest.mark.parametrize("use_latent", [True, False])
-def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str, use_latent: bool) -> None:
-    """model.step (anchors as the stepper keeps them) and the fast stepper both give teacher forcing's numbers."""
-    model = structured(vocab, use_latent, output_layer=output_layer, z_to_output=use_latent, position_codes=4)
-    dec_in, target = poems_of(corpus, vocab, 3)
+@pytest.mark.parametrize(("use_latent", "place_dim"), [(True, 6), (False, 6), (True, 0)])
+def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str, use_latent: bool, place_dim: int):
+    """model.step (anchors as the stepper keeps them) and the fast stepper both give teacher forcing's numbers
+    (place_dim 0: the rhyme pointer without place codes)."""
+    model = structured(vocab, use_latent, output_layer=output_layer, z_to_output=use_latent, position_codes=4,
+                       place_dim=place_dim)  # fmt: skip
+    dec_in, _ = poems_of(corpus, vocab, 3)
     z = torch.randn(3, 8) if use_latent else None
     with torch.no_grad():
         forced = model.next_token_log_probs(dec_in, z)
@@ -104,6 +106,8 @@ def test_structure_config_errors() -> None:
         VAEConfig(vocab_size=50, rhyme_dim=8)
     with pytest.raises(PoetryVAEError, match="line_length=-1"):
         VAEConfig(vocab_size=50, line_length=-1)
+    with pytest.raises(PoetryVAEError, match="place_dim=-2"):
+        VAEConfig(vocab_size=50, line_length=5, place_dim=-2)
 
 
 def test_a_model_without_structure_is_unchanged(vocab) -> None:

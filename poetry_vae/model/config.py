@@ -33,7 +33,7 @@ class VAEConfig:
     # > 0: the poem's line length (5 or 7). Each decoder step reads a learned code of its place (line index and
     # position within the line) beside its input character, so the decoder need not count to find a line's end
     line_length: int = 0
-    place_dim: int = 16
+    place_dim: int = 16  # 0: no place code (the rhyme pointer alone)
     # > 0 (needs line_length): a pointer to the rhyme. At the last character of line 2 (and of line 4) the output
     # layer also reads the rhyme classes (the shipped 平水韵 table, plus a learned per-character part) of the last
     # character of line 1 (and of line 2): a direct path from position 10 to 20 that a recurrent state does not
@@ -64,6 +64,7 @@ class VAEConfig:
             (self.position_codes < 0, f"position_codes={self.position_codes} must be >= 0 (0 = off)"),
             (self.line_length < 0, f"line_length={self.line_length} must be >= 0 (0 = off)"),
             (self.rhyme_dim < 0, f"rhyme_dim={self.rhyme_dim} must be >= 0 (0 = off)"),
+            (self.place_dim < 0, f"place_dim={self.place_dim} must be >= 0 (0 = no place code)"),
             (self.rhyme_dim > 0 and not self.line_length, "rhyme_dim > 0 needs line_length (5 or 7)"),
             (
                 self.use_latent
@@ -104,5 +105,4 @@ _POSITIVE = (
     "decoder_hidden",
     "decoder_layers",
     "position_code_dim",
-    "place_dim",
 )

@@ -30,7 +30,7 @@ class Decoder(nn.Module):
         # the poem's structure: the step's place (line, position in line) at the input; four lines and <eos>,
         # later steps read the last place
         self.line_length = cfg.line_length
-        self.places = 4 * cfg.line_length + 1 if cfg.line_length else 0
+        self.places = 4 * cfg.line_length + 1 if cfg.line_length and cfg.place_dim else 0
         self.place_table = nn.Embedding(self.places, cfg.place_dim) if self.places else None
         in_dim = cfg.embed_dim + (cfg.latent_dim if self.z_input else 0) + (cfg.place_dim if self.places else 0)
         H, L = cfg.decoder_hidden, cfg.decoder_layers
