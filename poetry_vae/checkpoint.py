@@ -19,6 +19,7 @@ from poetry_vae.errors import CheckpointError, CorpusError, PoetryVAEError
 from poetry_vae.model import PoemVAE, build_model
 
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
+SHIPPED_MODEL = "pretrained_wuyan_vae.pt"  # in poetry_vae/resources: what every command opens by default
 _MODEL_PREFIX = "model."
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 _PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcode
@@ -49,6 +50,13 @@ def check_device(device: str | torch.device) -> torch.device:
     elif resolved.type != "cpu":
         raise CheckpointError(f"device={device}: only cpu and cuda devices are supported")
     return resolved
+
+
+def shipped_model() -> Path:
+    """The path of the model shipped with the package (see ``resources/*_SOURCE.md`` for how it was made)."""
+    from importlib import resources
+
+    return Path(str(resources.files("poetry_vae.resources").joinpath(SHIPPED_MODEL)))
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
