@@ -47,18 +47,43 @@ def quote_unicode_values(args: list[str]) -> list[str]:
             quoted.append(arg)
             continue
         if value.startswith("[") and value.endswith("]"):
-            items = [item.strip() for item in value[1:-1].split(",") if item.strip()]
-            value = "[" + ",".join(_quote(item) for item in items) + "]"
+            value = "[" + ",".join(_quote(item) for item in _list_items(value[1:-1])) + "]"
         else:
             value = _quote(value)
         quoted.append(f"{match.group(1)}={value}")
     return quoted
 
 
+def _list_items(inner: str) -> list[str]:
+    """The items of a list value, split on commas outside quotes: ``'床前明月光,疑是地上霜…'`` stays one item,
+    as in Hydra's own grammar."""
+    items: list[str] = []
+    current: list[str] = []
+    quote = ""  # the quote character we are inside, if any
+    chars = iter(inner)
+    for char in chars:
+        if char == "," and not quote:
+            items.append("".join(current))
+            current = []
+            continue
+        current.append(char)
+        if quote and char == "\\":
+            current.append(next(chars, ""))  # an escaped character, e.g. a quote inside the quotes
+        elif char in ("'", '"') and (not quote or char == quote):
+            quote = "" if quote else char
+    items.append("".join(current))
+    return [item.strip() for item in items if item.strip()]
+
+
 def _quote(item: str) -> str:
     if item[:1] in ("'", '"'):
         return item
-    return "'" + item.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return hydra_value(item)
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as one quoted value of Hydra's override grammar (a path may hold spaces, commas or quotes)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _one_line(message: str) -> str:
@@ -138,12 +163,14 @@ def validate(config_name: str, cfg: DictConfig) -> None:
 
 
 def hydra_command(
-    config_name: str, job: Callable[[DictConfig], T], precheck: Callable[[DictConfig], None] | None = None
+    config_name: str, job: Callable[[DictConfig], T], precheck: Callable[[DictConfig], list[str] | None] | None = None
 ) -> Callable[[], None]:
     """``main()`` of a command: ``job(cfg)`` run by Hydra on ``conf/<config_name>.yaml``.
 
     ``precheck(cfg)`` sees a single run's composed config (with its ``hydra`` node) before Hydra writes anything,
-    so a refused run leaves no trace (Hydra writes ``.hydra/`` into the run directory before the job starts).
+    so a refused run leaves no trace (Hydra writes ``.hydra/`` into the run directory before the job starts); the
+    overrides it returns are added to the command line Hydra runs. An error's ``exit_code`` (default 2) is the
+    process's exit status.
     """
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)
@@ -152,21 +179,21 @@ def hydra_command(
             validate(config_name, cfg)  # again per job: a sweep's jobs are composed by Hydra
             return job(cfg)  # its return value is what a Hydra sweeper optimises
         except PoetryVAEError as error:
-            fail(str(error))
+            fail(str(error), getattr(error, "exit_code", 2))
 
     def main() -> None:
         sys.argv[1:] = quote_unicode_values(sys.argv[1:])
         try:
             single = check_overrides(config_name, sys.argv[1:])
             if single is not None and precheck is not None:
-                precheck(single)
+                sys.argv += precheck(single) or []
         except PoetryVAEError as error:
-            fail(str(error))
+            fail(str(error), getattr(error, "exit_code", 2))
         hydra_main()
 
     return main
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, exit_code: int = 2) -> NoReturn:
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(exit_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -13,14 +14,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from poetry_vae import run_lock
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, read_checkpoint
-from poetry_vae.cli import hydra_command
+from poetry_vae.checkpoint_io import AtomicCheckpointIO
+from poetry_vae.cli import hydra_command, hydra_value
 from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.disk_full import one_line_when_full
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
 from poetry_vae.precision import resolve_precision
+from poetry_vae.preemption import CheckpointOnSigterm, terminated
+from poetry_vae.project_paths import PROJECT_ROOT, anchored
 from poetry_vae.tracking import flat_config, make_loggers, tracked
 
 # Lightning notices that say nothing about this run (we count no FLOPs; a torch deprecation inside Lightning).
@@ -53,8 +60,42 @@ def resolve_ckpt_path(
                 print(f"no checkpoint at {last} yet: starting a fresh run", file=sys.stderr)
             return None, None
         ckpt_path = str(last)
+    ckpt_path = str(anchored(ckpt_path))
     # one-line errors for missing, corrupt or foreign files, before Lightning sees it
     return ckpt_path, read_checkpoint(ckpt_path)
+
+
+def epochs_done(checkpoint: dict[str, Any]) -> int:
+    """Epochs whose training the checkpoint has finished, as Lightning counts them when it resumes: an epoch whose
+    last batch ran counts, even if its validation was cut short (a SIGTERM)."""
+    fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    epochs = fit_loop.get("epoch_progress", {}).get("current", {})
+    if not epochs:
+        return int(checkpoint.get("epoch", 0))
+    done = int(epochs.get("processed", 0))
+    if epochs.get("started", 0) > done and fit_loop.get("epoch_loop.batch_progress", {}).get("is_last_batch"):
+        done += 1
+    return done
+
+
+def check_max_epochs(checkpoint: dict[str, Any], max_epochs: int | None, ckpt_path: str) -> None:
+    """A one-line error in place of Lightning's traceback (or its silent no-op) when ``trainer.max_epochs`` is
+    below what the checkpoint has already trained."""
+    done = epochs_done(checkpoint)
+    if max_epochs is not None and max_epochs >= 0 and max_epochs < done:
+        raise CheckpointError(
+            f"{ckpt_path} has trained {done} epochs (step {checkpoint.get('global_step', '?')}), more than "
+            f"trainer.max_epochs={max_epochs}: pass trainer.max_epochs={done + 1} or more to train on"
+        )
+
+
+def init_checkpoint(init_from: str) -> Path:
+    """The fine-tuning checkpoint's path (relative to the project root), or a one-line error naming the key."""
+    path = anchored(init_from)
+    if not path.is_file():
+        raise CheckpointError(f"init_from={path} not found: give a checkpoint written by python -m poetry_vae.train "
+                              "(a relative path starts at the project root)")
+    return path
 
 
 def check_resumable(module: pl.LightningModule, checkpoint: dict[str, Any], ckpt_path: str) -> None:
@@ -130,14 +171,23 @@ def _wanted(callback: DictConfig, cfg: DictConfig, have_logger: bool) -> bool:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit (and test) one run; returns its final metrics. The whole job, with no Hydra main around it."""
+    """Fit (and test) one run; returns its final metrics. The whole job, with no Hydra main around it.
+
+    The run directory is locked for the run's life (one run per directory), and a full disk is one line."""
+    output_dir = Path(cfg.paths.output_dir)
+    with one_line_when_full(output_dir), run_lock.run_directory_lock(output_dir):
+        return _train(cfg, output_dir)
+
+
+def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
     ckpt_path, checkpoint = resolve_ckpt_path(cfg.ckpt_path, output_dir)
+    if checkpoint is not None:
+        check_max_epochs(checkpoint, cfg.trainer.get("max_epochs"), ckpt_path)
     # fine-tuning starts from init_from's weights; a resume has its own
-    init = load_checkpoint(cfg.init_from) if cfg.init_from is not None and checkpoint is None else None
+    init = load_checkpoint(init_checkpoint(cfg.init_from)) if cfg.init_from is not None and checkpoint is None else None
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init))
     if init is not None:
@@ -146,19 +196,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
         check_resumable(module, checkpoint, ckpt_path)
     loggers = make_loggers(cfg, checkpoint)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
+    on_sigterm = CheckpointOnSigterm(output_dir / "checkpoints")  # whatever the callbacks config: a resume point
+    callbacks.append(on_sigterm)
     precision = resolve_precision(cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu")))
     if cfg.trainer.get("precision") == "auto":
         print(f"trainer.precision=auto -> {precision}", file=sys.stderr)
-    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision)
+    trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, precision=precision,
+                                      plugins=[AtomicCheckpointIO()])
     with tracked(loggers):
         for logger in loggers:
             logger.log_hyperparams(flat_config(cfg))
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
-        if cfg.test_after_fit:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            metrics.update({name: float(value) for name, value in (results[0] if results else {}).items()})
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+            if cfg.test_after_fit:
+                best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+                results = trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+                metrics.update({name: float(value) for name, value in (results[0] if results else {}).items()})
+        except SIGTERMException:  # Lightning's stop on SIGTERM (exit status 0): ours saves and says so
+            raise terminated(trainer, on_sigterm) from None
     return metrics
 
 
@@ -173,13 +229,34 @@ def train_job(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.optimized_metric)
 
 
-def refuse_before_writing(cfg: DictConfig) -> None:
-    """A single run that would overwrite a run, or resume from a bad checkpoint, is refused before Hydra records
-    anything in its directory (the earlier run's .hydra/ config stays as it was)."""
-    resolve_ckpt_path(cfg.ckpt_path, Path(cfg.hydra.run.dir), quiet=True)
+def refuse_before_writing(cfg: DictConfig) -> list[str]:
+    """A single run that would overwrite a run, resume from a bad checkpoint or train in a directory another run
+    is using is refused before Hydra records anything in its directory (the earlier run's .hydra/ config stays as
+    it was). Then the directory is locked for this process's life, and pinned as Hydra's run dir (a ${now} in
+    its name is not resolved a second time)."""
+    run_dir = anchored(cfg.hydra.run.dir).resolve()
+    rank_zero = run_lock.is_rank_zero()  # other ranks share rank 0's directory and lock
+    if rank_zero:
+        run_lock.check_free(run_dir)
+    ckpt_path, checkpoint = resolve_ckpt_path(cfg.ckpt_path, run_dir, quiet=True)
+    if checkpoint is not None:
+        check_max_epochs(checkpoint, cfg.trainer.get("max_epochs"), str(ckpt_path))
+    elif cfg.init_from is not None:
+        init_checkpoint(cfg.init_from)
+    if not rank_zero:
+        return []
+    with one_line_when_full(run_dir):  # the lock file is the run's first write
+        run_lock.acquire(run_dir)
+    return [f"hydra.run.dir={hydra_value(str(run_dir))}"]
 
 
-main = hydra_command("train", train_job, precheck=refuse_before_writing)
+_main = hydra_command("train", train_job, precheck=refuse_before_writing)
+
+
+def main() -> None:
+    os.chdir(PROJECT_ROOT)  # relative paths in the config and on the command line start at the project root
+    _main()
+
 
 if __name__ == "__main__":
     main()
