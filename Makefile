@@ -60,10 +60,13 @@ BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
-# Train the standard experiments for REPORT_BUDGET minutes each, evaluate on the test split, write docs/results.md
+# Train the standard experiments for REPORT_BUDGET minutes each, evaluate on the test split, write a new page
+# docs/results_<REPORT_NAME>/results.md (default name: <YYYY-MM-DD>_<REPORT_BUDGET>min) and add its line to
+# docs/index.md. A name whose page exists is refused in one line before anything is trained.
 REPORT_BUDGET ?= 15
+REPORT_NAME ?=
 report: $(STAMP)
-	$(PY) scripts/report.py --budget-min $(REPORT_BUDGET)
+	$(PY) scripts/report.py --budget-min $(REPORT_BUDGET) $(if $(REPORT_NAME),--name $(REPORT_NAME))
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .cache/poetry_vae
