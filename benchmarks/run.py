@@ -40,7 +40,7 @@ from benchmarks.seed_reference import SeedArgs, SeedTrainer, SeedVAE, seed_batch
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.generation.profile import StepProfile
-from poetry_vae.model import PoemVAE, VAEConfig
+from poetry_vae.model import PoemVAE, VAEConfig, build_model
 from poetry_vae.model.decoder import build_cutoffs
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.objective import LogisticBeta, elbo_terms
@@ -279,6 +279,9 @@ GENERATION_REQUESTS = {
 }
 # the project's default output layer (adaptive softmax: ~4x fewer output FLOPs), beside the seed's full softmax
 ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched")
+# the flagship's decoder (conf/experiment/poet.yaml): places, the rhyme pointer, position codes, z at the output
+FLAGSHIP_MODEL = {"latent_dim": 32, "z_to_output": True, "position_codes": 40, "position_code_dim": 64,
+                  "line_length": 5, "place_dim": 16, "rhyme_dim": 32, "num_forms": 4, "output_layer": "adaptive"}
 
 
 def bench_reference_generation(vocab, vocab_size: int, ref_poems: int, repeats: int, log: Callable[[str], None]):
@@ -303,13 +306,19 @@ def bench_generation(
     device: str = "cpu",
     output_layer: str = "softmax",
     names: tuple[str, ...] = tuple(GENERATION_REQUESTS),
+    layout: str | None = None,
 ) -> dict[str, Any]:
     """The project's batched decoding of ``num_poems`` poems per request on ``device``, with a per-phase
-    profile of one extra (untimed) run: model step, constraint masks, normalise, mask, filter, choose..."""
+    profile of one extra (untimed) run: model step, constraint masks, normalise, mask, filter, choose...
+    ``layout="poet"``: the flagship's sizes and inputs (FLAGSHIP_MODEL) instead of the reference program's."""
     out: dict[str, Any] = {}
-    model = PoemVAE(seed_config(vocab_size, output_layer)).to(device).eval()
+    if layout == "poet":
+        model = build_model(FLAGSHIP_MODEL, vocab).to(device).eval()
+    else:
+        model = PoemVAE(seed_config(vocab_size, output_layer)).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
-    suffix = ("" if output_layer == "softmax" else f" [{output_layer}]") + ("" if device == "cpu" else f" [{device}]")
+    tag = layout or ("" if output_layer == "softmax" else output_layer)
+    suffix = (f" [{tag}]" if tag else "") + ("" if device == "cpu" else f" [{device}]")
     for name in names:
         request = GENERATION_REQUESTS[name]
         name += suffix
@@ -609,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     generation.update(
         bench_generation(vocab, vocab_size, num_poems, repeats, log, output_layer="adaptive", names=ADAPTIVE_REQUESTS)
     )
+    generation.update(bench_generation(vocab, vocab_size, num_poems, repeats, log, names=ADAPTIVE_REQUESTS,
+                                       layout="poet"))
     if args.device == "cuda":
         if torch.cuda.is_available():
             generation.update(bench_generation(vocab, vocab_size, num_poems, repeats, log, device="cuda"))
@@ -676,6 +687,7 @@ def generation_targets(generation: dict[str, Any]) -> dict[str, list[float]]:
             ratio("project top_p + pingshui rhyme + auto tone, batched"),
             20.0,
         ],
+        "flagship (poet) top_p >= 25x one-at-a-time greedy": [ratio("project top_p, batched [poet]"), 25.0],
     }
 
 

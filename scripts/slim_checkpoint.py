@@ -27,10 +27,18 @@ def slim(source: Path, out: Path, command: str, commit: str | None = None) -> di
     small["poetry_vae_format"] = CHECKPOINT_FORMAT
     small["state_dict"] = {name: value.half() if value.is_floating_point() else value
                            for name, value in data["state_dict"].items() if name.startswith("model.")}
-    small["provenance"] = {"command": command, "commit": commit, "source": str(source),
+    small["provenance"] = {"command": command, "commit": commit, "source": _relative(source),
                            "global_step": int(data.get("global_step", 0))}
     atomic_write(out, lambda tmp: torch.save(small, tmp))
     return small["provenance"]
+
+
+def _relative(path: Path) -> str:
+    """The source's path relative to the repository (a machine path would say nothing elsewhere)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
 
 
 def main() -> None:
