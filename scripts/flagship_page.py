@@ -130,7 +130,7 @@ def rhyme_figure(curves: dict[str, list[Path]], out: Path) -> None:
             offset = steps[-1] if steps else offset
         axes[0].plot(steps, rate, label=name)
         axes[1].plot(steps, mass, label=name)
-    axes[0].axhline(0.85, color="grey", linestyle="--", label="human 五绝 (this checker)")
+    axes[0].axhline(0.85, color="grey", linestyle="--", label="human quatrains (this checker)")
     axes[0].set(title="unconstrained samples that rhyme (lines 2 & 4)", xlabel="step", ylim=(0, 1))
     axes[1].set(title="probability on a rhyming last character", xlabel="step", ylim=(0, 1))
     for ax in axes:
