@@ -41,6 +41,21 @@ def split_lines(poem: PoemLike) -> list[str]:
     return [line for line in _SEPARATORS.split(poem) if line]
 
 
+def written_chars(text: str) -> str:
+    """The characters of a poem or prompt as people type it, without its marks: CJK or ASCII punctuation
+    (``，。,.;!?``) and spaces are dropped. The one normaliser of user input (poems, ``first_line``, ``acrostic``)."""
+    return "".join(split_lines(text))
+
+
+def written_form(text: str, line_length: int = LINE_LENGTH, num_lines: int = NUM_LINES) -> str | None:
+    """``text`` in the project's written form ``L1，L2。L3，L4。``; None if it is not ``num_lines`` lines of
+    ``line_length`` characters once its marks are dropped (where the user put them does not matter)."""
+    chars = written_chars(text)
+    if len(chars) != line_length * num_lines:
+        return None
+    return render([chars[i : i + line_length] for i in range(0, len(chars), line_length)])
+
+
 def render(lines: Sequence[str]) -> str:
     """``"L1，L2。L3，L4。"``."""
     return "".join(line + RENDER_MARKS[i % 2] for i, line in enumerate(lines))

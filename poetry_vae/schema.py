@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.generation.request import REQUEST_FIELDS, DecodeRequest
+from poetry_vae.generation.request import KNOB_FIELDS, REQUEST_FIELDS, DecodeRequest
 from poetry_vae.model.config import VAEConfig
 from poetry_vae.objective import ObjectiveConfig
 
@@ -61,7 +61,7 @@ class TrainKeys:
 class SampleKeys:
     """conf/sample.yaml, beside the decoding keys of :class:`DecodeRequest`."""
 
-    ckpt_path: str = "???"
+    ckpt_path: str | None = None  # None: the shipped model
     mode: Literal["prior", "reconstruct", "interpolate"] = "prior"
     n: int = field(default=10, metadata=_at_least(1))
     poems: list[str] = field(default_factory=list)
@@ -299,6 +299,9 @@ def check_sample_config(cfg: DictConfig) -> None:
     request_hints = typing.get_type_hints(DecodeRequest)
     hints.update({key: request_hints[key] for key in REQUEST_FIELDS})
     check_keys(plain, hints, "", checks, known=set(hints))
+    # the decoding knobs' ranges, before a checkpoint is loaded (the rest needs the checkpoint's form)
+    knobs = {key: plain[key] for key in KNOB_FIELDS if key in plain}
+    _run(lambda: DecodeRequest(**knobs).validate_knobs(), "sample")
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:

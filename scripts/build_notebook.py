@@ -17,11 +17,12 @@ two poems you pick, the same measures `python -m poetry_vae.evaluate` reports), 
 and compare poetry metrics with the human test split.
 
 Everything you may change is in the parameters cell below (papermill can set it: `papermill -p CKPT_PATH ...`):
-the checkpoint (`CKPT_PATH`, or the `POETRY_VAE_CKPT` environment variable; by default the one `make train`
-writes, else the newest `outputs/*/checkpoints/last.ckpt`) and the two poems to interpolate between. Works for
-五绝 and 七绝 checkpoints alike (the form comes from the checkpoint)."""),
+the checkpoint (`CKPT_PATH`, else the `POETRY_VAE_CKPT` environment variable: a `.ckpt` file or a run dir, whose
+`checkpoints/last.ckpt` is opened; with neither, the model shipped with the package, so the notebook runs before
+any training) and the two poems to interpolate between. Works for 五绝 and 七绝 checkpoints alike (the form comes
+from the checkpoint)."""),
     ("code", """# parameters (papermill-style: this cell is tagged `parameters`)
-CKPT_PATH = None  # a checkpoint path, or None: $POETRY_VAE_CKPT, outputs/make_train/..., else the newest run's
+CKPT_PATH = None  # a checkpoint or run dir, or None: $POETRY_VAE_CKPT, else the model shipped with the package
 POEM_A = None  # the homotopy's two endpoints (poems in the checkpoint's form); None: two test poems
 POEM_B = None
 HOMOTOPY_STEPS = 7
@@ -48,21 +49,15 @@ from poetry_vae.metrics.latent_use import (
 )
 from poetry_vae.metrics.poetry import poetry_report, sentence_bleu
 from poetry_vae.plots import latent_map
+from poetry_vae.sample import checkpoint_path
 
-root = Path.cwd() if (Path.cwd() / "conf").is_dir() else Path.cwd().parent
-default = root / "outputs" / "make_train" / "checkpoints" / "last.ckpt"
-found = sorted(root.glob("outputs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-ckpt_path = CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or (default if default.exists() else None) or (
-    found[-1] if found else None)
-if ckpt_path is None:
-    raise FileNotFoundError("no checkpoint found under outputs/: train one with `make train`, or set CKPT_PATH "
-                            "in the parameters cell (or POETRY_VAE_CKPT) to a checkpoint written by poetry_vae.train")
+ckpt_path = checkpoint_path(CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or None)  # None: the shipped model
 ckpt = load_checkpoint(ckpt_path)
 model, vocab = ckpt.model, ckpt.vocab
 form = {key: int(ckpt.data_hparams.get(key, default)) for key, default in (("line_length", 5), ("num_lines", 4))}
 print(f"{ckpt_path}: step {ckpt.global_step}, {len(vocab)} characters, {form['line_length']}-character lines, "
-      f"latent {model.cfg.latent_dim}-d, {'VAE' if model.cfg.use_latent else 'LM baseline'}")
-generator = torch.Generator().manual_seed(0)
+      f"latent {model.cfg.latent_dim}-d, {'VAE' if model.cfg.use_latent else 'LM baseline'}")"""),
+    ("code", """generator = torch.Generator().manual_seed(0)
 datamodule = QuatrainDataModule.for_checkpoint(ckpt.data_hparams, vocab, f"checkpoint {ckpt_path}")
 test, train = datamodule.poems["test"], datamodule.poems["train"]
 
@@ -88,18 +83,21 @@ def series(key):
     return [s for s, _ in points], [v for _, v in points]
 
 
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
-for key in ("train/nll_char", "val/iw_nll_char"):
-    left.plot(*series(key), label=key)
-left.set_xlabel("step"); left.set_title("nats per character"); left.legend()
-steps, kl = series("train/kl")
-right.plot(steps, kl, color="tab:red", label="train KL per poem")
-right.set_xlabel("step"); right.set_ylabel("KL (nats)")
-beta_axis = right.twinx()
-beta_axis.plot(*series("train/beta"), color="tab:gray", label="β")
-beta_axis.set_ylabel("β"); right.set_title("KL against the KL weight β")
-fig.tight_layout()
-print(f"{len(rows)} logged rows from {run_dir}")"""),
+if rows:
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    for key in ("train/nll_char", "val/iw_nll_char"):
+        left.plot(*series(key), label=key)
+    left.set_xlabel("step"); left.set_title("nats per character"); left.legend()
+    steps, kl = series("train/kl")
+    right.plot(steps, kl, color="tab:red", label="train KL per poem")
+    right.set_xlabel("step"); right.set_ylabel("KL (nats)")
+    beta_axis = right.twinx()
+    beta_axis.plot(*series("train/beta"), color="tab:gray", label="β")
+    beta_axis.set_ylabel("β"); right.set_title("KL against the KL weight β")
+    fig.tight_layout()
+    print(f"{len(rows)} logged rows from {run_dir}")
+else:  # the shipped model, or a run logged without the csv logger
+    print(f"no csv/version_*/metrics.csv in {run_dir}: no training curves for this checkpoint")"""),
     ("md", "## Prior samples with each decoding strategy, then rhyming (平水韵) in a standard tone pattern"),
     ("code", """n = 4
 z = sample_prior(model, n, generator)

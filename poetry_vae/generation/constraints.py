@@ -10,6 +10,9 @@ Rhyme is kept satisfiable by counting: each row/pattern keeps the rhyme classes 
 every rhyme character chosen so far) and a character is allowed only if afterwards some active class still has
 enough unused members for the rhyme positions left. Validation of the request itself lives in
 :func:`build_plan` and raises :class:`PromptError` one-liners.
+
+The n-gram ban (``no_repeat_ngram_size``) is a soft rule beside these: :func:`repeated_ngrams` lists the ids a
+row may not write next, and :func:`without_banned` removes them unless that would leave the row nothing.
 """
 
 from __future__ import annotations
@@ -289,6 +292,29 @@ def _group_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(first).to(device), torch.from_numpy(inverse.reshape(-1)).to(device)
 
 
+def repeated_ngrams(tokens: Tensor, t: int, n: int, width: int) -> Tensor | None:
+    """(R, width) bool: the ids that would make step ``t`` end an ``n``-gram the row already holds, given the
+    (R, >= t) ``tokens`` chosen so far; None before any n-gram is complete (n = 1 bans every earlier id)."""
+    if n < 1 or t < n:
+        return None
+    windows = tokens[:, :t].unfold(1, n, 1)  # (R, t - n + 1, n): every complete n-gram so far
+    prefix = tokens[:, t - n + 1 : t].unsqueeze(1)  # (R, 1, n - 1): what step t would extend
+    rows, starts = (windows[:, :, :-1] == prefix).all(dim=2).nonzero(as_tuple=True)
+    ban = torch.zeros(tokens.shape[0], width, dtype=torch.bool, device=tokens.device)
+    ban[rows, windows[rows, starts, -1]] = True
+    return ban
+
+
+def without_banned(keep: Tensor, ban: Tensor) -> Tensor:
+    """``keep`` (R or 1, W; bool or 0/1) with the ``ban`` (R, W) ids removed, except in rows it would empty: a
+    soft rule yields there to the hard constraints, which keep every row satisfiable."""
+    kept = keep.expand(ban.shape).masked_fill(ban, 0)
+    empty = ~kept.any(dim=1)
+    if bool(empty.any()):
+        kept[empty] = keep.expand(ban.shape)[empty]
+    return kept
+
+
 class ConstraintTracker:
     """Constraint state of ``rows`` decoding rows; ``allowed`` before each step, ``update`` after it."""
 
@@ -548,4 +574,14 @@ class ConstraintTracker:
         return [self.plan.patterns[i] for i in first]
 
 
-__all__ = ["ANY", "ConstraintTracker", "Plan", "build_plan", "check_prompt_chars", "get_hanzi", "get_masks"]
+__all__ = [
+    "ANY",
+    "ConstraintTracker",
+    "Plan",
+    "build_plan",
+    "check_prompt_chars",
+    "get_hanzi",
+    "get_masks",
+    "repeated_ngrams",
+    "without_banned",
+]

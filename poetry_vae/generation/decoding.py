@@ -5,6 +5,9 @@ ideographs that keep the requested constraints satisfiable are allowed (see :mod
 the model's *unconstrained* log-probabilities of the chosen characters; whether each requested constraint
 holds is re-checked afterwards by the independent checkers in :mod:`poetry_vae.metrics.poetry` /
 :mod:`poetry_vae.prosody`, not taken from the masks.
+
+The Hugging Face style knobs (repetition penalty, n-gram ban, min_p, several poems per code) each run only
+when set, so the default path is unchanged.
 """
 
 from __future__ import annotations
@@ -16,10 +19,16 @@ from poetry_vae.data.forms import FORM_IDS, JUEJU
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import is_format_valid, render
-from poetry_vae.generation.constraints import ConstraintTracker, MasksCache, build_plan
+from poetry_vae.generation.constraints import (
+    ConstraintTracker,
+    MasksCache,
+    build_plan,
+    repeated_ngrams,
+    without_banned,
+)
 from poetry_vae.generation.profile import StepProfile
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
-from poetry_vae.generation.sampling import Workspace, choose, no_phase
+from poetry_vae.generation.sampling import Workspace, choose, no_phase, penalize_repeats
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.model.vae import PoemVAE
@@ -48,6 +57,9 @@ def generate(
 ) -> list[GeneratedPoem]:
     """Decode one poem per row of ``z`` (B, Z); for the LM baseline pass ``z=None`` and ``num_poems``.
 
+    With ``request.num_return_sequences`` = k, each row gives k poems, next to each other (row 0's, then row
+    1's...): the best k beams, best first, or k draws.
+
     ``masks_cache`` maps (system, device) to prosody masks; by default a per-vocabulary cache is used.
     ``profile`` accumulates the time of each phase of the sampling loop (not beam search).
     """
@@ -67,13 +79,21 @@ def generate(
         form = form_id(model, request)
         dtype = decoding_dtype(request.precision, device)
         if request.strategy == "beam":
-            tokens, scores, patterns = _beam(model, plan, z, n, request.beam_size, device, form, dtype)
+            tokens, scores, patterns = _beam(model, plan, z, n, request, device, form, dtype)
         else:
+            z, n = _draws_per_row(z, n, request.num_return_sequences)
             tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form, dtype)
     return [
         _finish(vocab, request, row, score, pattern)
         for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)
     ]
+
+
+def _draws_per_row(z: Tensor | None, n: int, k: int) -> tuple[Tensor | None, int]:
+    """Each code repeated ``k`` times in place (k independent draws of it), and the new row count."""
+    if k == 1:
+        return z, n
+    return (None if z is None else z.repeat_interleave(k, dim=0)), n * k
 
 
 def form_id(model: PoemVAE, request: DecodeRequest) -> int | None:
@@ -106,11 +126,14 @@ def _sample(
         work = Workspace()
         prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
         score = torch.zeros(n, device=device)
+    penalize = request.repetition_penalty != 1.0
     for t in range(plan.length):
         with phase("model step"):
             logits = stepper(prev)
         with phase("constraint masks"):
             keep, bias = tracker.keep(t)
+            if request.no_repeat_ngram_size and t not in plan.forced:
+                keep, bias = _ban_ngrams(keep, bias, tracker.tokens, t, request.no_repeat_ngram_size)
         if t in plan.forced:  # prompt characters override sampling; their log-prob still counts
             tracker.check_forced(t, plan.forced[t], keep)
             chosen = torch.full((n,), plan.forced[t], dtype=torch.long, device=device)
@@ -118,7 +141,8 @@ def _sample(
         else:
             chosen, log_prob = choose(
                 logits, keep, request.strategy, request.temperature, request.top_k, request.top_p, generator,
-                bias=bias, work=work, phase=phase,
+                bias=bias, work=work, phase=phase, min_p=request.min_p,
+                repetition_penalty=request.repetition_penalty, history=tracker.tokens[:, :t] if penalize else None,
             )  # fmt: skip
         score += log_prob
         with phase("constraint update"):
@@ -129,17 +153,35 @@ def _sample(
     return tracker.tokens, score, tracker.patterns()
 
 
+def _ban_ngrams(keep: Tensor, bias: Tensor | None, tokens: Tensor, t: int, n: int) -> tuple[Tensor, Tensor | None]:
+    """The step's allowed ids without those that would repeat an n-gram (per row, so no shared bias)."""
+    ban = repeated_ngrams(tokens, t, n, keep.shape[1])
+    return (keep, bias) if ban is None else (without_banned(keep, ban), None)
+
+
+def _ranking_log_probs(logits: Tensor, log_probs: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """What beam search ranks by: the model's log-probs, or with CTRL's repetition penalty on ``history``'s ids
+    (``logits`` is overwritten then)."""
+    if penalty == 1.0 or history.shape[1] == 0:
+        return log_probs
+    penalize_repeats(logits, history, penalty)
+    return torch.log_softmax(logits, dim=1)
+
+
 def _beam(
     model: PoemVAE,
     plan,
     z: Tensor | None,
     n: int,
-    beam: int,
+    request: DecodeRequest,
     device: torch.device,
     form: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor, list]:
-    """Batched beam search over n x beam rows; returns each poem's best beam. Constraints act inside beams."""
+    """Batched beam search over n x beam rows; returns each poem's best ``num_return_sequences`` beams, best
+    first. Constraints act inside beams. Beams rank by their (maybe penalised) score; the returned scores are
+    the model's log-probs."""
+    beam = request.beam_size
     rows = n * beam
     z_rows = z.repeat_interleave(beam, dim=0) if z is not None else None
     tracker = ConstraintTracker(plan, rows, device)
@@ -149,10 +191,14 @@ def _beam(
     score = torch.full((n, beam), float("-inf"), device=device)
     score[:, 0] = 0.0
     score = score.reshape(rows)
+    model_score = torch.zeros(rows, device=device)  # the model's own log-probs of each beam's characters
     offsets = torch.arange(n, device=device).repeat_interleave(beam) * beam
     vocab_size = model.cfg.vocab_size  # the stepper's padding columns are dropped: beams never pick them
+    ngram = request.no_repeat_ngram_size
     for t in range(plan.length):
-        log_probs = torch.log_softmax(stepper(prev)[:, :vocab_size], dim=1)
+        logits = stepper(prev)[:, :vocab_size]
+        log_probs = torch.log_softmax(logits, dim=1)
+        ranking = _ranking_log_probs(logits, log_probs, tracker.tokens[:, :t], request.repetition_penalty)
         live = score > float("-inf")
         allowed = tracker.allowed(t, live)[:, :vocab_size]
         if t in plan.forced:
@@ -160,21 +206,38 @@ def _beam(
             only = torch.zeros(vocab_size, dtype=torch.bool, device=device)
             only[plan.forced[t]] = True
             allowed = only.unsqueeze(0)
-        candidates = score.unsqueeze(1) + log_probs.masked_fill(~allowed, float("-inf"))
+        elif ngram:
+            allowed = _ban_ngrams(allowed, None, tracker.tokens, t, ngram)[0]
+        candidates = score.unsqueeze(1) + ranking.masked_fill(~allowed, float("-inf"))
         best, flat = candidates.view(n, beam * vocab_size).topk(beam, dim=1)
         source = (flat // vocab_size).reshape(rows) + offsets
         chosen = (flat % vocab_size).reshape(rows)
         score = best.reshape(rows)
+        model_score = model_score[source] + log_probs[source, chosen]
         stepper.reorder(source)
         tracker.reorder(source)
         tracker.update(t, chosen)
         prev = chosen
-    top = score.view(n, beam).argmax(dim=1)
-    if not bool(torch.isfinite(score.view(n, beam).gather(1, top.unsqueeze(1))).all()):
-        raise PromptError("no poem satisfies every constraint: relax the rhyme, tone, no_repeat or prompt constraints")
-    pick = torch.arange(n, device=device) * beam + top
+    pick = _best_beams(score.view(n, beam), request.num_return_sequences)
     patterns = tracker.patterns()
-    return tracker.tokens[pick], score[pick], [patterns[i] for i in pick.tolist()]
+    return tracker.tokens[pick], model_score[pick], [patterns[i] for i in pick.tolist()]
+
+
+def _best_beams(score: Tensor, k: int) -> Tensor:
+    """(n, beam) final scores -> (n * k,) rows of each poem's k best beams, best first.
+
+    Finite beams are distinct poems by construction (each step extends distinct prefixes by distinct
+    (beam, character) pairs), so the k best are k different poems when they are all finite.
+    """
+    n, beam = score.shape
+    best, top = score.topk(k, dim=1)
+    if not bool(torch.isfinite(best[:, 0]).all()):
+        raise PromptError("no poem satisfies every constraint: relax the rhyme, tone, no_repeat or prompt constraints")
+    if not bool(torch.isfinite(best).all()):
+        raise PromptError(
+            f"fewer than num_return_sequences={k} poems satisfy every constraint: ask for fewer or relax a constraint"
+        )
+    return (torch.arange(n, device=score.device).unsqueeze(1) * beam + top).reshape(-1)
 
 
 def _finish(

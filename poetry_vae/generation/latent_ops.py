@@ -10,7 +10,7 @@ from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import split_lines
+from poetry_vae.form import written_chars
 from poetry_vae.generation.constraints import check_prompt_chars
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
@@ -28,7 +28,7 @@ def _require_latent(model: PoemVAE, what: str) -> None:
 
 def poem_ids(vocab: Vocabulary, text: str, line_length: int = 5, num_lines: int = 4) -> list[int]:
     """Token ids of one poem given with or without punctuation; :class:`PromptError` if it cannot be encoded."""
-    chars = "".join(split_lines(text))
+    chars = written_chars(text)
     expected = line_length * num_lines
     if len(chars) != expected:
         raise PromptError(
@@ -72,22 +72,33 @@ def reconstruct(
     return generate(model, vocab, mu, request, generator)
 
 
-def interpolate(z_a: Tensor, z_b: Tensor, steps: int, spherical: bool = False) -> Tensor:
-    """(steps, Z) codes from ``z_a`` to ``z_b`` inclusive: linear, or slerp when ``spherical``."""
+def path_weights(steps: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
+    """The ``steps`` positions t of a homotopy, 0.0 (the first poem) to 1.0 (the second) inclusive."""
     if steps < 2:
         raise PromptError(f"interpolation needs at least 2 steps (the two endpoints), got {steps}")
+    return torch.linspace(0.0, 1.0, steps, dtype=dtype, device=device)
+
+
+def interpolate_at(z_a: Tensor, z_b: Tensor, weights: Tensor, spherical: bool = False) -> Tensor:
+    """(K, Z) codes at positions ``weights`` (K,) between ``z_a`` (t = 0) and ``z_b`` (t = 1): linear, or slerp
+    when ``spherical``. Any slice of :func:`path_weights` gives the same codes as the whole path (for batching)."""
     a, b = z_a.reshape(-1), z_b.reshape(-1)
     if a.shape != b.shape:
         raise PromptError(f"codes of different sizes: {tuple(a.shape)} and {tuple(b.shape)}")
-    w = torch.linspace(0.0, 1.0, steps, device=a.device, dtype=a.dtype).unsqueeze(1)
+    w = weights.to(device=a.device, dtype=a.dtype).unsqueeze(1)
     out = (1 - w) * a + w * b
     if spherical:
         cos = torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-12)
         omega = torch.arccos(cos.clamp(-1.0, 1.0))
         if float(omega.sin()) > 1e-6:  # (anti)parallel codes: slerp is undefined, keep the straight line
             out = (torch.sin((1 - w) * omega) * a + torch.sin(w * omega) * b) / omega.sin()
-    out[0], out[-1] = a, b  # exact endpoints, whatever the rounding
+    out[w[:, 0] == 0], out[w[:, 0] == 1] = a, b  # exact endpoints, whatever the rounding
     return out
+
+
+def interpolate(z_a: Tensor, z_b: Tensor, steps: int, spherical: bool = False) -> Tensor:
+    """(steps, Z) codes from ``z_a`` to ``z_b`` inclusive: linear, or slerp when ``spherical``."""
+    return interpolate_at(z_a, z_b, path_weights(steps, z_a.dtype, z_a.device), spherical)
 
 
 def homotopy(

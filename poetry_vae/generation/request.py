@@ -7,6 +7,7 @@ here plus its use in :mod:`.constraints` or :mod:`.decoding`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from poetry_vae.errors import PromptError
@@ -21,11 +22,26 @@ from poetry_vae.prosody.tables import RHYME_SYSTEMS
 class DecodeRequest:
     """Everything a user can ask of the decoder."""
 
-    strategy: str = "top_p"  # greedy | sample | top_k | top_p | beam
+    strategy: str = "top_p"  # greedy | sample | top_k | top_p | top_k_top_p | beam
     temperature: float = 1.0
+    # the k of strategies top_k and top_k_top_p (the k best, then the top_p nucleus of them); other strategies
+    # ignore it, so strategy=top_p alone keeps no top-k cut
     top_k: int = 50
-    top_p: float = 0.9
+    top_p: float = 0.9  # the nucleus of strategies top_p and top_k_top_p
+    # sampling strategies: also drop characters less likely than min_p x the most likely allowed one (0 = off;
+    # applied after top-k and top-p, as Hugging Face does); greedy and beam ignore it
+    min_p: float = 0.0
+    # CTRL: the logit of a character already in the poem is divided by this when positive, multiplied when
+    # negative (1.0 = off, > 1 discourages repeats); beam search ranks by the penalised scores, but log_prob
+    # stays the model's own
+    repetition_penalty: float = 1.0
+    # no n consecutive characters twice in a poem, counted across line breaks (0 = off); unlike no_repeat (a
+    # hard constraint) it yields to the hard constraints and prompts at a step where it would leave no character
+    no_repeat_ngram_size: int = 0
     beam_size: int = 5
+    # poems per code: beam's best k distinct beams (k <= beam_size, best first), or k independent draws of a
+    # sampling strategy; greedy writes one
+    num_return_sequences: int = 1
     rhyme: str | None = None  # None | "pingshui" | "xinyun"
     rhyme_first_line: bool = False
     tone: str | None = None  # None | "auto" | a name in PATTERNS
@@ -52,6 +68,7 @@ class DecodeRequest:
             raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.beam_size < 1:
             raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
+        self.validate_knobs()
         if self.tone is not None and self.tone != "auto" and self.tone not in PATTERNS:
             raise PromptError(f"unknown tone pattern {self.tone!r}; choose auto or one of {', '.join(PATTERNS)}")
         if self.precision not in DECODING_PRECISIONS:
@@ -76,11 +93,31 @@ class DecodeRequest:
                 )
 
 
+    def validate_knobs(self) -> None:
+        """The Hugging Face style knobs: repetition penalty, n-gram ban, min_p, several poems per code (they
+        read only ``KNOB_FIELDS``, so a config check can run this before a checkpoint gives the form)."""
+        if not 0 < self.repetition_penalty < math.inf:
+            raise PromptError(f"repetition_penalty must be > 0 (1.0 = off), got {self.repetition_penalty}")
+        if self.no_repeat_ngram_size < 0:
+            raise PromptError(f"no_repeat_ngram_size must be >= 0 (0 = off), got {self.no_repeat_ngram_size}")
+        if not 0 <= self.min_p <= 1:
+            raise PromptError(f"min_p must be in [0, 1] (0 = off), got {self.min_p}")
+        k = self.num_return_sequences
+        if k < 1:
+            raise PromptError(f"num_return_sequences must be >= 1, got {k}")
+        if k > 1 and self.strategy == "greedy":
+            raise PromptError(
+                f"num_return_sequences={k} needs strategy=beam or a sampling one: greedy writes one poem per code"
+            )
+        if self.strategy == "beam" and k > self.beam_size:
+            raise PromptError(f"num_return_sequences must be in [1, beam_size={self.beam_size}], got {k}")
+
+
 @dataclass
 class GeneratedPoem:
     text: str  # rendered: L1，L2。L3，L4。
     lines: list[str]
-    log_prob: float  # sum of the model's unconstrained log-probs of the chosen characters
+    log_prob: float  # sum of the model's unconstrained log-probs of the chosen characters (no penalty in it)
     constraints: dict[str, bool] = field(default_factory=dict)  # requested constraint -> holds (re-checked)
     pattern: str | None = None  # the tone pattern the poem fits, when a tone constraint was requested
 
@@ -88,3 +125,4 @@ class GeneratedPoem:
 # Set by the user (the form's sizes come from the checkpoint's data settings, not from the command line).
 FORM_FIELDS = ("line_length", "num_lines")
 REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeRequest) if f.name not in FORM_FIELDS)
+KNOB_FIELDS = ("strategy", "beam_size", "min_p", "repetition_penalty", "no_repeat_ngram_size", "num_return_sequences")

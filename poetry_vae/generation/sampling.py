@@ -14,7 +14,13 @@ sort-and-cumsum implementation (``tests/test_generation.py`` keeps one and compa
   that row. Conditioned on acceptance the draw follows the nucleus distribution, and a round accepts with
   probability >= ``top_p``; rows still rejected after ``ROUNDS`` rounds take the exact sort-based path;
 - top-k: the same rejection, keeping ``j`` if fewer than k allowed tokens are more likely; a flat row (where
-  the k best hold little mass) takes ``topk`` over the masked weights after one round.
+  the k best hold little mass) takes ``topk`` over the masked weights after one round;
+- top_k_top_p: the k best (exact ``topk``), then the nucleus of that renormalised set, as Hugging Face orders
+  its warpers.
+
+Optional knobs, each costing nothing when off: ``min_p`` zeroes the weights below ``min_p`` x the row's largest
+(after top-k and top-p, whose sets it only intersects: the nucleus is still measured on the mass before it);
+``repetition_penalty`` rescales the logits of the characters already in the row (CTRL) before anything else.
 
 Every draw uses the given generator only, so a seeded generator reproduces a batch exactly.
 """
@@ -31,7 +37,8 @@ from torch import Tensor
 
 from poetry_vae.model.stepper import BLOCK, padded_size
 
-STRATEGIES = ("greedy", "sample", "top_k", "top_p", "beam")
+STRATEGIES = ("greedy", "sample", "top_k", "top_p", "top_k_top_p", "beam")
+SAMPLING = ("sample", "top_k", "top_p", "top_k_top_p")  # the strategies that draw (min_p applies to these)
 ROUNDS = 4  # rejection rounds (top-p, top-k) before the remaining rows take the exact path
 MIN_ACCEPT = 0.5  # a first rejection round that admits fewer rows sends the rest to the exact path at once
 
@@ -93,32 +100,37 @@ def block_sample(weights: Tensor, generator: torch.Generator | None) -> tuple[Te
     return (block * BLOCK + column).squeeze(1), total.squeeze(1)
 
 
-def _nucleus_threshold(probs: Tensor, top_p: float) -> Tensor:
+def _nucleus_threshold(probs: Tensor, top_p: float, budget: Tensor | None = None) -> Tensor:
     """(R, 1) smallest weight inside each row's nucleus (the exact, sort-based definition): the fewest most
-    likely tokens whose mass reaches ``top_p`` (the top token always counts; ties with the last one too)."""
+    likely tokens whose mass reaches ``top_p`` (the top token always counts; ties with the last one too).
+
+    ``budget`` (R, 1), when given, replaces ``top_p`` x the row's mass: the nucleus of a row whose light tail
+    was already zeroed (min_p) is measured against the mass before that."""
     if probs.device.type == "cpu":  # numpy's value sort is much faster than torch.sort, which builds indices
         ascending = torch.from_numpy(np.sort(probs.numpy(), axis=1))
     else:
         ascending = probs.sort(dim=1).values
     cumulative = ascending.cumsum(dim=1)
     above = cumulative[:, -1:] - cumulative  # mass strictly above each token
-    kept = (above < top_p * cumulative[:, -1:]).sum(dim=1, keepdim=True).clamp_(min=1)
+    limit = top_p * cumulative[:, -1:] if budget is None else budget
+    kept = (above < limit).sum(dim=1, keepdim=True).clamp_(min=1)
     return ascending.gather(1, ascending.shape[1] - kept)
 
 
 def _rejection_sample(
     weights: Tensor,
-    accept: Callable[[Tensor, Tensor, Tensor, Tensor], Tensor],
-    exact: Callable[[Tensor], Tensor],
+    accept: Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], Tensor],
+    exact: Callable[[Tensor, Tensor], Tensor],
     generator: torch.Generator | None,
     scratch: Tensor | None,
 ) -> Tensor:
     """(R, W) non-negative weights -> (R,) columns drawn from a filtered distribution, by rejection.
 
-    Each round draws from the whole row and keeps the draws that ``accept(weights, drawn, total, scratch)``
-    admits; conditioned on acceptance a draw follows the filtered law exactly. Rows still pending after
-    ``ROUNDS`` rounds, or all of them when the first round admits under ``MIN_ACCEPT`` of the rows (the filter
-    keeps little mass, as on a flat distribution), draw from ``exact(weights)``: the filtered weights.
+    Each round draws from the whole row and keeps the draws that ``accept(weights, drawn, total, scratch, rows)``
+    admits (``rows``: the pending rows' indices in the batch, for per-row settings); conditioned on acceptance
+    a draw follows the filtered law exactly. Rows still pending after ``ROUNDS`` rounds, or all of them when the
+    first round admits under ``MIN_ACCEPT`` of the rows (the filter keeps little mass, as on a flat
+    distribution), draw from ``exact(weights, rows)``: the filtered weights.
     """
     rows = weights.shape[0]
     chosen = torch.empty(rows, dtype=torch.long, device=weights.device)
@@ -127,7 +139,7 @@ def _rejection_sample(
     scratch = torch.empty_like(weights) if scratch is None else scratch
     for round_ in range(ROUNDS):
         drawn, total = block_sample(current, generator)
-        admitted = accept(current, drawn, total, scratch[: current.shape[0]])
+        admitted = accept(current, drawn, total, scratch[: current.shape[0]], pending)
         if bool(admitted.all()):
             chosen[pending] = drawn
             return chosen
@@ -135,7 +147,7 @@ def _rejection_sample(
         pending, current = pending[~admitted], current[~admitted]
         if round_ == 0 and len(pending) > (1 - MIN_ACCEPT) * rows:
             break
-    chosen[pending] = block_sample(exact(current), generator)[0]
+    chosen[pending] = block_sample(exact(current, pending), generator)[0]
     return chosen
 
 
@@ -145,19 +157,28 @@ def _heavier(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
 
 
 def nucleus_sample(
-    weights: Tensor, top_p: float, generator: torch.Generator | None, scratch: Tensor | None = None
+    weights: Tensor,
+    top_p: float,
+    generator: torch.Generator | None,
+    scratch: Tensor | None = None,
+    budget: Tensor | None = None,
 ) -> Tensor:
     """(R, W) non-negative weights -> (R,) columns drawn from each row's top-p nucleus.
 
-    A draw ``j`` is in the nucleus iff the mass strictly above ``p_j`` is below ``top_p``; a round admits with
-    probability >= ``top_p``.
+    A draw ``j`` is in the nucleus iff the mass strictly above ``p_j`` is below ``top_p`` x the row's mass, or
+    below ``budget`` (R, 1) when given (a row whose tail was zeroed: the nucleus of the unfiltered row, cut
+    to what is left); a round admits with probability >= ``top_p``.
     """
 
-    def in_nucleus(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor) -> Tensor:
-        return _heavier(current, drawn, buffer).mul_(current).sum(dim=1) < top_p * total
+    def limit(total: Tensor, rows: Tensor) -> Tensor:
+        return top_p * total if budget is None else budget[rows, 0]
 
-    def nucleus(current: Tensor) -> Tensor:
-        return current.masked_fill(current < _nucleus_threshold(current, top_p), 0.0)
+    def in_nucleus(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor, rows: Tensor) -> Tensor:
+        return _heavier(current, drawn, buffer).mul_(current).sum(dim=1) < limit(total, rows)
+
+    def nucleus(current: Tensor, rows: Tensor) -> Tensor:
+        floor = _nucleus_threshold(current, top_p, None if budget is None else budget[rows])
+        return current.masked_fill(current < floor, 0.0)
 
     return _rejection_sample(weights, in_nucleus, nucleus, generator, scratch)
 
@@ -170,14 +191,34 @@ def top_k_sample(weights: Tensor, k: int, generator: torch.Generator | None, scr
     (an untrained model) soon takes the exact ``topk`` path, a peaked one (a trained model) almost never.
     """
 
-    def in_top_k(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor) -> Tensor:
+    def in_top_k(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor, rows: Tensor) -> Tensor:
         return _heavier(current, drawn, buffer).sum(dim=1) < k
 
-    def top_k(current: Tensor) -> Tensor:
-        values, index = current.topk(min(k, current.shape[1]), dim=1)
-        return torch.zeros_like(current).scatter_(1, index, values)
+    def top_k(current: Tensor, rows: Tensor) -> Tensor:
+        return keep_top_k(current, k)
 
     return _rejection_sample(weights, in_top_k, top_k, generator, scratch)
+
+
+def keep_top_k(weights: Tensor, k: int) -> Tensor:
+    """(R, W) weights -> a copy with every column but each row's ``k`` heaviest set to 0 (exact ``topk``)."""
+    values, index = weights.topk(min(k, weights.shape[1]), dim=1)
+    return torch.zeros_like(weights).scatter_(1, index, values)
+
+
+def drop_below_min_p(weights: Tensor, min_p: float) -> Tensor:
+    """(R, W) non-negative weights, in place: zero those under ``min_p`` x the row's largest (which stays)."""
+    floor = weights.amax(dim=1, keepdim=True).mul_(min_p)
+    return weights.masked_fill_(weights < floor, 0.0)
+
+
+def penalize_repeats(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
+    """CTRL's repetition penalty, in place on (R, W) ``logits``: at the (R, t) ``history`` ids of each row, a
+    positive logit is divided by ``penalty``, a negative one multiplied (so > 1 always lowers it). A character
+    seen twice is penalised once. Returns the original (R, t) values, to restore the model's own log-probs."""
+    raw = logits.gather(1, history)
+    logits.scatter_(1, history, torch.where(raw > 0, raw / penalty, raw * penalty))
+    return raw
 
 
 def _normalise(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -221,17 +262,28 @@ def choose(
     bias: Tensor | None = None,
     work: Workspace | None = None,
     phase: Phase = no_phase,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    history: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Raw logits (R, W) and a 0/1 float ``keep`` mask (1 or R rows) -> (R,) chosen ids, (R,) their log-probs.
 
-    The log-probs are the model's *unconstrained* ones (normalised over the whole vocabulary); filtering
-    (top-k / top-p) happens after masking, so the kept set renormalises over allowed tokens only. ``bias`` is
-    ``keep`` as an additive 0/-inf mask when the caller has it (greedy uses it). ``logits`` is overwritten
-    (greedy adds the mask in place). ``phase(name)`` times the stages (see :class:`~.profile.StepProfile`).
+    The log-probs are the model's *unconstrained* ones (normalised over the whole vocabulary, before any
+    repetition penalty); filtering (top-k / top-p / min_p) happens after masking, so the kept set renormalises
+    over allowed tokens only. ``bias`` is ``keep`` as an additive 0/-inf mask when the caller has it (greedy
+    uses it). ``history`` (R, t) holds each row's ids so far, for ``repetition_penalty``. ``logits`` is
+    overwritten (greedy adds the mask in place). ``phase(name)`` times the stages (see
+    :class:`~.profile.StepProfile`).
     """
     work = work or Workspace()
     with phase("normalise"):
         probs, log_norm = _normalise(logits)
+    raw = None  # the model's logits at the history ids, while penalised ones stand in the row
+    if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
+        with phase("penalty"):
+            raw = penalize_repeats(logits, history, repetition_penalty)
+            if strategy != "greedy" and temperature == 1.0:  # weights from the penalised logits (see below)
+                probs = torch.softmax(logits, dim=1)
     if strategy == "greedy":
         with phase("mask"):
             if bias is None:
@@ -239,21 +291,43 @@ def choose(
             masked = logits.add_(bias)  # allowed columns add exactly 0.0, so the chosen logit is unchanged
         with phase("choose"):
             chosen = block_argmax(masked)
-    elif strategy in ("sample", "top_k", "top_p"):
+    elif strategy in SAMPLING:
         with phase("mask"):
             weights = _masked_weights(logits, keep, temperature, probs)
-        if strategy == "top_k":
-            with phase("filter+choose"):
-                chosen = top_k_sample(weights, top_k, generator, work.get("scratch", logits))
-        elif strategy == "sample" or top_p >= 1.0:
-            with phase("choose"):
-                chosen = block_sample(weights, generator)[0]
-        else:
-            with phase("filter+choose"):
-                chosen = nucleus_sample(weights, top_p, generator, work.get("scratch", logits))
+        filtered = strategy != "sample" or min_p > 0
+        with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
+            chosen = _draw(weights, strategy, top_k, top_p, min_p, generator, work)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
+    if raw is not None:
+        logits.scatter_(1, history, raw)
     return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - log_norm
+
+
+def _draw(
+    weights: Tensor,
+    strategy: str,
+    top_k: int,
+    top_p: float,
+    min_p: float,
+    generator: torch.Generator | None,
+    work: Workspace,
+) -> Tensor:
+    """(R, W) masked weights -> (R,) columns drawn under the strategy's filters, in Hugging Face's order:
+    top-k, then top-p over what top-k kept, then min_p (see the module's docstring)."""
+    if strategy == "top_k_top_p":
+        weights = keep_top_k(weights, top_k)
+    nucleus = strategy in ("top_p", "top_k_top_p") and top_p < 1.0
+    budget = None
+    if min_p > 0:
+        if nucleus:  # min_p only cuts the nucleus: measure it on the mass before the cut
+            budget = weights.sum(dim=1, keepdim=True).mul_(top_p)
+        weights = drop_below_min_p(weights, min_p)
+    if strategy == "top_k":
+        return top_k_sample(weights, top_k, generator, work.get("scratch", weights))
+    if nucleus:
+        return nucleus_sample(weights, top_p, generator, work.get("scratch", weights), budget)
+    return block_sample(weights, generator)[0]
 
 
 def pick_tokens(
@@ -264,9 +338,10 @@ def pick_tokens(
     top_k: int = 50,
     top_p: float = 0.9,
     generator: torch.Generator | None = None,
+    min_p: float = 0.0,
 ) -> Tensor:
     """(R, V) log-probs (or logits) and a broadcastable bool mask of allowed tokens -> (R,) chosen token ids."""
     pad = padded_size(log_probs.shape[1]) - log_probs.shape[1]
     logits = F.pad(log_probs.float(), (0, pad), value=float("-inf"))
     keep = F.pad(allowed.reshape(-1, allowed.shape[-1]).to(logits.dtype), (0, pad))
-    return choose(logits, keep, strategy, temperature, top_k, top_p, generator)[0]
+    return choose(logits, keep, strategy, temperature, top_k, top_p, generator, min_p=min_p)[0]
