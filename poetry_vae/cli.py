@@ -7,9 +7,12 @@ Hydra's grammar; expected errors raised by a job print ``error: ...`` and exit w
 
 from __future__ import annotations
 
+import difflib
 import re
+import string
 import sys
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -17,8 +20,9 @@ import hydra
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from poetry_vae.errors import PoetryVAEError
@@ -29,6 +33,9 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Flags of Hydra's command line that take a value: with these the user drives Hydra directly, we step aside.
 _EXPERT_FLAGS = ("--config-path", "-cp", "--config-dir", "-cd", "--config-name", "-cn", "--cfg", "-c",
                  "--package", "-p", "--info", "-i", "--experimental-rerun", "--help", "-h", "--hydra-help")
+# Hydra's flags that only print the config (with their value, if they take one): the overrides beside them are
+# checked as for a run, so `--cfg job trainer.max_epochs=abc` is the same one-line error as the run would be.
+_PRINT_FLAGS = {"--cfg": True, "-c": True, "--package": True, "-p": True, "--resolve": False}
 
 
 _KEY_VALUE = re.compile(r"^([\w.+~/@-]+)=(.*)$", re.DOTALL)
@@ -100,6 +107,24 @@ def _one_line(message: str) -> str:
     return " ".join(kept)
 
 
+def split_print_flags(args: list[str]) -> tuple[list[str], bool]:
+    """The overrides among ``args`` without Hydra's printing flags and their values (``--cfg job``, ``-p model``,
+    ``--resolve``), and whether any was given (then nothing runs: no run directory is checked or locked)."""
+    rest: list[str] = []
+    printing = skip_value = False
+    for arg in args:
+        if skip_value:
+            skip_value = False
+            continue
+        name = arg.split("=")[0]
+        if name in _PRINT_FLAGS:
+            printing = True
+            skip_value = _PRINT_FLAGS[name] and "=" not in arg
+            continue
+        rest.append(arg)
+    return rest, printing
+
+
 def sweep_variants(args: list[str], limit: int = 64) -> list[list[str]] | None:
     """Override lists that cover every value of every sweep once (others at their first value).
 
@@ -141,14 +166,95 @@ def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
     try:
         with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
             for overrides in variants:
-                composed.append(compose(config_name, overrides=overrides, return_hydra_config=True))
-    except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(f"bad config override: {_one_line(str(error))}") from None
+                try:
+                    composed.append(compose(config_name, overrides=overrides, return_hydra_config=True))
+                except (HydraException, OmegaConfBaseException) as error:
+                    hint = explain_unknown(config_name, overrides)  # a typo is far likelier than a new key
+                    raise ConfigError(hint or f"bad config override: {_one_line(str(error))}") from None
     finally:
         GlobalHydra.instance().clear()
     for cfg in composed:
         validate(config_name, cfg)
     return composed[0] if len(composed) == 1 and not ({"-m", "--multirun"} & set(args)) else None
+
+
+def closest(word: str, options: Iterable[str]) -> list[str]:
+    """The (at most three) options spelled most like ``word``, closest first; an option far behind the closest is
+    left out (``max_epoch`` names ``max_epochs`` alone, not ``max_steps`` too)."""
+    matches = difflib.get_close_matches(word, sorted(set(options)), n=3, cutoff=0.6)
+    ratios = [difflib.SequenceMatcher(None, match, word).ratio() for match in matches]
+    return [match for match, ratio in zip(matches, ratios, strict=True) if ratio >= ratios[0] - 0.1]
+
+
+def did_you_mean(names: list[str]) -> str:
+    """``did you mean 'a'?``, ``did you mean 'a' or 'b'?``, ``did you mean 'a', 'b' or 'c'?``."""
+    quoted = [f"'{name}'" for name in names]
+    return f"did you mean {' or '.join([', '.join(quoted[:-1]), quoted[-1]] if len(quoted) > 1 else quoted)}?"
+
+
+def group_options(group: str) -> list[str]:
+    """A config group's options: the files in conf/<group>/ as they are now (no list kept by hand)."""
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def explain_unknown(config_name: str, overrides: list[str]) -> str | None:
+    """One line for the commonest mistakes Hydra cannot compose, an unknown group option or an unknown key, with
+    the closest names; None when neither is the cause (Hydra's own message is shown then).
+
+    Called inside an initialised Hydra (it composes the config again to see which keys and groups exist)."""
+    try:
+        changes = [o for o in OverridesParser.create().parse_overrides(overrides)
+                   if o.type == OverrideType.CHANGE and o.package is None and not o.key_or_group.startswith("hydra")]
+        base = compose(config_name, overrides=[], return_hydra_config=True).hydra.runtime.choices
+        groups = [str(group) for group in base if not str(group).startswith("hydra")]
+        for override in changes:
+            if override.key_or_group in groups and (hint := _unknown_option(override)):
+                return hint
+        cfg = compose(config_name, overrides=[o.input_line for o in changes if o.key_or_group in groups],
+                      return_hydra_config=True)
+        chosen = {group: cfg.hydra.runtime.choices[group] for group in groups}
+        for override in changes:
+            if override.key_or_group not in groups and (hint := _unknown_key(override.key_or_group, cfg, chosen)):
+                return hint
+    except (HydraException, OmegaConfBaseException):
+        pass  # the mistake is elsewhere: Hydra's message says where
+    return None
+
+
+def _unknown_option(override: Override) -> str | None:
+    """``unknown experiment 'x': did you mean ...`` when a group is given an option that has no file."""
+    group, option = override.key_or_group, override.value()
+    options = group_options(group)
+    if not isinstance(option, str) or option in options:
+        return None
+    names = closest(option, options)
+    return f"unknown {group} {option!r}: {did_you_mean(names) if names else 'the options are ' + ', '.join(options)}"
+
+
+def _unknown_key(key: str, cfg: DictConfig, chosen: dict[str, str | None]) -> str | None:
+    """``unknown key 'a.b': did you mean 'a.c'?`` for the first part of a dotted key that the config lacks
+    (``chosen``: each group's option, which decides what keys its node has)."""
+    parts = key.split(".")
+    node: object = cfg
+    for depth, part in enumerate(parts):
+        if not isinstance(node, DictConfig):
+            return None  # a key below a plain value: Hydra's message explains that
+        if part not in node.keys():  # noqa: SIM118 (`in node` is False for a key whose value is ???)
+            known = [str(name) for name in node if depth or name != "hydra"] + (list(chosen) if depth == 0 else [])
+            names = [".".join([*parts[:depth], name, *parts[depth + 1 :]]) for name in closest(part, known)]
+            return f"unknown key {key!r}: {did_you_mean(names) if names else _no_such_key(parts[:depth], chosen)}"
+        node = OmegaConf.select(node, part, throw_on_missing=False, throw_on_resolution_failure=False)
+    return None
+
+
+def _no_such_key(parent: list[str], chosen: dict[str, str | None]) -> str:
+    """Where a key with no close name was looked for: the config, a node, or a group's chosen option."""
+    if not parent:
+        return "the config has no key named like it (+key=value adds one)"
+    where = ".".join(parent)
+    if len(parent) == 1 and chosen.get(where):
+        where = f"{where}={chosen[where]}"
+    return f"{where} has no key named like it"
 
 
 def validate(config_name: str, cfg: DictConfig) -> None:
@@ -160,6 +266,24 @@ def validate(config_name: str, cfg: DictConfig) -> None:
         check(cfg)
     except OmegaConfBaseException as error:  # an interpolation that does not resolve
         raise ConfigError(f"bad config value: {_one_line(str(error))}") from None
+
+
+def short_help(config_name: str) -> str | None:
+    """The command's help (its ``hydra.help.template``) with the config groups and their options listed from conf/
+    now, wrapped; None when the template shows the composed config ($CONFIG: Hydra renders that one)."""
+    template = OmegaConf.select(OmegaConf.load(CONFIG_DIR / f"{config_name}.yaml"), "hydra.help.template")
+    if not isinstance(template, str) or "$CONFIG" in template:
+        return None
+    return string.Template(template).safe_substitute(APP_CONFIG_GROUPS=format_groups())
+
+
+def format_groups(width: int = 100) -> str:
+    """``  group          option, option, ...`` for every group in conf/ (Hydra's own groups aside)."""
+    groups = sorted(path.name for path in CONFIG_DIR.iterdir() if path.is_dir() and path.name != "hydra")
+    lines = [textwrap.fill(", ".join(group_options(group)), width, initial_indent=f"  {group:<16}",
+                           subsequent_indent=" " * 18, break_on_hyphens=False, break_long_words=False)
+             for group in groups if group_options(group)]
+    return "\n".join(lines)
 
 
 def hydra_command(
@@ -183,9 +307,13 @@ def hydra_command(
 
     def main() -> None:
         sys.argv[1:] = quote_unicode_values(sys.argv[1:])
+        if {"--help", "-h"} & set(sys.argv[1:]) and (text := short_help(config_name)) is not None:
+            print(text)  # read from conf/ without composing: instant, and the group lists wrapped
+            return
         try:
-            single = check_overrides(config_name, sys.argv[1:])
-            if single is not None and precheck is not None:
+            overrides, printing = split_print_flags(sys.argv[1:])
+            single = check_overrides(config_name, overrides)
+            if single is not None and precheck is not None and not printing:
                 sys.argv += precheck(single) or []
         except PoetryVAEError as error:
             fail(str(error), getattr(error, "exit_code", 2))

@@ -9,6 +9,7 @@ mean, homotopies between pairs of poems of the split, and the diversity of greed
 from __future__ import annotations
 
 import json
+import time
 
 import pytorch_lightning as pl
 import torch
@@ -21,6 +22,10 @@ from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
 from poetry_vae.lit_module import PoemVAEModule
 from poetry_vae.metrics.latent_use import latent_measures
+from poetry_vae.progress import quiet_lightning
+
+quiet_lightning()
+COUNTS = ("global_step", "iw_samples", "active_units")  # whole numbers, printed without decimals
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -33,6 +38,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.out:
         check_writable(cfg.out)
     device = check_device(cfg.device)
+    started = time.monotonic()
+    phase(f"loading {cfg.ckpt_path} and the {cfg.split} split of its corpus")
     raw = read_checkpoint(cfg.ckpt_path)  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
                "iw_chunk": int(cfg.iw_chunk)}
@@ -46,14 +53,16 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                          logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
     run = trainer.test if cfg.split == "test" else trainer.validate
+    phase(f"IW bound over {len(datamodule.poems[cfg.split]):,} {cfg.split} poems with K={cfg.iw_samples} samples, "
+          f"with the ELBO, KL, MI and active units (on {device})")
     results = run(module, datamodule=datamodule, verbose=False)[0]
     # β and the β-weighted loss depend on the training step, which a fresh Trainer does not have: leave them out
     metrics = {name: float(value) for name, value in results.items() if not name.endswith(("/beta", "/loss"))}
     metrics.update({"global_step": float(raw["global_step"]), "iw_samples": float(cfg.iw_samples)})
     if cfg.latent_measures:
         metrics.update(_latent_measures(module, datamodule, cfg))
-    for name, value in sorted(metrics.items()):
-        print(f"{name:>24}  {value:.4f}")
+    phase(f"done in {time.monotonic() - started:.0f} s")
+    print_metrics(metrics)
     if cfg.out:
         atomic_write_text(cfg.out, json.dumps({"checkpoint": str(cfg.ckpt_path), "split": cfg.split,
                                                 "metrics": metrics}, indent=2))
@@ -67,9 +76,32 @@ def _latent_measures(module: PoemVAEModule, datamodule: QuatrainDataModule, cfg:
     if int(cfg.homotopy_steps) < 2:
         raise PromptError(f"homotopy_steps={cfg.homotopy_steps}: must be >= 2 (the two endpoints)")
     poems = [list(poem.lines) for poem in datamodule.poems[cfg.split]]
+    phase(f"latent measures: reconstructing {len(poems):,} poems, {cfg.homotopy_pairs} homotopies of "
+          f"{cfg.homotopy_steps} steps, {cfg.prior_samples} greedy prior samples")
     measures = latent_measures(module.model, module.vocab, poems, int(cfg.homotopy_pairs), int(cfg.prior_samples),
                                int(cfg.homotopy_steps), int(cfg.seed))
     return {f"{cfg.split}/{name}": value for name, value in measures.items()}
+
+
+def phase(line: str) -> None:
+    """What evaluation is doing now (its phases take seconds to minutes)."""
+    print(line, flush=True)
+
+
+def print_metrics(metrics: dict[str, float]) -> None:
+    """One metric a line, names right-aligned."""
+    width = max(map(len, metrics), default=0)
+    for name, value in sorted(metrics.items()):
+        print(f"{name:>{width}}  {format_metric(name, value)}")
+
+
+def format_metric(name: str, value: float) -> str:
+    """A count as an integer (``global_step 4695``); any other metric with four or five significant digits
+    (``4.5574`` nats/char, ``95.33`` perplexity, ``-96.15`` nats per poem)."""
+    if name.rsplit("/", 1)[-1] in COUNTS:
+        return str(round(value))
+    magnitude = abs(value)
+    return f"{value:.4f}" if magnitude < 10 else f"{value:.2f}" if magnitude < 1000 else f"{value:.1f}"
 
 
 main = hydra_command("evaluate", evaluate)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -27,12 +25,11 @@ from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemVAEModule
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
+from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
 from poetry_vae.project_paths import PROJECT_ROOT, anchored
 from poetry_vae.tracking import flat_config, make_loggers, tracked
 
-# Lightning notices that say nothing about this run (we count no FLOPs; a torch deprecation inside Lightning).
-warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+quiet_lightning()
 
 EMBEDDING_INITS = ("word2vec", "random")
 NEEDS_LOGGER = ("LearningRateMonitor", "ThroughputMonitor")
@@ -173,9 +170,10 @@ def _wanted(callback: DictConfig, cfg: DictConfig, have_logger: bool) -> bool:
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) one run; returns its final metrics. The whole job, with no Hydra main around it.
 
-    The run directory is locked for the run's life (one run per directory), and a full disk is one line."""
+    The run directory is locked for the run's life (one run per directory), a full disk is one line, and what the
+    run says is also written to its train.log."""
     output_dir = Path(cfg.paths.output_dir)
-    with one_line_when_full(output_dir), run_lock.run_directory_lock(output_dir):
+    with one_line_when_full(output_dir), run_lock.run_directory_lock(output_dir), run_log(output_dir / "train.log"):
         return _train(cfg, output_dir)
 
 
@@ -197,7 +195,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     loggers = make_loggers(cfg, checkpoint)
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
     on_sigterm = CheckpointOnSigterm(output_dir / "checkpoints")  # whatever the callbacks config: a resume point
-    callbacks.append(on_sigterm)
+    report = RunReport()  # whatever the callbacks config: validation lines in train.log, a summary at the end
+    callbacks += [on_sigterm, report]
     precision = resolve_precision(cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu")))
     if cfg.trainer.get("precision") == "auto":
         print(f"trainer.precision=auto -> {precision}", file=sys.stderr)
@@ -215,6 +214,9 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
                 metrics.update({name: float(value) for name, value in (results[0] if results else {}).items()})
         except SIGTERMException:  # Lightning's stop on SIGTERM (exit status 0): ours saves and says so
             raise terminated(trainer, on_sigterm) from None
+    if trainer.is_global_zero:
+        for line in report.summary(trainer, module, output_dir):
+            say(line)
     return metrics
 
 
@@ -225,8 +227,7 @@ def train_job(cfg: DictConfig) -> float | None:
             metrics = train(cfg)
     except InstantiationException as error:  # a bad value in a config node: Hydra names the node
         raise PoetryVAEError(str(error)) from None
-    print(f"run directory: {HydraConfig.get().runtime.output_dir}")
-    return metrics.get(cfg.optimized_metric)
+    return metrics.get(cfg.optimized_metric)  # the run directory ends the summary train() printed
 
 
 def refuse_before_writing(cfg: DictConfig) -> list[str]:

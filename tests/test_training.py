@@ -127,7 +127,8 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path: Path, cache: Path) -> No
 
 @pytest.mark.parametrize(
     ("args", "named"),
-    [(["no_such_key=1"], "no_such_key"), (["model=nope"], "model/nope"), (["anneal=linear,nope", "-m"], "nope")],
+    [(["no_such_key=1"], "no_such_key"), (["model=nope"], "unknown model 'nope'"),
+     (["anneal=linear,nope", "-m"], "nope")],
 )
 def test_bad_config_is_one_line_naming_the_key(args: list[str], named: str) -> None:
     with pytest.raises(ConfigError, match=named) as error:
