@@ -43,6 +43,7 @@ from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.metrics.latent_use import homotopy_pairs, homotopy_walks
 from poetry_vae.metrics.poetry import poetry_report
+from poetry_vae.runs import best_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,23 +109,6 @@ def train_for(experiment: str, budget_s: float, args: argparse.Namespace, extra:
 def uses_latent(run: Path) -> bool:
     data = torch.load(best_checkpoint(run), weights_only=True, map_location="cpu")
     return bool(data["hyper_parameters"]["model"].get("use_latent", True))
-
-
-def best_checkpoint(run: Path) -> Path:
-    """The ``best-*.ckpt`` with the highest validation ELBO it was saved with. A run copied to a new directory and
-    resumed there restarts ModelCheckpoint's tracking, so it may hold two such files, the newer one not the better."""
-    best = list((run / "checkpoints").glob("best-*.ckpt"))
-    if not best:
-        return run / "checkpoints" / "last.ckpt"
-    return max(best, key=lambda path: (saved_elbo(path), path.stat().st_mtime))  # ties: the newest
-
-
-def saved_elbo(ckpt: Path) -> float:
-    """The monitored validation ELBO stored by the ModelCheckpoint that wrote ``ckpt`` (-inf if none)."""
-    states = torch.load(ckpt, weights_only=True, map_location="cpu").get("callbacks", {})
-    scores = [state["current_score"] for name, state in states.items() if name.startswith("ModelCheckpoint")
-              and state.get("monitor") == "val/elbo" and state.get("current_score") is not None]
-    return float(scores[0]) if scores else float("-inf")
 
 
 def evaluate(run: Path, args: argparse.Namespace) -> dict[str, float]:
