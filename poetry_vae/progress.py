@@ -25,7 +25,7 @@ RUN_LOG.setLevel(logging.INFO)
 RUN_LOG.propagate = False
 # Lightning's loggers (rank-zero notices: devices, why fit stopped): they print to stderr by themselves.
 LIGHTNING_LOGGERS = ("pytorch_lightning", "lightning_fabric")
-FILE_FORMAT = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")  # as conf/hydra/job_logging/
+FILE_FORMAT = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")  # as in conf/hydra/job_logging/
 
 _TRAIN_KEYS = (("loss", "train/loss"), ("kl", "train/kl"), ("beta", "train/beta"))
 _VAL_KEYS = (("iw_nll/char", "val/iw_nll_char"), ("ppl", "val/iw_ppl"), ("kl", "val/kl"), ("mi", "val/mi"),
