@@ -38,10 +38,11 @@ from poetry_vae.form import written_chars, written_form
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts, interpolate_at, path_weights, poem_ids, reconstruct
 from poetry_vae.generation.request import FORM_FIELDS, REQUEST_FIELDS, DecodeRequest, GeneratedPoem
+from poetry_vae.generation.steering import Steering, analogy_code, latent_bank, resolve_theme, steering
 from poetry_vae.metrics.poetry import poetry_report
 
-MODES = ("prior", "reconstruct", "interpolate")
-GREEDY_MODES = ("reconstruct", "interpolate")  # a reconstruction or a homotopy is deterministic unless asked
+MODES = ("prior", "reconstruct", "interpolate", "steer", "analogy")
+GREEDY_MODES = ("reconstruct", "interpolate", "analogy")  # a reconstruction or a homotopy is deterministic unless asked
 BATCH_SIZE = 1024  # poems decoded at once: the decoder's memory is per batch, whatever n is
 SHOWN = 20  # poems printed to the terminal; out= gets every one
 REPORT_LIMIT = 10_000  # poems report=true measures (its human reference is at most the test split's ~1,600)
@@ -52,8 +53,14 @@ STRATEGY_KNOBS = {"temperature": _DRAWING, "top_k": ("top_k", "top_k_top_p"), "t
                   "min_p": _DRAWING, "beam_size": ("beam",)}
 # The modes that read each key, and what the others do instead.
 MODE_KEYS = {
-    "n": (("prior",), {"reconstruct": "it writes one poem per input poem", "interpolate": "steps= sets the count"}),
-    "poems": (("reconstruct", "interpolate"), {"prior": "it decodes codes drawn from N(0, I)"}),
+    "n": (("prior", "steer"), {"reconstruct": "it writes one poem per input poem",
+                               "interpolate": "steps= sets the count",
+                               "analogy": "it decodes the one code z_b - z_a + z_c"}),
+    "poems": (("reconstruct", "interpolate", "analogy"), {"prior": "it decodes codes drawn from N(0, I)",
+                                                           "steer": "it decodes prior draws moved towards theme="}),
+    "theme": (("steer",), {}),
+    "strength": (("steer",), {}),
+    "steer_method": (("steer",), {}),
     "steps": (("interpolate",), {}),
     "spherical": (("interpolate",), {}),
 }
@@ -109,7 +116,7 @@ def write_poems(cfg: DictConfig) -> Written:
     """The whole job, without Hydra around it: check, load, decode in batches, print the first poems, stream."""
     if cfg.mode not in MODES:
         raise PromptError(f"mode={cfg.mode!r}: choose one of {', '.join(MODES)}")
-    if cfg.mode == "prior" and cfg.n < 1:
+    if cfg.mode in ("prior", "steer") and cfg.n < 1:
         raise PromptError(f"n={cfg.n}: ask for at least one poem")
     out = check_writable(cfg.out) if cfg.out else None  # before any work: a bad path must not cost the poems
     ckpt = load_checkpoint(checkpoint_path(cfg.ckpt_path), map_location=cfg.device)
@@ -212,7 +219,7 @@ def _either(names: tuple[str, ...]) -> str:
 def input_poems(cfg: DictConfig, request: DecodeRequest, ckpt: LoadedCheckpoint) -> list[str]:
     """The poems= of reconstruct and interpolate in the written form, checked (shape, count, characters) before
     any poem is decoded."""
-    if cfg.mode == "prior":
+    if cfg.mode in ("prior", "steer"):
         return []
     texts = [str(text) for text in cfg.poems]
     if cfg.mode == "reconstruct" and not texts:
@@ -220,6 +227,8 @@ def input_poems(cfg: DictConfig, request: DecodeRequest, ckpt: LoadedCheckpoint)
     poems = [written_poem(text, i, len(texts), request) for i, text in enumerate(texts)]
     if cfg.mode == "interpolate" and len(poems) != 2:
         raise PromptError(f"mode=interpolate needs exactly 2 poems=[a,b], got {len(poems)}")
+    if cfg.mode == "analogy" and len(poems) != 3:
+        raise PromptError(f"mode=analogy needs exactly 3 poems=[a,b,c] (a is to b as c is to ?), got {len(poems)}")
     for i, poem in enumerate(poems):
         try:
             poem_ids(ckpt.vocab, poem, request.line_length, request.num_lines)
@@ -241,7 +250,8 @@ def written_poem(text: str, index: int, count: int, request: DecodeRequest) -> s
 
 
 def poem_count(cfg: DictConfig, inputs: list[str], request: DecodeRequest) -> int:
-    codes = {"prior": int(cfg.n), "reconstruct": len(inputs), "interpolate": int(cfg.steps)}[cfg.mode]
+    codes = {"prior": int(cfg.n), "steer": int(cfg.n), "reconstruct": len(inputs), "interpolate": int(cfg.steps),
+             "analogy": 1}[cfg.mode]
     return codes * per_code(request)
 
 
@@ -259,6 +269,10 @@ def decode_batches(cfg: DictConfig, ckpt: LoadedCheckpoint, request: DecodeReque
         return prior_batches(ckpt, request, int(cfg.n), generator)
     if cfg.mode == "reconstruct":
         return reconstruct_batches(ckpt, request, inputs, generator)
+    if cfg.mode == "steer":
+        return steered_batches(ckpt, request, theme_steering(cfg, ckpt), int(cfg.n), generator)
+    if cfg.mode == "analogy":
+        return analogy_batches(ckpt, request, inputs, generator)
     return path_batches(ckpt, request, inputs, int(cfg.steps), bool(cfg.spherical), generator)
 
 
@@ -275,6 +289,36 @@ def prior_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, n: int,
         size = codes.stop - codes.start
         z = sample_prior(ckpt.model, size, generator)
         yield [Row(poem) for poem in generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=size)]
+
+
+def theme_steering(cfg: DictConfig, ckpt: LoadedCheckpoint) -> Steering:
+    """The theme's direction from the checkpoint's training poems (encoded once per checkpoint, then cached)."""
+    if not ckpt.model.cfg.use_latent:
+        raise PromptError("mode=steer needs a model with a latent code; this checkpoint is the language-model "
+                          "baseline (use_latent=False)")
+    theme = resolve_theme(cfg.theme, ckpt.vocab)
+    bank = latent_bank(ckpt)
+    steer = steering(bank, theme, str(cfg.steer_method), cfg.strength)
+    print(f"theme {theme.name} (markers {theme.markers}): {steer.themed_count:,} of {steer.bank_size:,} training "
+          f"poems; steer_method={steer.method} strength={steer.strength:g}")
+    return steer
+
+
+def steered_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, steer: Steering, n: int,
+                    generator: torch.Generator) -> Iterator[list[Row]]:
+    for codes in code_batches(n, request):
+        size = codes.stop - codes.start
+        z = steer.move(sample_prior(ckpt.model, size, generator), generator)
+        yield [Row(poem) for poem in generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=size)]
+
+
+def analogy_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, inputs: list[str],
+                    generator: torch.Generator) -> Iterator[list[Row]]:
+    """a : b :: c : ?, decoded from z_b - z_a + z_c (posterior means)."""
+    mu, _ = encode_texts(ckpt.model, ckpt.vocab, inputs, request.line_length, request.num_lines)
+    question = f"{inputs[0]} : {inputs[1]} :: {inputs[2]} : ?"
+    yield [Row(poem, input=question) for poem in generate(ckpt.model, ckpt.vocab, analogy_code(mu), request,
+                                                         generator)]
 
 
 def reconstruct_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, inputs: list[str],
@@ -398,6 +442,9 @@ def show(rows: list[Row], job: Job) -> None:
     table.add_column("#", justify="right")
     if job.mode == "interpolate":
         table.add_column("t", justify="right")
+    if job.mode == "analogy":
+        caption = "\n".join(f"{name}: {poem}" for name, poem in zip("abc", job.inputs, strict=True))
+        table.caption = caption + "\ndecoded from z_b - z_a + z_c"
     if job.mode == "reconstruct":
         table.add_column("input", no_wrap=True, min_width=48)  # 24 full-width characters
     table.add_column("reconstruction" if job.mode == "reconstruct" else "poem", no_wrap=True, min_width=48)
@@ -406,7 +453,8 @@ def show(rows: list[Row], job: Job) -> None:
     for i, row in enumerate(rows):
         poem = row.poem
         held = " ".join(f"{name}{'✓' if ok else '✗'}" for name, ok in poem.constraints.items())
-        source = [f"{row.t:.2f}"] if row.t is not None else [row.input] if row.input is not None else []
+        source = ([f"{row.t:.2f}"] if row.t is not None else
+                  [row.input] if row.input is not None and job.mode == "reconstruct" else [])
         table.add_row(str(i), *source, poem.text, f"{poem.log_prob:.1f}",
                       held + (f" {poem.pattern}" if poem.pattern else ""))
     width = 150 if job.mode == "reconstruct" else 100

@@ -62,11 +62,14 @@ class SampleKeys:
     """conf/sample.yaml, beside the decoding keys of :class:`DecodeRequest`."""
 
     ckpt_path: str | None = None  # None: the shipped model
-    mode: Literal["prior", "reconstruct", "interpolate"] = "prior"
+    mode: Literal["prior", "reconstruct", "interpolate", "steer", "analogy"] = "prior"
     n: int = field(default=10, metadata=_at_least(1))
     poems: list[str] = field(default_factory=list)
     steps: int = field(default=5, metadata=_at_least(2))
     spherical: bool = False
+    theme: str | None = None  # a shipped theme name or marker characters
+    strength: float | None = None  # None: the method's default
+    steer_method: Literal["mean_diff", "neighbors"] = "mean_diff"
     seed: int = 0
     device: str = "cpu"
     out: str | None = None

@@ -1,0 +1,197 @@
+"""Steering through the latent: move prior draws towards a theme, with no retraining and no forced character.
+
+A theme is a set of marker characters (a shipped name such as 月, or any characters). Its direction comes from the
+posterior means of the training poems (the *bank*, computed once per checkpoint and cached): poems containing a
+marker against those without. Two ways to use it:
+
+- ``mean_diff`` (the attribute vector of Bowman et al. and Optimus): z = ε + strength · d / |d|, ε ~ N(0, I), d the
+  mean code of themed poems minus that of the others; strength counts the prior's standard deviations moved along
+  d (the same scale for every theme); 0 is the prior.
+- ``neighbors``: z = strength · μ_i + sqrt(1 − strength²) · ε around the posterior mean μ_i of a random themed
+  training poem; strength 1 is that poem's code (close to copying it), 0 the prior.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from poetry_vae.atomic import atomic_path
+from poetry_vae.checkpoint import LoadedCheckpoint
+from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PromptError
+from poetry_vae.form import written_chars
+from poetry_vae.model.modes import evaluating
+from poetry_vae.project_paths import anchored
+
+# The shipped themes: a name and its marker characters (simplified script, as the corpora are).
+THEMES: dict[str, str] = {
+    "月": "月",
+    "秋": "秋",
+    "春": "春",
+    "别": "别离送",
+    "酒": "酒醉杯",
+    "山": "山峰岭",
+    "雪": "雪",
+    "花": "花",
+    "雨": "雨",
+    "江": "江",
+}
+METHODS = ("mean_diff", "neighbors")
+DEFAULT_STRENGTH = {"mean_diff": 4.0, "neighbors": 0.9}  # chosen by measurement: docs/steering.md
+BANK_LIMIT = 50_000  # training poems encoded for the bank (a pretraining corpus is subsampled to this)
+BANK_FORMAT = "poetry_vae.latent_bank/1"
+MIN_THEMED = 20  # fewer themed training poems than this give no usable direction
+
+
+@dataclass(frozen=True)
+class Theme:
+    name: str
+    markers: str  # the characters whose presence defines the theme
+
+    def marks(self, text: str) -> bool:
+        return any(char in text for char in self.markers)
+
+
+def resolve_theme(theme: object, vocab: Vocabulary | None = None) -> Theme:
+    """A shipped theme by name, or the characters given as markers; a one-line error for anything else."""
+    if theme is None or (isinstance(theme, str) and not theme.strip()):
+        raise PromptError(f"mode=steer needs theme=<name or characters>, e.g. theme=月 (shipped: {''.join(THEMES)})")
+    text = str(theme)
+    if text in THEMES:
+        return Theme(text, THEMES[text])
+    markers = "".join(dict.fromkeys(written_chars(text)))
+    if not markers:
+        raise PromptError(f"theme={theme!r} has no characters: give a theme name ({''.join(THEMES)}) or characters")
+    if vocab is not None:
+        unknown = [char for char in markers if char not in vocab.index]
+        if unknown:
+            raise PromptError(f"theme={theme!r}: {''.join(unknown)} not in this checkpoint's vocabulary; "
+                              "use other marker characters")
+    return Theme(markers, markers)
+
+
+@dataclass
+class LatentBank:
+    """Posterior means of training poems, with their texts (the written characters, no punctuation)."""
+
+    texts: list[str]
+    mu: Tensor  # (N, Z) float32
+
+    def themed(self, theme: Theme) -> Tensor:
+        """(N,) bool: which bank poems carry a marker."""
+        return torch.tensor([theme.marks(text) for text in self.texts], dtype=torch.bool)
+
+
+def checkpoint_fingerprint(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def bank_texts(ckpt: LoadedCheckpoint, limit: int = BANK_LIMIT) -> list[str]:
+    """The checkpoint's training poems (its own split), at most ``limit`` of them, chosen by a fixed seed."""
+    from poetry_vae.data.datamodule import QuatrainDataModule  # Lightning only here, not for plain sampling
+
+    datamodule = QuatrainDataModule(**ckpt.data_hparams)
+    datamodule.load()
+    texts = [poem.text for poem in datamodule.poems["train"]]
+    if len(texts) > limit:
+        keep = torch.randperm(len(texts), generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        texts = [texts[i] for i in keep.tolist()]
+    return texts
+
+
+def encode_bank(ckpt: LoadedCheckpoint, texts: Sequence[str], batch_size: int = 2048) -> Tensor:
+    """(N, Z) posterior means; a character outside the vocabulary reads as <unk>, as in training."""
+    length = int(ckpt.data_hparams.get("line_length", 5)) * int(ckpt.data_hparams.get("num_lines", 4))
+    device = next(ckpt.model.parameters()).device
+    rows = []
+    with evaluating(ckpt.model), torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            ids = ckpt.vocab.encode_many(list(texts[start : start + batch_size]), length)
+            tokens = torch.as_tensor(ids, dtype=torch.long, device=device)
+            rows.append(ckpt.model.encode(tokens)[0].float().cpu())
+    return torch.cat(rows)
+
+
+def latent_bank(ckpt: LoadedCheckpoint, cache_dir: str | Path = ".cache/poetry_vae",
+                limit: int = BANK_LIMIT) -> LatentBank:
+    """The checkpoint's bank, from the cache when this exact checkpoint file was encoded before."""
+    key = json.dumps({"ckpt": checkpoint_fingerprint(ckpt.path), "data": ckpt.data_hparams, "limit": limit},
+                     sort_keys=True, default=str)
+    path = anchored(cache_dir) / f"latent-bank-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+            if data.get("format") == BANK_FORMAT:
+                return LatentBank(list(data["texts"]), data["mu"])
+        except (RuntimeError, EOFError, OSError, KeyError, AttributeError):
+            pass  # a damaged cache is rebuilt below
+    texts = bank_texts(ckpt, limit)
+    bank = LatentBank(texts, encode_bank(ckpt, texts))
+    with atomic_path(path) as tmp:
+        torch.save({"format": BANK_FORMAT, "texts": bank.texts, "mu": bank.mu}, tmp)
+    return bank
+
+
+@dataclass
+class Steering:
+    """What moves a batch of prior draws towards one theme."""
+
+    theme: Theme
+    method: str
+    strength: float
+    direction: Tensor  # (Z,) mean code of themed poems minus that of the others
+    themed_mu: Tensor  # (M, Z) posterior means of the themed bank poems
+    themed_count: int
+    bank_size: int
+
+    def move(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Steered codes for prior draws ``eps`` (N, Z)."""
+        s = self.strength
+        if self.method == "mean_diff":
+            return eps + s * (self.direction / self.direction.norm().clamp_min(1e-12)).to(eps)
+        pick = torch.randint(len(self.themed_mu), (eps.shape[0],), generator=generator,
+                             device=generator.device if generator is not None else "cpu")
+        anchors = self.themed_mu[pick.cpu()].to(eps)
+        return s * anchors + math.sqrt(max(0.0, 1.0 - s * s)) * eps
+
+
+def steering(bank: LatentBank, theme: Theme, method: str = "mean_diff", strength: float | None = None) -> Steering:
+    """The steering of ``theme`` from ``bank``; a one-line error for a bad method, strength or too rare a theme."""
+    if method not in METHODS:
+        raise PromptError(f"steer_method={method!r}: choose one of {', '.join(METHODS)}")
+    if strength is None:
+        strength = DEFAULT_STRENGTH[method]
+    if isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength):
+        raise PromptError(f"strength={strength!r} must be a number")
+    if method == "neighbors" and not 0.0 <= strength <= 1.0:
+        raise PromptError(f"strength={strength} with steer_method=neighbors must be in [0, 1] (1 = a themed "
+                          "training poem's code, 0 = the prior)")
+    if method == "mean_diff" and strength < 0:
+        raise PromptError(f"strength={strength} must be >= 0 (0 = no steering)")
+    themed = bank.themed(theme)
+    count = int(themed.sum())
+    if count < MIN_THEMED or count == len(themed):
+        raise PromptError(f"theme {theme.name} (markers {theme.markers}) marks {count} of {len(themed)} training "
+                          f"poems: a direction needs at least {MIN_THEMED} with and some without; choose "
+                          "more common marker characters")
+    direction = bank.mu[themed].mean(0) - bank.mu[~themed].mean(0)
+    return Steering(theme, method, float(strength), direction, bank.mu[themed], count, len(themed))
+
+
+def analogy_code(mu: Tensor) -> Tensor:
+    """Bowman-style latent arithmetic on three posterior means (a, b, c): z_b − z_a + z_c, as (1, Z)."""
+    if mu.shape[0] != 3:
+        raise PromptError(f"mode=analogy needs exactly 3 poems=[a,b,c] (a is to b as c is to ?), got {mu.shape[0]}")
+    return (mu[1] - mu[0] + mu[2]).unsqueeze(0)
