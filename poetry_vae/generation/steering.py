@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,18 +125,19 @@ def encode_bank(ckpt: LoadedCheckpoint, texts: Sequence[str], batch_size: int = 
     return torch.cat(rows)
 
 
-def latent_bank(ckpt: LoadedCheckpoint, cache_dir: str | Path = ".cache/poetry_vae",
+def latent_bank(ckpt: LoadedCheckpoint, cache_dir: str | Path | None = None,
                 limit: int = BANK_LIMIT) -> LatentBank:
     """The checkpoint's bank, from the cache when this exact checkpoint file was encoded before."""
     key = json.dumps({"ckpt": checkpoint_fingerprint(ckpt.path), "data": ckpt.data_hparams, "limit": limit},
                      sort_keys=True, default=str)
-    path = anchored(cache_dir) / f"latent-bank-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    folder = anchored(cache_dir or ckpt.data_hparams.get("cache_dir") or ".cache/poetry_vae")  # the run's own cache
+    path = folder / f"latent-bank-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
             if data.get("format") == BANK_FORMAT:
                 return LatentBank(list(data["texts"]), data["mu"])
-        except (RuntimeError, EOFError, OSError, KeyError, AttributeError):
+        except (RuntimeError, EOFError, OSError, KeyError, AttributeError, ValueError, pickle.UnpicklingError):
             pass  # a damaged cache is rebuilt below
     texts = bank_texts(ckpt, limit)
     bank = LatentBank(texts, encode_bank(ckpt, texts))
