@@ -24,6 +24,7 @@ import torch
 from poetry_vae.atomic import atomic_write, atomic_write_text
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.form import written_form
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.generation.steering import (
@@ -55,8 +56,8 @@ def decode(ckpt: LoadedCheckpoint, n: int, request: dict, seed: int, steer: Stee
     z = sample_prior(ckpt.model, n, generator)
     if steer is not None:
         z = steer.move(z, generator)
-    return [poem.text for poem in generate(ckpt.model, ckpt.vocab, z, DecodeRequest(**request), generator,
-                                           num_poems=n)]
+    return ["".join(poem.lines) for poem in generate(ckpt.model, ckpt.vocab, z, DecodeRequest(**request), generator,
+                                                     num_poems=n)]
 
 
 def hard_baseline(ckpt: LoadedCheckpoint, theme: Theme, n: int, seed: int) -> list[str]:
@@ -204,7 +205,8 @@ def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, c
     for name in list(examples)[:3]:
         lines += [f"**{name}**, steered (`mean_diff`, default strength) | unsteered", "", "| steered | unsteered |",
                   "|---|---|"]
-        lines += [f"| {s} | {u} |" for s, u in zip(examples[name]["mean_diff"], unsteered[:10], strict=True)]
+        lines += [f"| {written_form(s)} | {written_form(u)} |"
+                  for s, u in zip(examples[name]["mean_diff"], unsteered[:10], strict=True)]
         lines.append("")
     return "\n".join(lines)
 

@@ -125,6 +125,8 @@ def test_fluency_is_the_mean_nll_of_each_character(tiny_checkpoint: Path) -> Non
         full = ckpt.model.next_token_log_probs(dec_in, torch.zeros(2, ckpt.model.cfg.latent_dim))
     expected = -full.gather(2, tokens.unsqueeze(2)).mean().item()
     assert nll_per_char(ckpt.model, ckpt.vocab, texts) == pytest.approx(expected, rel=1e-5)
+    written = ["床前明月光，疑是地上霜。举头望明月，低头思故乡。", "春眠不觉晓,处处闻啼鸟.夜来风雨声,花落知多少."]
+    assert nll_per_char(ckpt.model, ckpt.vocab, written) == pytest.approx(expected, rel=1e-5)  # marks dropped
 
 
 def sample(*args: str) -> subprocess.CompletedProcess[str]:
