@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 export WANDB_SILENT := true
 CORPUS_CACHE := .cache/chinese-poetry
 
-.PHONY: setup train pretrain test test-slow lint corpus bench report clean
+.PHONY: setup train pretrain test test-slow lint corpus bench report steer-report clean
 
 setup: $(STAMP)
 
@@ -67,6 +67,12 @@ REPORT_BUDGET ?= 15
 REPORT_NAME ?=
 report: $(STAMP)
 	$(PY) scripts/report.py --budget-min $(REPORT_BUDGET) $(if $(REPORT_NAME),--name $(REPORT_NAME))
+
+# Steering through the latent, measured: 500 steered and unsteered poems per theme and way of steering, a judge
+# that never reads the markers, fluency under the shipped LM reference; a new page docs/steering/<STEER_NAME>.md.
+STEER_NAME ?= $(shell date +%Y-%m-%d)
+steer-report: $(STAMP)
+	$(PY) scripts/steer_report.py --ckpt poetry_vae/resources/poet.pt --lm poetry_vae/resources/poet_lm.pt --out docs/steering/$(STEER_NAME).md
 
 clean:
 	rm -rf outputs multirun wandb lightning_logs .cache/poetry_vae

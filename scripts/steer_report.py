@@ -3,7 +3,7 @@ towards the theme against unsteered ones — how often a marker appears, how oft
 markers calls the poem themed, diversity, and fluency under the LM reference — and a hard baseline that forces a
 marker by a constraint. Writes a page, its JSON and one figure (strength against hit rate and fluency).
 
-    python scripts/steer_report.py --ckpt <vae run or .ckpt> --lm <LM run or .ckpt> --out docs/steering.md
+    python scripts/steer_report.py --ckpt <vae run or .ckpt> --lm <LM run or .ckpt> [--out docs/steering/<name>.md]
 """
 
 from __future__ import annotations
@@ -115,9 +115,11 @@ def main() -> None:
     parser.add_argument("--themes", default=THEMES)
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="docs/steering.md")
+    parser.add_argument("--out", default=f"docs/steering/{time.strftime('%Y-%m-%d')}.md")
     parser.add_argument("--command", default="make steer-report", help="the command named on the page")
     args = parser.parse_args()
+    if Path(args.out).exists():
+        parser.exit(2, f"error: {args.out} exists: pass --out <a new page> (a report never overwrites another)\n")
     torch.set_num_threads(1)
 
     vae_path, lm_path = checkpoint(args.ckpt), checkpoint(args.lm)
