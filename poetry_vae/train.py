@@ -140,8 +140,10 @@ def start_from(module: PoemVAEModule, init: LoadedCheckpoint) -> None:
         ) from None
 
 
-def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = None) -> PoemVAEModule:
-    """The LightningModule: each config node is passed whole to the argument of the same name."""
+def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = None,
+                 resuming: bool = False) -> PoemVAEModule:
+    """The LightningModule: each config node is passed whole to the argument of the same name. Word2Vec
+    embeddings only for a fresh start: a fine-tune (init_from) or a resume brings its own."""
     if cfg.init_embeddings not in EMBEDDING_INITS:
         raise PoetryVAEError(f"init_embeddings={cfg.init_embeddings!r}: use one of {', '.join(EMBEDDING_INITS)}")
     vocab = vocab or datamodule.prepare()
@@ -154,7 +156,7 @@ def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = No
         anneal=_plain(cfg.anneal),
         **_plain(cfg.evaluation),
     )
-    if cfg.init_embeddings == "word2vec" and cfg.init_from is None:
+    if cfg.init_embeddings == "word2vec" and cfg.init_from is None and not resuming:
         module.model.load_embeddings(torch.from_numpy(datamodule.embedding_matrix(module.model.cfg.embed_dim)))
     return module
 
@@ -187,7 +189,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     # fine-tuning starts from init_from's weights; a resume has its own
     init = load_checkpoint(init_checkpoint(cfg.init_from)) if cfg.init_from is not None and checkpoint is None else None
     datamodule = instantiate(cfg.data)
-    module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init))
+    module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init), checkpoint is not None)
     if init is not None:
         start_from(module, init)
     if checkpoint is not None:
