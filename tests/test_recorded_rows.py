@@ -1,10 +1,10 @@
-"""Rows recorded under docs/ whose presets are no longer shipped: each is one command (a preset plus overrides, or
-overrides alone) that composes exactly the config its preset composed, and most are one point of a sweep in
-conf/hparams_search/.
+"""Rows recorded under docs/ whose presets are no longer shipped (poetry_vae/recorded_rows.py): each is one command
+(a preset plus overrides, or overrides alone) that composes exactly the config its preset composed, most are one
+point of a sweep in conf/hparams_search/, and every page naming one gives its command.
 
 tests/data/recorded_presets.json holds what each old preset composed, as its differences from the default
 composition (`python -m poetry_vae.train --cfg job` with no overrides), recorded before the presets were folded
-into the commands below. Comparing differences from the defaults keeps the check exact while a later change to a
+into those commands. Comparing differences from the defaults keeps the check exact while a later change to a
 default (one that moves every run alike) does not break it.
 """
 
@@ -23,72 +23,15 @@ import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from poetry_vae.cli import CONFIG_DIR
+from poetry_vae.cli import CONFIG_DIR, check_overrides
 from poetry_vae.model.config import VAEConfig
 from poetry_vae.objective import ObjectiveConfig
+from poetry_vae.recorded_rows import ROWS, command
+from poetry_vae.schema import ConfigError
 
 ROOT = CONFIG_DIR.parent
 RECORDED = json.loads((Path(__file__).parent / "data" / "recorded_presets.json").read_text("utf-8"))
 IGNORED = {"tags"}  # a label, not a setting of the run
-
-# old preset -> (the command's overrides that reproduce it, the sweep in conf/hparams_search/ holding it or None)
-ROWS: dict[str, tuple[str, str | None]] = {
-    "lm_h256": ("experiment=lm model.decoder_hidden=256", "lm_decoder"),
-    "lm_h512": ("experiment=lm model.decoder_hidden=512", "lm_decoder"),
-    "lm_pos": ("experiment=lm model.position_codes=40", "lm_decoder"),
-    "lm_original": ("experiment=lm model.output_layer=softmax data.batch_size=32 trainer.precision=32-true", None),
-    "bnvae_wd0": ("experiment=bnvae objective.word_dropout=0.0", "bnvae_decoder"),
-    "bnvae_wd0_skip": ("experiment=bnvae objective.word_dropout=0.0 model.z_to_output=true", "bnvae_decoder"),
-    "bnvae_bow": ("experiment=bnvae objective.bag_of_words=1.0", "bnvae_decoder"),
-    "bnvae_bow_skip": ("experiment=bnvae objective.word_dropout=0.0 model.z_to_output=true objective.bag_of_words=1.0",
-                       "bnvae_decoder"),
-    "bnvae_z64": ("experiment=bnvae model.latent_dim=64", "bnvae_size"),
-    "bnvae_h256": ("experiment=bnvae model.decoder_hidden=256", "bnvae_size"),
-    "bnvae_e64": ("experiment=bnvae model.encoder_hidden=64", "bnvae_size"),
-    "bnvae_high_kl": ("experiment=bnvae model.bn_gamma=1.0 objective.word_dropout=0.5", "bnvae_kl"),
-    "bnvae_kl36_bow": ("experiment=bnvae model.bn_gamma=1.5 objective.word_dropout=0.5 model.z_to_output=true "
-                       "objective.bag_of_words=1.0", "bnvae_kl"),
-    "bnvae_kl64_bow": ("experiment=bnvae model.bn_gamma=2.0 objective.word_dropout=0.5 model.z_to_output=true "
-                       "objective.bag_of_words=1.0", "bnvae_kl"),
-    "bnvae_pos": ("experiment=bnvae objective.word_dropout=0.0 model.z_to_output=true model.position_codes=40",
-                  "position_codes"),
-    "bnvae_kl36_pos": ("experiment=bnvae model.bn_gamma=1.5 model.z_to_output=true model.position_codes=40",
-                       "position_codes"),
-    "fb32_pos": ("experiment=bnvae model.bn_gamma=0.0 objective.free_bits=1.0 objective.word_dropout=0.0 "
-                 "model.z_to_output=true model.position_codes=40", "position_codes"),
-    "fb64_pos": ("experiment=bnvae model.bn_gamma=0.0 objective.free_bits=2.0 objective.word_dropout=0.0 "
-                 "model.z_to_output=true model.position_codes=40", "position_codes"),
-    "wuyan_fb64_pos": ("data=wuyan anneal=constant model.latent_dim=32 +model.num_forms=4 model.z_to_output=true "
-                       "model.position_codes=40 objective.free_bits=2.0 trainer.val_check_interval=0.2",
-                       "wuyan_latent"),
-    "wuyan_fb64_pos_wd50": ("data=wuyan anneal=constant model.latent_dim=32 +model.num_forms=4 model.z_to_output=true "
-                            "model.position_codes=40 objective.free_bits=2.0 objective.word_dropout=0.5 "
-                            "trainer.val_check_interval=0.2", "wuyan_latent"),
-    "wuyan_fb64_pos_wd75": ("data=wuyan anneal=constant model.latent_dim=32 +model.num_forms=4 model.z_to_output=true "
-                            "model.position_codes=40 objective.free_bits=2.0 objective.word_dropout=0.75 "
-                            "trainer.val_check_interval=0.2", "wuyan_latent"),
-    "wuyan_fb128_pos_wd50": ("data=wuyan anneal=constant model.latent_dim=32 +model.num_forms=4 model.z_to_output=true "
-                             "model.position_codes=40 objective.free_bits=4.0 objective.word_dropout=0.5 "
-                             "trainer.val_check_interval=0.2", "wuyan_latent"),
-    "wuyan_z128_pos_wd50": ("data=wuyan anneal=constant model.latent_dim=128 +model.num_forms=4 model.z_to_output=true "
-                            "model.position_codes=40 objective.free_bits=1.0 objective.word_dropout=0.5 "
-                            "trainer.val_check_interval=0.2", None),
-    "wuyan_fb64_pos_wd50_div1": ("data=wuyan anneal=constant model.latent_dim=32 +model.num_forms=4 "
-                                 "model.z_to_output=true model.position_codes=40 objective.free_bits=2.0 "
-                                 "objective.word_dropout=0.5 model.adaptive_div_value=1.0 "
-                                 "trainer.val_check_interval=0.2", None),
-    "pretrain_lm": ("experiment=lm data=wuyan +model.num_forms=4", None),
-    "finetune_lm": ("experiment=lm data.vocab_from=wuyan +model.num_forms=4 "
-                    "'init_from=${paths.output_root}/pretrain_lm/checkpoints/last.ckpt'", None),
-    "pretrain_bnvae": ("experiment=bnvae data=wuyan +model.num_forms=4", None),
-    "finetune_bnvae": ("experiment=bnvae data.vocab_from=wuyan +model.num_forms=4 "
-                       "'init_from=${paths.output_root}/pretrain_bnvae/checkpoints/last.ckpt'", None),
-}
-
-
-def command(name: str) -> str:
-    """The command line that trains the row ``name`` again, in its old output directory."""
-    return f"python -m poetry_vae.train {ROWS[name][0]} run_name={name}"
 
 
 def overrides(name: str) -> list[str]:
@@ -177,3 +120,11 @@ def test_a_page_naming_a_recorded_row_gives_its_command(page: Path) -> None:
     named = [name for name in ROWS if re.search(rf"(?<![\w/]){re.escape(name)}(?![\w/])", text)]
     missing = [name for name in named if command(name) not in text]
     assert not missing, f"{page.relative_to(ROOT)} names {', '.join(missing)} without the command that trains it now"
+
+
+def test_a_recorded_row_given_as_a_preset_gets_its_command() -> None:
+    with pytest.raises(ConfigError) as error:
+        check_overrides("train", ["experiment=bnvae_wd0"])
+    assert str(error.value) == ("experiment=bnvae_wd0 is no longer a preset: train its row with "
+                                "python -m poetry_vae.train experiment=bnvae objective.word_dropout=0.0 "
+                                "run_name=bnvae_wd0")
