@@ -32,7 +32,7 @@ train: $(STAMP)
 	$(PY) -m poetry_vae.sample ckpt_path=outputs/make_train/checkpoints/last.ckpt n=8 rhyme=pingshui tone=auto out=outputs/make_train/poems.jsonl
 
 # Pretrain on the five-character blocks (data=wuyan) for PRETRAIN_BUDGET (DD:HH:MM:SS) of CPU time, then
-# fine-tune with `python -m poetry_vae.train experiment=finetune_vae` (or finetune_lm with PRETRAIN=pretrain_lm).
+# fine-tune with `python -m poetry_vae.train experiment=finetune_vae` (or poet_finetune with PRETRAIN=poet).
 PRETRAIN ?= pretrain_vae
 PRETRAIN_BUDGET ?= 00:00:07:00
 pretrain: $(STAMP)

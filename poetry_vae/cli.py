@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from poetry_vae.errors import PoetryVAEError
+from poetry_vae.recorded_rows import ROWS, command
 from poetry_vae.schema import CHECKS, ConfigError
 
 T = TypeVar("T")
@@ -227,6 +228,8 @@ def _unknown_option(override: Override) -> str | None:
     options = group_options(group)
     if not isinstance(option, str) or option in options:
         return None
+    if group == "experiment" and option in ROWS:  # a row of docs/ whose preset was folded into a command
+        return f"experiment={option} is no longer a preset: train its row with {command(option)}"
     names = closest(option, options)
     return f"unknown {group} {option!r}: {did_you_mean(names) if names else 'the options are ' + ', '.join(options)}"
 

@@ -48,6 +48,7 @@ class TrainKeys:
     """conf/train.yaml's own keys (the groups are checked against what they instantiate)."""
 
     run_name: str = "default"
+    tags: list[str] = field(default_factory=list)
     seed: int = 0
     ckpt_path: str | None = None
     init_from: str | None = None

@@ -29,12 +29,14 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import torch
+import yaml
 
 from poetry_vae.atomic import atomic_write, atomic_write_text
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
@@ -47,11 +49,42 @@ from poetry_vae.runs import best_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
-EXPERIMENTS = ("lm", "vanilla", "bowman", "cyclical_fb", "li2019", "bnvae", "bnvae_wd0", "bnvae_wd0_skip", "bnvae_bow",
-               "bnvae_bow_skip", "lm_pos", "bnvae_pos", "bnvae_kl36_pos", "fb32_pos", "wuyan_fb64_pos_wd50",
-               "aggressive")
-LATENT_KEYS = ("recon_char_acc", "recon_bleu2", "recon_forced_acc", "homotopy_distinct", "homotopy_endpoint_diff",
-               "prior_distinct_2", "prior_self_bleu")
+PRESETS = ROOT / "conf" / "experiment"
+
+
+def preset_value(name: str, key: str) -> Any:
+    """A top-level key of the preset ``name`` as Hydra composes it: its own value, else its parents' (the plain
+    names in its defaults list, the last one first), else None."""
+    data = yaml.safe_load((PRESETS / f"{name}.yaml").read_text("utf-8")) or {}
+    if key in data:
+        return data[key]
+    parents = [entry for entry in data.get("defaults", []) if isinstance(entry, str) and entry != "_self_"]
+    return next((value for parent in reversed(parents) if (value := preset_value(parent, key)) is not None), None)
+
+
+def presets() -> list[str]:
+    return sorted(path.stem for path in PRESETS.glob("*.yaml"))
+
+
+def report_presets() -> tuple[str, ...]:
+    """The presets tagged ``report`` (``tags: [report]``): the rows `make report` trains by default."""
+    return tuple(name for name in presets() if "report" in (preset_value(name, "tags") or []))
+
+
+SOURCE = re.compile(r"\$\{paths\.output_root\}/([A-Za-z0-9_.-]+)/checkpoints/last\.ckpt")
+
+
+def fine_tuning_chains() -> dict[str, str]:
+    """Each fine-tuning preset and the preset its ``init_from`` starts from (``${paths.output_root}/<preset>/...``)."""
+    chains = {}
+    for name in presets():
+        match = SOURCE.fullmatch(str(preset_value(name, "init_from") or ""))
+        if match and (PRESETS / f"{match.group(1)}.yaml").exists():
+            chains[name] = match.group(1)
+    return chains
+
+
+EXPERIMENTS = report_presets()
 # The issue's targets for the best VAE: likelihood no worse than the LM's while the latent does real work.
 TARGETS = (("test/kl", 8.0, "KL ≥ 8"), ("test/active_units", 16, "AU ≥ 16"), ("test/mi", 4.0, "MI ≥ 4"),
            ("test/recon_char_acc", 0.30, "reconstruction ≥ 30%"), ("test/homotopy_distinct", 5.0, "homotopy ≥ 5/7"),
@@ -80,7 +113,7 @@ def budget_spent(run: Path, budget_s: float) -> bool:
 
 # A fine-tuned row spends PRETRAIN_SHARE of the budget pretraining (its source preset), the rest fine-tuning:
 # pretraining + fine-tuning together get the same CPU minutes as every other row.
-CHAINS = {"finetune_lm": "pretrain_lm", "finetune_vae": "pretrain_vae", "finetune_bnvae": "pretrain_bnvae"}
+CHAINS = fine_tuning_chains()
 PRETRAIN_SHARE = 0.7
 
 
@@ -268,24 +301,52 @@ def fmt(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+class Column(NamedTuple):
+    """One metric of the main table, declared once: its key in a run's test metrics, its header and how its value
+    is written. ``missing`` is what a run without the metric shows (None: every run has it)."""
+
+    key: str
+    header: str
+    text: Callable[[float], str]
+    missing: str | None = None
+
+    def cell(self, metrics: dict[str, float]) -> str:
+        if self.missing is None:
+            return self.text(metrics[self.key])
+        value = metrics.get(self.key)
+        return self.missing if value is None else self.text(value)
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+# The main table's columns after the run's name, in order: likelihood, latent statistics, then what the latent does
+# by greedy decoding (shown as "–" where a run has no such measure, e.g. the LM). A new metric is one line here.
+COLUMNS = (
+    Column("global_step", "steps", lambda v: str(int(v))),
+    Column("poems_per_s", "poems/s", lambda v: f"{v:.0f}", missing="0"),
+    Column("test/iw_nll_char", "test IW-NLL / char", fmt),
+    Column("test/iw_ppl", "IW perplexity", lambda v: f"{v:.1f}"),
+    Column("test/kl", "KL / poem", lambda v: f"{v:.2f}"),
+    Column("test/mi", "MI", lambda v: f"{v:.2f}", missing="0.00"),
+    Column("test/active_units", "active units", lambda v: str(int(v)), missing="0"),
+    Column("test/elbo", "test ELBO / poem", lambda v: f"{v:.1f}"),
+    Column("test/recon_char_acc", "recon chars", percent, missing="–"),
+    Column("test/recon_bleu2", "recon BLEU-2", fmt, missing="–"),
+    Column("test/recon_forced_acc", "forced chars", percent, missing="–"),
+    Column("test/homotopy_distinct", "homotopy distinct / 7", lambda v: f"{v:.2f}", missing="–"),
+    Column("test/homotopy_endpoint_diff", "endpoint diff / 20", lambda v: f"{v:.1f}", missing="–"),
+    Column("test/prior_distinct_2", "prior distinct-2", fmt, missing="–"),
+    Column("test/prior_self_bleu", "prior self-BLEU", fmt, missing="–"),
+)
+
+
 def main_table(table: dict[str, dict[str, float]], ranked: list[str]) -> list[str]:
-    """The main table: likelihood, latent statistics and what the latent does (greedy decoding)."""
-    lines = [
-        "| run | steps | poems/s | test IW-NLL / char | IW perplexity | KL / poem | MI | active units | "
-        "test ELBO / poem | recon chars | recon BLEU-2 | forced chars | homotopy distinct / 7 | "
-        "endpoint diff / 20 | prior distinct-2 | prior self-BLEU |",
-        "|---|" + "---:|" * 15,
-    ]
+    """The main table: one row per run, one cell per declared column (``COLUMNS``)."""
+    lines = ["| run | " + " | ".join(column.header for column in COLUMNS) + " |", "|---|" + "---:|" * len(COLUMNS)]
     for name in ranked:
-        m = table[name]
-        latent = [m.get(f"test/{key}") for key in LATENT_KEYS]
-        cells = ["–" if v is None else text for v, text in zip(latent, (
-            f"{100 * (latent[0] or 0):.1f}%", fmt(latent[1] or 0), f"{100 * (latent[2] or 0):.1f}%",
-            f"{latent[3] or 0:.2f}", f"{latent[4] or 0:.1f}", fmt(latent[5] or 0), fmt(latent[6] or 0)), strict=True)]
-        lines.append(f"| {name} | {int(m['global_step'])} | {m.get('poems_per_s', 0):.0f} | "
-                     f"{fmt(m['test/iw_nll_char'])} | {m['test/iw_ppl']:.1f} | {m['test/kl']:.2f} | "
-                     f"{m.get('test/mi', 0.0):.2f} | {int(m.get('test/active_units', 0))} | {m['test/elbo']:.1f} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(column.cell(table[name]) for column in COLUMNS) + " |")
     return lines
 
 
@@ -342,7 +403,7 @@ def write_markdown(args: argparse.Namespace, table: dict[str, dict[str, float]],
         f"decodes; two random human poems differ in ~19 of 20); {args.prior_samples} greedy samples from the prior "
         "(distinct-2, self-BLEU). The LM has no z: one greedy poem stands for all of them.",
         *([f"Rows {', '.join(f'`{n}`' for n in table if n in CHAINS)} spend {PRETRAIN_SHARE:.0%} of the budget "
-           "pretraining on the five-character blocks (`data=wuyan`, their `pretrain_*` preset) and the rest "
+           "pretraining (the preset their `init_from` names, on the five-character blocks `data=wuyan`) and the rest "
            "fine-tuning on the 五绝: the same CPU minutes in all."] if any(n in CHAINS for n in table) else []),
         "",
         *main_table(table, ranked),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -21,8 +23,32 @@ from poetry_vae.train import build_module, start_from, starting_vocabulary
 PRESETS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
-def test_presets_are_found() -> None:
-    assert {"lm", "vanilla", "bowman", "cyclical_fb", "make_train", "li2019", "bnvae", "aggressive"} <= set(PRESETS)
+def readme_presets() -> set[str]:
+    """The presets the README's table of experiments names (its first column)."""
+    text = (CONFIG_DIR.parent / "README.md").read_text("utf-8")
+    table = text[text.index("| preset | what it is |"):].split("\n\n")[0]
+    return {name for row in table.splitlines()[2:] for name in re.findall(r"`([^`]+)`", row.split(" | ")[0])}
+
+
+def test_the_readme_lists_exactly_the_shipped_presets() -> None:
+    assert readme_presets() == set(PRESETS)
+
+
+def parents(preset: str) -> list[str]:
+    """The presets ``preset`` inherits from (the plain names in its defaults list)."""
+    defaults = yaml.safe_load((CONFIG_DIR / "experiment" / f"{preset}.yaml").read_text("utf-8")).get("defaults", [])
+    return [entry for entry in defaults if isinstance(entry, str) and entry != "_self_"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_preset_says_what_it_is_for_and_inherits_shallowly(preset: str) -> None:
+    lines = (CONFIG_DIR / "experiment" / f"{preset}.yaml").read_text("utf-8").splitlines()
+    assert lines[0] == "# @package _global_" and lines[1].startswith("# ") and len(lines[1]) > 20
+    depth, current = 0, preset
+    while parents(current):
+        (current,) = parents(current)
+        depth += 1
+    assert depth <= 2, f"{preset} inherits {depth} levels deep"
 
 
 @functools.cache

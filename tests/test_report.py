@@ -299,3 +299,30 @@ def test_each_figure_in_the_best_table_is_written_on_the_page_it_links() -> None
             assert not missing, f"{goal}: {missing} not on {link}"
             checked += len(figures)
     assert len(rows) >= 5 and checked >= 10
+
+
+def test_a_newly_declared_metric_appears_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    column = report.Column("test/rhyme_rate", "rhyme", lambda v: f"{v:.2f}", missing="–")
+    monkeypatch.setattr(report, "COLUMNS", (*report.COLUMNS, column))
+    table = {"lm": metrics(6.1) | {"test/rhyme_rate": 0.875}, "li2019": metrics(6.0)}
+    lines = report.main_table(table, ["li2019", "lm"])
+    assert lines[0].endswith("| prior self-BLEU | rhyme |") and lines[1].count("---:") == 16
+    assert lines[2].endswith("| – |") and lines[3].endswith("| 0.88 |")
+
+
+def test_the_report_rows_and_chains_are_read_from_the_presets() -> None:
+    """EXPERIMENTS: the presets whose composed tags hold `report`; CHAINS: each preset whose composed init_from is
+    another preset's last checkpoint."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(str(report.PRESETS.parent), version_base="1.3"):
+        cfgs = {name: OmegaConf.to_container(compose("train", overrides=[f"experiment={name}"]))
+                for name in report.presets()}
+    tagged = tuple(name for name, cfg in cfgs.items() if "report" in cfg["tags"])
+    assert tagged == report.EXPERIMENTS
+    assert {"lm", "bnvae", "li2019", "aggressive"} <= set(report.EXPERIMENTS)
+    chains = {name: str(cfg["init_from"]).split("/")[1] for name, cfg in cfgs.items()
+              if str(cfg["init_from"]).startswith("${paths.output_root}/")}
+    assert chains == report.CHAINS
+    assert report.CHAINS["finetune_vae"] == "pretrain_vae" and report.CHAINS["poet_finetune"] == "poet"

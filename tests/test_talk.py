@@ -159,15 +159,15 @@ def test_evaluate_talks_and_prints_clean_numbers(tiny_checkpoint: Path) -> None:
     [
         ("sample", ["stratgy=greedy"], "unknown key 'stratgy': did you mean 'strategy'?"),
         ("train", ["trainer.max_epoch=3"], "unknown key 'trainer.max_epoch': did you mean 'trainer.max_epochs'?"),
-        ("train", ["experiment=bnvae_wd0_skp"], "unknown experiment 'bnvae_wd0_skp': did you mean 'bnvae_wd0_skip'?"),
+        ("train", ["experiment=poet_finetun"], "unknown experiment 'poet_finetun': did you mean 'poet_finetune'?"),
         ("train", ["model=vea"], "unknown model 'vea': did you mean 'vae'?"),
         ("train", ["modle=vae"], "unknown key 'modle': did you mean 'model'?"),
         ("train", ["debug=tiny", "trainr.max_epochs=3"],
          "unknown key 'trainr.max_epochs': did you mean 'trainer.max_epochs'?"),
         ("train", ["debug=tinyy"], "unknown debug 'tinyy': did you mean 'tiny'?"),
         ("train", ["anneal.cycles=2"], "unknown key 'anneal.cycles': anneal=logistic has no key named like it"),
-        ("train", ["-m", "seed=1,2", "experiment=bnvae,bnvae_wd0_skp"],
-         "unknown experiment 'bnvae_wd0_skp': did you mean 'bnvae_wd0_skip'?"),  # every job of a sweep
+        ("train", ["-m", "seed=1,2", "experiment=bnvae,poet_finetun"],
+         "unknown experiment 'poet_finetun': did you mean 'poet_finetune'?"),  # every job of a sweep
         ("evaluate", ["ckpt_path=x.ckpt", "iw_sample=3"], "unknown key 'iw_sample': did you mean 'iw_samples'?"),
     ],
 )
@@ -190,8 +190,8 @@ def test_an_option_like_none_lists_them_all() -> None:
     [
         ("sample", "stratgy=greedy", "error: unknown key 'stratgy': did you mean 'strategy'?"),
         ("train", "trainer.max_epoch=3", "error: unknown key 'trainer.max_epoch': did you mean 'trainer.max_epochs'?"),
-        ("train", "experiment=bnvae_wd0_skp",
-         "error: unknown experiment 'bnvae_wd0_skp': did you mean 'bnvae_wd0_skip'?"),
+        ("train", "experiment=poet_finetun",
+         "error: unknown experiment 'poet_finetun': did you mean 'poet_finetune'?"),
     ],
 )
 def test_the_command_line_says_it_in_one_line(command: str, arg: str, expected: str) -> None:
