@@ -39,6 +39,7 @@ from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts, interpolate_at, path_weights, poem_ids, reconstruct
 from poetry_vae.generation.request import FORM_FIELDS, REQUEST_FIELDS, DecodeRequest, GeneratedPoem
 from poetry_vae.metrics.poetry import poetry_report
+from poetry_vae.schema import REQUEST_DEFAULTS
 
 MODES = ("prior", "reconstruct", "interpolate")
 GREEDY_MODES = ("reconstruct", "interpolate")  # a reconstruction or a homotopy is deterministic unless asked
@@ -171,7 +172,7 @@ def keys_given(cfg: DictConfig) -> set[str]:
     overrides = command_line(cfg)
     if overrides is not None:
         return {match.group(1) for match in map(_OVERRIDE_KEY.match, overrides) if match}
-    defaults = OmegaConf.load(CONFIG_DIR / "sample.yaml")
+    defaults = OmegaConf.merge(REQUEST_DEFAULTS, OmegaConf.load(CONFIG_DIR / "sample.yaml"))
     return {str(key) for key in cfg if key in defaults and key != "hydra" and cfg[key] != defaults[key]}
 
 
