@@ -268,14 +268,14 @@ def run_training(
 # native bf16 and it measures faster), and the exact fp32 projection beside it.
 GENERATION_REQUESTS = {
     "project greedy, batched": DecodeRequest(strategy="greedy", precision="auto"),
-    "project sample, batched": DecodeRequest(strategy="sample", precision="auto"),
-    "project top_k, batched": DecodeRequest(strategy="top_k", precision="auto"),
-    "project top_p, batched": DecodeRequest(strategy="top_p", precision="auto"),
+    "project sample, batched": DecodeRequest(strategy="sample", temperature=1.0, precision="auto"),
+    "project top_k, batched": DecodeRequest(strategy="top_k", temperature=1.0, precision="auto"),
+    "project top_p, batched": DecodeRequest(strategy="top_p", temperature=1.0, precision="auto"),
     "project top_p + pingshui rhyme + auto tone, batched": DecodeRequest(
-        strategy="top_p", rhyme="pingshui", tone="auto", precision="auto"
+        strategy="top_p", temperature=1.0, rhyme="pingshui", tone="auto", precision="auto"
     ),
     "project greedy, batched, fp32": DecodeRequest(strategy="greedy", precision="fp32"),
-    "project top_p, batched, fp32": DecodeRequest(strategy="top_p", precision="fp32"),
+    "project top_p, batched, fp32": DecodeRequest(strategy="top_p", temperature=1.0, precision="fp32"),
 }
 # the project's default output layer (adaptive softmax: ~4x fewer output FLOPs), beside the seed's full softmax
 ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched")

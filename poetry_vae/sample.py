@@ -40,6 +40,7 @@ from poetry_vae.generation.latent_ops import encode_texts, interpolate_at, path_
 from poetry_vae.generation.request import FORM_FIELDS, REQUEST_FIELDS, DecodeRequest, GeneratedPoem
 from poetry_vae.generation.steering import Steering, analogy_code, latent_bank, resolve_theme, steering
 from poetry_vae.metrics.poetry import poetry_report
+from poetry_vae.schema import REQUEST_DEFAULTS
 
 MODES = ("prior", "reconstruct", "interpolate", "steer", "analogy")
 GREEDY_MODES = ("reconstruct", "interpolate", "analogy")  # a reconstruction or a homotopy is deterministic unless asked
@@ -178,7 +179,7 @@ def keys_given(cfg: DictConfig) -> set[str]:
     overrides = command_line(cfg)
     if overrides is not None:
         return {match.group(1) for match in map(_OVERRIDE_KEY.match, overrides) if match}
-    defaults = OmegaConf.load(CONFIG_DIR / "sample.yaml")
+    defaults = OmegaConf.merge(REQUEST_DEFAULTS, OmegaConf.load(CONFIG_DIR / "sample.yaml"))
     return {str(key) for key in cfg if key in defaults and key != "hydra" and cfg[key] != defaults[key]}
 
 

@@ -34,7 +34,7 @@ class PoemSamples(pl.Callback):
         dirname: str = "samples",
     ) -> None:
         self.n_prior, self.n_reconstruct = n_prior, n_reconstruct
-        self.request = DecodeRequest(strategy=strategy, temperature=temperature)
+        self.request = DecodeRequest(strategy=strategy, temperature=temperature, precision="fp32")
         self.every_n_epochs, self.seed, self.dirname = every_n_epochs, seed, dirname
 
     @rank_zero_only

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -56,6 +57,12 @@ class TrainKeys:
     optimized_metric: str = "val/iw_nll_char"
     torch_threads: int | None = field(default=None, metadata=_at_least(1))
     init_embeddings: Literal["word2vec", "random"] = "word2vec"
+
+
+# The sample command's decoding keys and their defaults, from DecodeRequest alone: conf/sample.yaml lists this
+# node in its defaults. A plain node (not a typed one), so bad values reach check_sample_config's one-liners.
+REQUEST_DEFAULTS: dict[str, Any] = {name: getattr(DecodeRequest(), name) for name in REQUEST_FIELDS}
+ConfigStore.instance().store(name="decode_request", node=REQUEST_DEFAULTS)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from poetry_vae.metrics.latent_use import homotopy_pairs, homotopy_walks, poster
 from poetry_vae.metrics.poetry import poetry_report
 from poetry_vae.runs import best_checkpoint
 
-SAMPLING = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8}
+SAMPLING = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8, "precision": "fp32"}
 CONSTRAINED = {**SAMPLING, "rhyme": "pingshui", "tone": "auto"}
 LATENT_ROW = ("test/iw_nll_char", "test/iw_ppl", "test/kl", "test/au", "test/mi", "test/recon_char_acc",
               "test/recon_bleu2", "test/homotopy_distinct", "test/homotopy_endpoint_diff", "test/prior_distinct_2")
@@ -82,7 +82,7 @@ def reconstructions(ckpt: Path, count: int, seed: int) -> list[tuple[str, str, i
     chosen = random.Random(seed).sample(known, min(count, len(known)))
     with torch.no_grad():
         mu = posterior_means(loaded.model, loaded.vocab, chosen)
-    request = DecodeRequest(strategy="greedy", line_length=len(chosen[0][0]))
+    request = DecodeRequest(strategy="greedy", line_length=len(chosen[0][0]), precision="fp32")
     decoded = generate(loaded.model, loaded.vocab, mu, request)
     rows = []
     for poem, out in zip(chosen, decoded, strict=True):

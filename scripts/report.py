@@ -200,9 +200,9 @@ def poetry_rows(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dic
             human = random.Random(seed).sample([list(p.lines) for p in datamodule.poems["test"]], n)
             reports["human test split"] = poetry_report(human, train_lines)
             human_done = True
-        for label, request in (("", DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8)),
-                               (" +rhyme+tone", DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8,
-                                                              rhyme="pingshui", tone="auto"))):
+        sampling = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8, "precision": "fp32"}
+        for label, request in (("", DecodeRequest(**sampling)),
+                               (" +rhyme+tone", DecodeRequest(**sampling, rhyme="pingshui", tone="auto"))):
             generator = torch.Generator().manual_seed(seed)
             z = sample_prior(ckpt.model, n, generator)
             poems = generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=n)

@@ -10,7 +10,17 @@ import pytest
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+from poetry_vae import precision
 from poetry_vae.data.corpus import Poem, load_corpus
+
+
+@pytest.fixture(autouse=True)
+def auto_precision_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """precision=auto (DecodeRequest's default) decodes in fp32 here whatever the host CPU, so that outputs pinned
+    by the tests hold on a CPU with native bf16 too (tests of auto itself patch these again)."""
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    precision._cpu_bf16_pays.cache_clear()
+
 
 TINY_POEMS = [
     "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。",

@@ -14,7 +14,7 @@ from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation import DecodeRequest, generate, sample_prior, sampling
-from poetry_vae.generation.constraints import repeated_ngrams, without_banned
+from poetry_vae.generation.processors.ngram import repeated_ngrams, without_banned
 from poetry_vae.generation.request import REQUEST_FIELDS
 from poetry_vae.generation.sampling import choose, penalize_repeats, pick_tokens
 from poetry_vae.prosody import fits_pattern, rhymes

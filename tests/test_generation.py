@@ -25,7 +25,7 @@ from poetry_vae.generation import (
     sample_prior,
     sampling,
 )
-from poetry_vae.generation.constraints import ConstraintTracker, build_plan
+from poetry_vae.generation.processors.prosody import PatternTracker, build_plan
 from poetry_vae.generation.sampling import block_argmax, block_sample, nucleus_sample, pick_tokens
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.model.config import VAEConfig
@@ -208,7 +208,7 @@ def test_grouped_rhyme_masks_equal_the_per_pattern_union(vocab, rhyme_first_line
     its earlier rhyme characters removed), along random decodings that keep several patterns alive."""
     request = DecodeRequest(rhyme="pingshui", tone="auto", rhyme_first_line=rhyme_first_line)
     plan = build_plan(vocab, request, torch.device("cpu"))
-    tracker = ConstraintTracker(plan, 300, torch.device("cpu"))
+    tracker = PatternTracker(plan, 300, torch.device("cpu"))
     g = torch.Generator().manual_seed(0)
     rhyme_steps = 0
     for t in range(plan.length):

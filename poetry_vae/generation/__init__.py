@@ -1,7 +1,8 @@
 """Generation: batched constrained decoding (form, rhyme, tone, prompts) and latent-space tools."""
 
-from poetry_vae.generation.decoding import check_constraints, generate, sample_prior
+from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts, homotopy, interpolate, nearest, reconstruct
+from poetry_vae.generation.processors import check_constraints
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 
 __all__ = [

@@ -1,13 +1,14 @@
 """Batched decoding of fixed-form poems: every poem (or beam) advances together, one ``model.step`` per step.
 
 The form is guaranteed by construction: exactly ``num_lines * line_length`` steps, and at each step only CJK
-ideographs that keep the requested constraints satisfiable are allowed (see :mod:`.constraints`). Scores are
+ideographs that keep the requested constraints satisfiable are allowed (see :mod:`.processors`). Scores are
 the model's *unconstrained* log-probabilities of the chosen characters; whether each requested constraint
-holds is re-checked afterwards by the independent checkers in :mod:`poetry_vae.metrics.poetry` /
-:mod:`poetry_vae.prosody`, not taken from the masks.
+holds is re-checked afterwards by each processor's independent checker (:func:`check_constraints`), not
+taken from the masks.
 
-The Hugging Face style knobs (repetition penalty, n-gram ban, min_p, several poems per code) each run only
-when set, so the default path is unchanged.
+Two decoding loops: :func:`_sample` for greedy and the sampling strategies (:data:`.sampling.DRAWS`), and
+:func:`_beam`. Both ask one :class:`~.processors.Pipeline` for each step's allowed tokens; the processors a
+request turns on each run only when set, so the default path is unchanged.
 """
 
 from __future__ import annotations
@@ -18,14 +19,9 @@ from torch import Tensor
 from poetry_vae.data.forms import FORM_IDS, JUEJU
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid, render
-from poetry_vae.generation.constraints import (
-    ConstraintTracker,
-    MasksCache,
-    build_plan,
-    repeated_ngrams,
-    without_banned,
-)
+from poetry_vae.form import render
+from poetry_vae.generation.processors import Pipeline, check_constraints
+from poetry_vae.generation.processors.base import MasksCache
 from poetry_vae.generation.profile import StepProfile
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.generation.sampling import Workspace, choose, no_phase, penalize_repeats
@@ -33,7 +29,6 @@ from poetry_vae.model.modes import evaluating
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.precision import decoding_dtype
-from poetry_vae.prosody import LINE_LENGTHS, fits_pattern, patterns, rhyme_lines, rhymes
 
 
 def sample_prior(model: PoemVAE, n: int, generator: torch.Generator | None = None) -> Tensor | None:
@@ -71,18 +66,22 @@ def generate(
         raise PromptError("this is the language-model baseline (no latent code): pass z=None and num_poems")
     n = z.shape[0] if z is not None else (num_poems or 1)
     device = next(model.parameters()).device
-    plan = build_plan(vocab, request, device, masks_cache)
+    pipeline = Pipeline(vocab, request, device, masks_cache)
+    beam = request.strategy == "beam"
+    pipeline.start(n * (request.beam_size if beam else request.num_return_sequences))
     if z is not None:
         z = z.to(device).reshape(n, -1)
 
     with evaluating(model), torch.inference_mode():
         form = form_id(model, request)
         dtype = decoding_dtype(request.precision, device)
-        if request.strategy == "beam":
-            tokens, scores, patterns = _beam(model, plan, z, n, request, device, form, dtype)
+        if beam:
+            tokens, scores, patterns = _beam(model, pipeline, z, n, request, device, form, dtype)
         else:
             z, n = _draws_per_row(z, n, request.num_return_sequences)
-            tokens, scores, patterns = _sample(model, plan, z, n, request, generator, device, profile, form, dtype)
+            tokens, scores, patterns = _sample(
+                model, pipeline, z, n, request, generator, device, profile, form, dtype
+            )
     return [
         _finish(vocab, request, row, score, pattern)
         for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)
@@ -109,7 +108,7 @@ def form_id(model: PoemVAE, request: DecodeRequest) -> int | None:
 
 def _sample(
     model: PoemVAE,
-    plan,
+    pipeline: Pipeline,
     z: Tensor | None,
     n: int,
     request: DecodeRequest,
@@ -121,48 +120,40 @@ def _sample(
 ) -> tuple[Tensor, Tensor, list]:
     phase = profile.phase if profile is not None else no_phase
     with phase("setup"):
-        tracker = ConstraintTracker(plan, n, device)
         stepper = LogitStepper(model, z, n, form, dtype)
         work = Workspace()
         prev = torch.full((n,), model.cfg.bos_id, dtype=torch.long, device=device)
         score = torch.zeros(n, device=device)
-    penalize = request.repetition_penalty != 1.0
-    for t in range(plan.length):
+    for t in range(pipeline.length):
         with phase("model step"):
             logits = stepper(prev)
         with phase("constraint masks"):
-            keep, bias = tracker.keep(t)
-            if request.no_repeat_ngram_size and t not in plan.forced:
-                keep, bias = _ban_ngrams(keep, bias, tracker.tokens, t, request.no_repeat_ngram_size)
-        if t in plan.forced:  # prompt characters override sampling; their log-prob still counts
-            tracker.check_forced(t, plan.forced[t], keep)
-            chosen = torch.full((n,), plan.forced[t], dtype=torch.long, device=device)
-            log_prob = torch.log_softmax(logits, dim=1)[:, plan.forced[t]]
+            keep, bias = pipeline.keep(t)
+        forced = pipeline.forced.get(t)
+        if forced is not None:  # prompt characters override sampling; their log-prob still counts
+            chosen = torch.full((n,), forced, dtype=torch.long, device=device)
+            log_prob = torch.log_softmax(logits, dim=1)[:, forced]
         else:
             chosen, log_prob = choose(
                 logits, keep, request.strategy, request.temperature, request.top_k, request.top_p, generator,
-                bias=bias, work=work, phase=phase, min_p=request.min_p,
-                repetition_penalty=request.repetition_penalty, history=tracker.tokens[:, :t] if penalize else None,
+                bias=bias, work=work, phase=phase, min_p=request.min_p, **pipeline.logit_args(t),
             )  # fmt: skip
         score += log_prob
         with phase("constraint update"):
-            tracker.update(t, chosen)
+            pipeline.update(t, chosen)
         prev = chosen
     if profile is not None:
-        profile.steps += plan.length
-    return tracker.tokens, score, tracker.patterns()
+        profile.steps += pipeline.length
+    return pipeline.tokens, score, pipeline.patterns()
 
 
-def _ban_ngrams(keep: Tensor, bias: Tensor | None, tokens: Tensor, t: int, n: int) -> tuple[Tensor, Tensor | None]:
-    """The step's allowed ids without those that would repeat an n-gram (per row, so no shared bias)."""
-    ban = repeated_ngrams(tokens, t, n, keep.shape[1])
-    return (keep, bias) if ban is None else (without_banned(keep, ban), None)
-
-
-def _ranking_log_probs(logits: Tensor, log_probs: Tensor, history: Tensor, penalty: float) -> Tensor:
+def _ranking_log_probs(
+    logits: Tensor, log_probs: Tensor, history: Tensor | None = None, repetition_penalty: float = 1.0
+) -> Tensor:
     """What beam search ranks by: the model's log-probs, or with CTRL's repetition penalty on ``history``'s ids
     (``logits`` is overwritten then)."""
-    if penalty == 1.0 or history.shape[1] == 0:
+    penalty = repetition_penalty
+    if penalty == 1.0 or history is None or history.shape[1] == 0:
         return log_probs
     penalize_repeats(logits, history, penalty)
     return torch.log_softmax(logits, dim=1)
@@ -170,7 +161,7 @@ def _ranking_log_probs(logits: Tensor, log_probs: Tensor, history: Tensor, penal
 
 def _beam(
     model: PoemVAE,
-    plan,
+    pipeline: Pipeline,
     z: Tensor | None,
     n: int,
     request: DecodeRequest,
@@ -184,7 +175,6 @@ def _beam(
     beam = request.beam_size
     rows = n * beam
     z_rows = z.repeat_interleave(beam, dim=0) if z is not None else None
-    tracker = ConstraintTracker(plan, rows, device)
     stepper = LogitStepper(model, z_rows, rows, form, dtype)
     prev = torch.full((rows,), model.cfg.bos_id, dtype=torch.long, device=device)
     # only the first beam of each poem is live at the start, so the beams do not begin as copies
@@ -194,20 +184,17 @@ def _beam(
     model_score = torch.zeros(rows, device=device)  # the model's own log-probs of each beam's characters
     offsets = torch.arange(n, device=device).repeat_interleave(beam) * beam
     vocab_size = model.cfg.vocab_size  # the stepper's padding columns are dropped: beams never pick them
-    ngram = request.no_repeat_ngram_size
-    for t in range(plan.length):
+    for t in range(pipeline.length):
         logits = stepper(prev)[:, :vocab_size]
         log_probs = torch.log_softmax(logits, dim=1)
-        ranking = _ranking_log_probs(logits, log_probs, tracker.tokens[:, :t], request.repetition_penalty)
+        ranking = _ranking_log_probs(logits, log_probs, **pipeline.logit_args(t))
         live = score > float("-inf")
-        allowed = tracker.allowed(t, live)[:, :vocab_size]
-        if t in plan.forced:
-            tracker.check_forced(t, plan.forced[t], allowed, live)
+        allowed = pipeline.keep(t, live)[0][:, :vocab_size] > 0
+        forced = pipeline.forced.get(t)
+        if forced is not None:
             only = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-            only[plan.forced[t]] = True
+            only[forced] = True
             allowed = only.unsqueeze(0)
-        elif ngram:
-            allowed = _ban_ngrams(allowed, None, tracker.tokens, t, ngram)[0]
         candidates = score.unsqueeze(1) + ranking.masked_fill(~allowed, float("-inf"))
         best, flat = candidates.view(n, beam * vocab_size).topk(beam, dim=1)
         source = (flat // vocab_size).reshape(rows) + offsets
@@ -215,12 +202,12 @@ def _beam(
         score = best.reshape(rows)
         model_score = model_score[source] + log_probs[source, chosen]
         stepper.reorder(source)
-        tracker.reorder(source)
-        tracker.update(t, chosen)
+        pipeline.reorder(source)
+        pipeline.update(t, chosen)
         prev = chosen
     pick = _best_beams(score.view(n, beam), request.num_return_sequences)
-    patterns = tracker.patterns()
-    return tracker.tokens[pick], model_score[pick], [patterns[i] for i in pick.tolist()]
+    patterns = pipeline.patterns()
+    return pipeline.tokens[pick], model_score[pick], [patterns[i] for i in pick.tolist()]
 
 
 def _best_beams(score: Tensor, k: int) -> Tensor:
@@ -250,39 +237,3 @@ def _finish(
     return GeneratedPoem(
         text=text, lines=lines, log_prob=score, constraints=check_constraints(lines, request, pattern), pattern=pattern
     )
-
-
-def check_constraints(lines: list[str], request: DecodeRequest, pattern: str | None = None) -> dict[str, bool]:
-    """Which requested constraints ``lines`` satisfies, by the independent metric/prosody checkers."""
-    text = render(lines)
-    result = {"format": is_format_valid(text, request.line_length, request.num_lines)}
-    quatrain = result["format"] and request.num_lines == 4 and request.line_length in LINE_LENGTHS
-    system = request.rhyme or "pingshui"
-    if request.tone is not None:
-        names = list(patterns(request.line_length)) if request.tone == "auto" else [request.tone]
-        if pattern in names:  # check the decoder's claim first, then any other candidate
-            names.remove(pattern)
-            names.insert(0, pattern)
-        result["tone"] = quatrain and any(
-            fits_pattern(lines, p, request.strict_tone, system, request.line_length) for p in names
-        )
-    if request.rhyme is not None:
-        must = set(range(1, request.num_lines, 2))
-        if request.rhyme_first_line:
-            must.add(0)
-        if pattern is not None and quatrain:
-            must.update(rhyme_lines(pattern, request.line_length))
-        ends = [lines[i][-1] for i in sorted(must) if i < len(lines) and lines[i]]
-        result["rhyme"] = (
-            result["format"] and len(ends) == len(must) and all(rhymes(ends[0], end, request.rhyme) for end in ends[1:])
-        )
-    if request.first_line is not None:
-        result["first_line"] = bool(lines) and lines[0] == request.first_line
-    if request.acrostic is not None:
-        result["acrostic"] = len(lines) == len(request.acrostic) and all(
-            line[:1] == char for line, char in zip(lines, request.acrostic, strict=False)
-        )
-    if request.no_repeat:
-        chars = "".join(lines)
-        result["no_repeat"] = len(set(chars)) == len(chars)
-    return result

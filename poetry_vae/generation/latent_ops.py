@@ -11,8 +11,8 @@ from torch import Tensor
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.form import written_chars
-from poetry_vae.generation.constraints import check_prompt_chars
 from poetry_vae.generation.decoding import generate
+from poetry_vae.generation.processors.prompts import check_prompt_chars
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.vae import PoemVAE

@@ -1,7 +1,8 @@
 """What a user can ask of the decoder, and what it gives back: plain dataclasses with no decoding logic.
 
-The sample command's accepted keys are these fields (``REQUEST_FIELDS``), so a new decoding option is one field
-here plus its use in :mod:`.constraints` or :mod:`.decoding`.
+The sample command's accepted keys are these fields (``REQUEST_FIELDS``), with these defaults: conf/sample.yaml
+takes them from here (see :mod:`poetry_vae.schema`), so a new decoding option is one field here plus its
+processor in :mod:`.processors` (see docs/extending.md).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ class DecodeRequest:
     """Everything a user can ask of the decoder."""
 
     strategy: str = "top_p"  # greedy | sample | top_k | top_p | top_k_top_p | beam
-    temperature: float = 1.0
+    temperature: float = 0.8
     # the k of strategies top_k and top_k_top_p (the k best, then the top_p nucleus of them); other strategies
     # ignore it, so strategy=top_p alone keeps no top-k cut
     top_k: int = 50
@@ -52,12 +53,13 @@ class DecodeRequest:
     form: str = "jueju"  # jueju | lushi_head | lushi_tail | gushi, for a model trained with form tags
     # arithmetic of the projection onto the vocabulary: "fp32" (exact), "bf16", or "auto" (bf16 only where
     # the CPU computes it natively and faster, see poetry_vae.precision.decoding_dtype)
-    precision: str = "fp32"
+    precision: str = "auto"
     line_length: int = 5
     num_lines: int = 4
 
     def validate(self) -> None:
-        """Numeric settings; prompt and prosody checks happen in :func:`build_plan` (they need the vocabulary)."""
+        """Settings checked without the vocabulary; the rest happen as the processors are built (see
+        :class:`~poetry_vae.generation.processors.Pipeline`)."""
         if self.strategy not in STRATEGIES:
             raise PromptError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if not self.temperature > 0:

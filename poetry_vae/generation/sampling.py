@@ -22,6 +22,10 @@ Optional knobs, each costing nothing when off: ``min_p`` zeroes the weights belo
 (after top-k and top-p, whose sets it only intersects: the nucleus is still measured on the mass before it);
 ``repetition_penalty`` rescales the logits of the characters already in the row (CTRL) before anything else.
 
+Strategies are a registry: greedy is built into :func:`choose`, and ``DRAWS`` maps each sampling strategy's
+name to its draw (masked weights in, chosen columns out), so a new sampling strategy is one function added
+there. Beam search is its own loop (:mod:`.decoding`).
+
 Every draw uses the given generator only, so a seeded generator reproduces a batch exactly.
 """
 
@@ -37,8 +41,6 @@ from torch import Tensor
 
 from poetry_vae.model.stepper import BLOCK, padded_size
 
-STRATEGIES = ("greedy", "sample", "top_k", "top_p", "top_k_top_p", "beam")
-SAMPLING = ("sample", "top_k", "top_p", "top_k_top_p")  # the strategies that draw (min_p applies to these)
 ROUNDS = 4  # rejection rounds (top-p, top-k) before the remaining rows take the exact path
 MIN_ACCEPT = 0.5  # a first rejection round that admits fewer rows sends the rest to the exact path at once
 
@@ -291,12 +293,12 @@ def choose(
             masked = logits.add_(bias)  # allowed columns add exactly 0.0, so the chosen logit is unchanged
         with phase("choose"):
             chosen = block_argmax(masked)
-    elif strategy in SAMPLING:
+    elif strategy in DRAWS:
         with phase("mask"):
             weights = _masked_weights(logits, keep, temperature, probs)
         filtered = strategy != "sample" or min_p > 0
         with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
-            chosen = _draw(weights, strategy, top_k, top_p, min_p, generator, work)
+            chosen = DRAWS[strategy](weights, top_k, top_p, min_p, generator, work)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
     if raw is not None:
@@ -304,30 +306,53 @@ def choose(
     return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - log_norm
 
 
-def _draw(
-    weights: Tensor,
-    strategy: str,
-    top_k: int,
-    top_p: float,
-    min_p: float,
-    generator: torch.Generator | None,
-    work: Workspace,
+Draw = Callable[[Tensor, int, float, float, torch.Generator | None, Workspace], Tensor]
+"""(R, W) masked weights, top_k, top_p, min_p, generator, workspace -> (R,) drawn columns. The filters run in
+Hugging Face's order: top-k, then top-p over what top-k kept, then min_p (see the module's docstring)."""
+
+
+def draw_sample(
+    weights: Tensor, top_k: int, top_p: float, min_p: float, generator: torch.Generator | None, work: Workspace
 ) -> Tensor:
-    """(R, W) masked weights -> (R,) columns drawn under the strategy's filters, in Hugging Face's order:
-    top-k, then top-p over what top-k kept, then min_p (see the module's docstring)."""
-    if strategy == "top_k_top_p":
-        weights = keep_top_k(weights, top_k)
-    nucleus = strategy in ("top_p", "top_k_top_p") and top_p < 1.0
-    budget = None
     if min_p > 0:
-        if nucleus:  # min_p only cuts the nucleus: measure it on the mass before the cut
-            budget = weights.sum(dim=1, keepdim=True).mul_(top_p)
         weights = drop_below_min_p(weights, min_p)
-    if strategy == "top_k":
-        return top_k_sample(weights, top_k, generator, work.get("scratch", weights))
-    if nucleus:
-        return nucleus_sample(weights, top_p, generator, work.get("scratch", weights), budget)
     return block_sample(weights, generator)[0]
+
+
+def draw_top_k(
+    weights: Tensor, top_k: int, top_p: float, min_p: float, generator: torch.Generator | None, work: Workspace
+) -> Tensor:
+    if min_p > 0:
+        weights = drop_below_min_p(weights, min_p)
+    return top_k_sample(weights, top_k, generator, work.get("scratch", weights))
+
+
+def draw_top_p(
+    weights: Tensor, top_k: int, top_p: float, min_p: float, generator: torch.Generator | None, work: Workspace
+) -> Tensor:
+    if top_p >= 1.0:
+        return draw_sample(weights, top_k, top_p, min_p, generator, work)
+    budget = None
+    if min_p > 0:  # min_p only cuts the nucleus: measure it on the mass before the cut
+        budget = weights.sum(dim=1, keepdim=True).mul_(top_p)
+        weights = drop_below_min_p(weights, min_p)
+    return nucleus_sample(weights, top_p, generator, work.get("scratch", weights), budget)
+
+
+def draw_top_k_top_p(
+    weights: Tensor, top_k: int, top_p: float, min_p: float, generator: torch.Generator | None, work: Workspace
+) -> Tensor:
+    return draw_top_p(keep_top_k(weights, top_k), top_k, top_p, min_p, generator, work)
+
+
+DRAWS: dict[str, Draw] = {
+    "sample": draw_sample,
+    "top_k": draw_top_k,
+    "top_p": draw_top_p,
+    "top_k_top_p": draw_top_k_top_p,  # the k best, then the nucleus of that renormalised set
+}
+SAMPLING = tuple(DRAWS)  # the strategies that draw (min_p applies to these)
+STRATEGIES = ("greedy", *DRAWS, "beam")  # greedy: in choose; beam: its own loop in decoding
 
 
 def pick_tokens(

@@ -22,7 +22,7 @@ from poetry_vae.model.modes import evaluating
 from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody.masks import build_masks
 
-SAMPLING = DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8)
+SAMPLING = DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8, precision="fp32")  # exact on every CPU
 
 
 def rhyme_mass(

@@ -1,37 +1,44 @@
-"""Per-step allowed-token logic for batched decoding: form, forced characters, tone patterns, rhyme, no-repeat.
+"""Tone patterns and rhyme, tracked together per candidate pattern; also the form itself (CJK ideographs only).
 
 Every row (poem or beam) carries its own state. Tone and rhyme are tracked per *candidate pattern*: a row keeps
 the set of patterns still consistent with the characters chosen so far (``alive``); the allowed set at a step is
 the union over those patterns, and each choice prunes the patterns it violates. A fixed pattern is one
 candidate, no tone constraint is one pseudo-pattern whose tones are all ``*``. This one mechanism gives
-``tone="auto"``, pattern-dependent rhyme lines (首句入韵) and a guaranteed-satisfiable end state.
+``tone="auto"``, pattern-dependent rhyme lines (首句入韵) and a guaranteed-satisfiable end state, which is why
+tone and rhyme are one processor (:class:`Prosody`) rather than two.
 
 Rhyme is kept satisfiable by counting: each row/pattern keeps the rhyme classes still ``active`` (those holding
 every rhyme character chosen so far) and a character is allowed only if afterwards some active class still has
-enough unused members for the rhyme positions left. Validation of the request itself lives in
-:func:`build_plan` and raises :class:`PromptError` one-liners.
-
-The n-gram ban (``no_repeat_ngram_size``) is a soft rule beside these: :func:`repeated_ngrams` lists the ids a
-row may not write next, and :func:`without_banned` removes them unless that would leave the row nothing.
+enough unused members for the rhyme positions left (under ``no_repeat``, unused in the poem). Prompt characters
+(:mod:`.prompts`) prune the candidate patterns before decoding starts; :func:`build_plan` raises
+:class:`PromptError` one-liners when none is left.
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from opencc import OpenCC
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_hanzi
+from poetry_vae.form import is_format_valid, is_hanzi, render
+from poetry_vae.generation.processors.base import Mask, MasksCache, Processor, Setup, where
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.model.stepper import padded_size
-from poetry_vae.prosody import build_masks, check_line_length, check_pattern, is_free, rhyme_lines
+from poetry_vae.prosody import (
+    LINE_LENGTHS,
+    build_masks,
+    check_line_length,
+    check_pattern,
+    fits_pattern,
+    is_free,
+    rhyme_lines,
+    rhymes,
+)
 from poetry_vae.prosody import patterns as patterns_for
 from poetry_vae.prosody.masks import ProsodyMasks
 from poetry_vae.prosody.tables import RHYME_SYSTEMS, pingshui_table
@@ -40,7 +47,6 @@ ANY = "*"  # pseudo-pattern: no tone constraint
 # The first rhyme character must leave its class this many spare members beyond the rhyme positions still to
 # come, so the later rhyming lines get a choice rather than a single forced character.
 ANCHOR_MARGIN = 1
-MasksCache = MutableMapping[tuple[str, str], ProsodyMasks]
 
 # Vocabulary -> {(system, device): masks}. Weak keys: a dropped vocabulary frees its masks, and id() reuse
 # cannot hand a new vocabulary stale masks.
@@ -67,29 +73,6 @@ def get_hanzi(vocab: Vocabulary, device: torch.device) -> Tensor:
     if key not in cache:
         cache[key] = torch.tensor([is_hanzi(token) for token in vocab.tokens], dtype=torch.bool, device=device)
     return cache[key]
-
-
-def _where(t: int, line_length: int) -> str:
-    return f"line {t // line_length + 1}, character {t % line_length + 1}"
-
-
-def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:
-    """Token ids of ``text``; :class:`PromptError` naming the first character the model cannot write."""
-    ids = []
-    for i, char in enumerate(text, start=1):
-        if char not in vocab or not is_hanzi(char):
-            hint = _suggest(vocab, char)
-            raise PromptError(f"{name}: character {i} {char!r} is not in the model's vocabulary; {hint}")
-        ids.append(vocab.index[char])
-    return ids
-
-
-def _suggest(vocab: Vocabulary, char: str) -> str:
-    """The nearest allowed use: the simplified form when the vocabulary has it, else a general hint."""
-    simplified = OpenCC("t2s").convert(char)
-    if simplified != char and simplified in vocab:
-        return f"use its simplified form {simplified!r} (the corpus is in simplified Chinese)"
-    return "pick another character (rare characters, seen fewer than min_count times in training, are not kept)"
 
 
 @dataclass
@@ -125,13 +108,9 @@ def _tone_name(tone: str) -> str:
     return {"P": "平", "Z": "仄"}.get(tone, tone)
 
 
-def build_plan(
-    vocab: Vocabulary, request: DecodeRequest, device: torch.device, cache: MasksCache | None = None
-) -> Plan:
-    """Validate ``request`` against ``vocab`` and precompute its masks; :class:`PromptError` if impossible."""
+def check_request(request: DecodeRequest) -> None:
+    """The tone and rhyme settings that need no vocabulary; :class:`PromptError` if they cannot hold."""
     n, m = request.num_lines, request.line_length
-    if n < 1 or m < 1:
-        raise PromptError(f"num_lines and line_length must be >= 1, got {n} and {m}")
     if request.rhyme is not None and request.rhyme not in RHYME_SYSTEMS:
         raise PromptError(f"unknown rhyme system {request.rhyme!r}; choose one of {', '.join(RHYME_SYSTEMS)}")
     if request.tone is not None:
@@ -143,34 +122,19 @@ def build_plan(
     if request.rhyme_first_line and request.rhyme is None:
         raise PromptError("rhyme_first_line needs a rhyme system: set rhyme to 'pingshui' or 'xinyun'")
 
-    forced: dict[int, int] = {}
-    if request.first_line is not None:
-        text = request.first_line
-        if len(text) != m:
-            raise PromptError(f"first_line must be {m} characters, got {len(text)}: {text!r}")
-        forced.update(enumerate(check_prompt_chars(vocab, text, "first_line")))
-    if request.acrostic is not None:
-        text = request.acrostic
-        if len(text) != n:
-            raise PromptError(f"acrostic must be exactly {n} characters (one per line), got {len(text)}: {text!r}")
-        for line, token in enumerate(check_prompt_chars(vocab, text, "acrostic")):
-            t = line * m
-            if t in forced and forced[t] != token:
-                raise PromptError(
-                    f"acrostic character 1 {text[0]!r} contradicts first_line, which starts with "
-                    f"{vocab.tokens[forced[t]]!r}"
-                )
-            forced[t] = token
-    if request.no_repeat:
-        seen: dict[int, int] = {}
-        for t, token in sorted(forced.items()):
-            if token in seen and seen[token] != t:
-                raise PromptError(
-                    f"no_repeat is set but the prompt repeats {vocab.tokens[token]!r} "
-                    f"({_where(seen[token], m)} and {_where(t, m)})"
-                )
-            seen[token] = t
 
+def build_plan(
+    vocab: Vocabulary,
+    request: DecodeRequest,
+    device: torch.device,
+    cache: MasksCache | None = None,
+    forced: dict[int, int] | None = None,
+) -> Plan:
+    """Precompute the masks of ``request`` for ``vocab``, the candidate patterns left by the ``forced`` prompt
+    characters (step -> token id); :class:`PromptError` if impossible."""
+    check_request(request)
+    n, m = request.num_lines, request.line_length
+    forced = {} if forced is None else forced
     hanzi = get_hanzi(vocab, device)
     tone_system = request.rhyme or "pingshui"  # 平水韵 by default: it knows the 入声
     masks = get_masks(vocab, tone_system, device, cache) if (request.tone or request.rhyme) else None
@@ -266,14 +230,14 @@ def _forced_conflict(vocab: Vocabulary, plan: Plan, base: Tensor, pattern: str, 
         if not base[t, token]:
             need = _tone_name(check_pattern(pattern, m)[t // m][t % m])
             return (
-                f"{char!r} at {_where(t, m)} cannot be {need}, which pattern {pattern} requires there: "
+                f"{char!r} at {where(t, m)} cannot be {need}, which pattern {pattern} requires there: "
                 "change that character or the tone pattern"
             )
         if plan.members is not None and lines and t == lines[0] * m + m - 1:
             viable = plan.members[:, token] & (plan.counts >= len(lines) + ANCHOR_MARGIN)
             if not bool(viable.any()):
                 return (
-                    f"{char!r} at {_where(t, m)} must rhyme (pattern {pattern}), but no {plan.system} rhyme "
+                    f"{char!r} at {where(t, m)} must rhyme (pattern {pattern}), but no {plan.system} rhyme "
                     f"class holding it has {len(lines) + ANCHOR_MARGIN} usable characters in the vocabulary: "
                     "change it"
                 )
@@ -292,31 +256,8 @@ def _group_rows(rows: Tensor) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(first).to(device), torch.from_numpy(inverse.reshape(-1)).to(device)
 
 
-def repeated_ngrams(tokens: Tensor, t: int, n: int, width: int) -> Tensor | None:
-    """(R, width) bool: the ids that would make step ``t`` end an ``n``-gram the row already holds, given the
-    (R, >= t) ``tokens`` chosen so far; None before any n-gram is complete (n = 1 bans every earlier id)."""
-    if n < 1 or t < n:
-        return None
-    windows = tokens[:, :t].unfold(1, n, 1)  # (R, t - n + 1, n): every complete n-gram so far
-    prefix = tokens[:, t - n + 1 : t].unsqueeze(1)  # (R, 1, n - 1): what step t would extend
-    rows, starts = (windows[:, :, :-1] == prefix).all(dim=2).nonzero(as_tuple=True)
-    ban = torch.zeros(tokens.shape[0], width, dtype=torch.bool, device=tokens.device)
-    ban[rows, windows[rows, starts, -1]] = True
-    return ban
-
-
-def without_banned(keep: Tensor, ban: Tensor) -> Tensor:
-    """``keep`` (R or 1, W; bool or 0/1) with the ``ban`` (R, W) ids removed, except in rows it would empty: a
-    soft rule yields there to the hard constraints, which keep every row satisfiable."""
-    kept = keep.expand(ban.shape).masked_fill(ban, 0)
-    empty = ~kept.any(dim=1)
-    if bool(empty.any()):
-        kept[empty] = keep.expand(ban.shape)[empty]
-    return kept
-
-
-class ConstraintTracker:
-    """Constraint state of ``rows`` decoding rows; ``allowed`` before each step, ``update`` after it."""
+class PatternTracker:
+    """Tone and rhyme state of ``rows`` decoding rows; ``keep`` before each step, ``update`` after it."""
 
     def __init__(self, plan: Plan, rows: int, device: torch.device) -> None:
         self.plan = plan
@@ -324,11 +265,7 @@ class ConstraintTracker:
         n_patterns = len(plan.patterns)
         self.alive = torch.ones(rows, n_patterns, dtype=torch.bool, device=device)
         self.tokens = torch.zeros(rows, plan.length, dtype=torch.long, device=device)
-        self.used = torch.zeros(rows, plan.base.shape[-1], dtype=torch.bool, device=device) if plan.no_repeat else None
-        # forced characters may not be sampled elsewhere when no_repeat is set
-        self.reserved = torch.zeros(plan.base.shape[-1], dtype=torch.bool, device=device)
-        if plan.no_repeat and plan.forced:
-            self.reserved[list(plan.forced.values())] = True
+        self.no_repeat = plan.no_repeat  # rhyme classes then count only the members still unused in the poem
         if plan.members is not None:
             n_classes = plan.members.shape[0]
             self.active = torch.ones(rows, n_patterns, n_classes, dtype=torch.bool, device=device)
@@ -338,8 +275,6 @@ class ConstraintTracker:
         # per request; a step then indexes or multiplies them instead of rebuilding (R, V) bool masks.
         self.base_f = plan.base.to(torch.float32)
         self._bias: dict[int, Tensor] = {}
-        self.unreserved_f = (~self.reserved).to(torch.float32).unsqueeze(0)
-        self.free_f = torch.ones(rows, plan.base.shape[-1], device=device) if plan.no_repeat else None
         # union of the base masks for each subset of alive patterns (bit p = pattern p), per step, on demand
         self._unions: dict[int, Tensor] = {}
         self._bits = 2 ** torch.arange(n_patterns, device=device)
@@ -359,7 +294,7 @@ class ConstraintTracker:
     def _free(self, t: int, p: int) -> Tensor:
         """(R, C) unused members per class (for pattern ``p`` before step ``t``)."""
         counts = self.plan.counts.unsqueeze(0)
-        if self.used is not None:
+        if self.no_repeat:
             return counts - self.used_members
         done = sum(1 for s in range(t) if self.roles[s][p] is not None)
         return counts.expand(self.alive.shape[0], -1) - done
@@ -386,7 +321,7 @@ class ConstraintTracker:
         need = self._needed_after(t, p)
         if role is not None and role[0] == 0:
             need += ANCHOR_MARGIN
-        if role is None and (self.used is None or need == 0 or not self._started(t, p)):
+        if role is None and (not self.no_repeat or need == 0 or not self._started(t, p)):
             return None, None
         free = self._free(t, p)
         active = self.active[:, p]
@@ -396,34 +331,20 @@ class ConstraintTracker:
 
     # ---- per-step API --------------------------------------------------------------------------------------
 
-    def allowed(self, t: int, live: Tensor | None = None) -> Tensor:
-        """(R, W) or broadcastable (1, W) bool: tokens that keep every constraint satisfiable at step ``t``.
-
-        Raises :class:`PromptError` if a ``live`` row (all rows by default) has no allowed token.
-        """
-        return self.keep(t, live)[0] > 0
-
-    def keep(self, t: int, live: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """The allowed tokens at step ``t`` as a 0/1 float mask (R or 1, W), and as an additive 0/-inf bias
-        when that comes free (a request-wide mask shared by every row), else None.
-
-        Raises :class:`PromptError` if a ``live`` row (all rows by default) has no allowed token.
-        """
+    def keep(self, t: int) -> tuple[Tensor, Tensor | None]:
+        """The tokens that keep tone and rhyme satisfiable at step ``t`` as a 0/1 float mask (R or 1, W), and as
+        an additive 0/-inf bias when that comes free (a request-wide mask shared by every row), else None."""
         plan = self.plan
         simple = plan.members is None or all(self._rhyme_rows(t, p)[0] is None for p in range(len(plan.patterns)))
         bias = None
         if simple:
             keep, bias = self._union_of_alive(t)
-        elif self.used is None:
+        elif not self.no_repeat:
             keep = self._rhyme_keep(t)
         else:
             keep = torch.zeros(self.alive.shape[0], plan.base.shape[-1], device=self.device)
             for p in range(len(plan.patterns)):
                 torch.maximum(keep, self._pattern_keep(t, p), out=keep)
-        if self.free_f is not None:
-            shared = keep if t in plan.forced else keep * self.unreserved_f
-            keep, bias = shared * self.free_f, None
-        self._check_nonempty(t, keep, live)
         return keep, bias
 
     def _union_of_alive(self, t: int) -> tuple[Tensor, Tensor | None]:
@@ -500,7 +421,7 @@ class ConstraintTracker:
             return base * alive
         if self.roles[t][p] is not None:  # a rhyme position: a member of a class with slack left
             ok = self._class_union(slack, alive, base)
-            if self.used is None:  # rhyme characters differ from the earlier ones
+            if not self.no_repeat:  # rhyme characters differ from the earlier ones
                 for s in self._prev_rhyme_tokens(t, p):
                     ok.scatter_(1, self.tokens[:, s : s + 1], 0.0)
             return ok
@@ -512,26 +433,6 @@ class ConstraintTracker:
             # allowed unless the token is a member of every tight class of the row
             ok[rows] = (t_rows.sum(dim=1, keepdim=True) - t_rows.float() @ self.members_f > 0).float()
         return ok.mul_(base).mul_(alive)
-
-    def _check_nonempty(self, t: int, keep: Tensor, live: Tensor | None) -> None:
-        empty = keep.amax(dim=1) <= 0
-        if live is not None:
-            empty = empty & live
-        if bool(empty.any()):
-            raise PromptError(
-                f"no character satisfies every constraint at {_where(t, self.plan.line_length)}: "
-                "relax the rhyme, tone, no_repeat or prompt constraints"
-            )
-
-    def check_forced(self, t: int, token: int, allowed: Tensor, live: Tensor | None = None) -> None:
-        ok = allowed[:, token] > 0  # a bool mask or a 0/1 float one
-        if live is not None:
-            ok = ok | ~live
-        if not bool(ok.all()):
-            raise PromptError(
-                f"the prompt character at {_where(t, self.plan.line_length)} cannot be used there "
-                "with the other constraints (rhyme or no_repeat): change it or drop a constraint"
-            )
 
     def update(self, t: int, chosen: Tensor) -> None:
         """Record the (R,) tokens chosen at step ``t`` and prune the patterns they violate."""
@@ -549,19 +450,13 @@ class ConstraintTracker:
                 else:
                     ok = ok & ((slack | (tight & ~hit)).any(dim=1))
             self.alive[:, p] &= ok
-        if self.used is not None:
-            self.used.scatter_(1, chosen.unsqueeze(1), True)
-            self.free_f.scatter_(1, chosen.unsqueeze(1), 0.0)
-            if plan.members is not None:
-                self.used_members += plan.members[:, chosen].T.long()
+        if self.no_repeat and plan.members is not None:
+            self.used_members += plan.members[:, chosen].T.long()
 
     def reorder(self, index: Tensor) -> None:
         """Beam search: row ``i`` continues row ``index[i]``."""
         self.alive = self.alive.index_select(0, index)
         self.tokens = self.tokens.index_select(0, index)
-        if self.used is not None:
-            self.used = self.used.index_select(0, index)
-            self.free_f = self.free_f.index_select(0, index)
         if self.plan.members is not None:
             self.active = self.active.index_select(0, index)
             self.used_members = self.used_members.index_select(0, index)
@@ -574,14 +469,65 @@ class ConstraintTracker:
         return [self.plan.patterns[i] for i in first]
 
 
-__all__ = [
-    "ANY",
-    "ConstraintTracker",
-    "Plan",
-    "build_plan",
-    "check_prompt_chars",
-    "get_hanzi",
-    "get_masks",
-    "repeated_ngrams",
-    "without_banned",
-]
+class Prosody(Processor):
+    """The form (CJK ideographs only, always on), the tone pattern (``tone``, ``strict_tone``) and the rhyme
+    (``rhyme``, ``rhyme_first_line``), as one :class:`PatternTracker`."""
+
+    order = 10
+
+    def __init__(self, request: DecodeRequest, setup: Setup) -> None:
+        self.request = request
+        self.setup = setup
+        self.tracker: PatternTracker | None = None
+
+    @classmethod
+    def from_request(cls, request: DecodeRequest, setup: Setup) -> Prosody:
+        check_request(request)
+        return cls(request, setup)
+
+    def start(self, rows: int) -> None:
+        # built here, once every prompt processor has written its characters into setup.forced
+        s = self.setup
+        plan = build_plan(s.vocab, self.request, s.device, s.masks_cache, s.forced)
+        self.tracker = PatternTracker(plan, rows, s.device)
+
+    def mask(self, t: int, tokens: Tensor, keep: Tensor | None, bias: Tensor | None) -> Mask:
+        assert self.tracker is not None and keep is None, "Prosody runs first"
+        return self.tracker.keep(t)
+
+    def update(self, t: int, chosen: Tensor) -> None:
+        assert self.tracker is not None
+        self.tracker.update(t, chosen)
+
+    def reorder(self, index: Tensor) -> None:
+        assert self.tracker is not None
+        self.tracker.reorder(index)
+
+    def patterns(self) -> list[str | None] | None:
+        return None if self.tracker is None else self.tracker.patterns()
+
+    @classmethod
+    def check(cls, lines: list[str], request: DecodeRequest, pattern: str | None) -> dict[str, bool]:
+        result: dict[str, bool] = {}
+        form = is_format_valid(render(lines), request.line_length, request.num_lines)
+        quatrain = form and request.num_lines == 4 and request.line_length in LINE_LENGTHS
+        system = request.rhyme or "pingshui"
+        if request.tone is not None:
+            names = list(patterns_for(request.line_length)) if request.tone == "auto" else [request.tone]
+            if pattern in names:  # check the decoder's claim first, then any other candidate
+                names.remove(pattern)
+                names.insert(0, pattern)
+            result["tone"] = quatrain and any(
+                fits_pattern(lines, p, request.strict_tone, system, request.line_length) for p in names
+            )
+        if request.rhyme is not None:
+            must = set(range(1, request.num_lines, 2))
+            if request.rhyme_first_line:
+                must.add(0)
+            if pattern is not None and quatrain:
+                must.update(rhyme_lines(pattern, request.line_length))
+            ends = [lines[i][-1] for i in sorted(must) if i < len(lines) and lines[i]]
+            result["rhyme"] = (
+                form and len(ends) == len(must) and all(rhymes(ends[0], end, request.rhyme) for end in ends[1:])
+            )
+        return result
