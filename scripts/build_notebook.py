@@ -36,6 +36,7 @@ import torch
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.errors import PoetryVAEError
 from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, homotopy, nearest, sample_prior
 from poetry_vae.metrics.latent_use import (
@@ -47,7 +48,6 @@ from poetry_vae.metrics.latent_use import (
     prior_diversity,
 )
 from poetry_vae.metrics.poetry import poetry_report, sentence_bleu
-from poetry_vae.errors import PoetryVAEError
 from poetry_vae.plots import latent_map, read_metrics, training_curves
 from poetry_vae.sample import checkpoint_path
 

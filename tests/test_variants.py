@@ -3,10 +3,15 @@ prompts typed with either spelling."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hydra import compose, initialize_config_dir
 
 from poetry_vae.cli import CONFIG_DIR, quote_unicode_values
+from poetry_vae.data.build_blocks import extract_blocks
+from poetry_vae.data.build_corpus import extract, main
 from poetry_vae.data.variants import known_spellings, simplifier, standardise, variant_map
 from poetry_vae.sample import write_poems
 
@@ -23,6 +28,33 @@ def test_the_build_option_applies_the_mapping_after_t2s() -> None:
     text = "隱者歸來隠疎簷"
     assert simplifier()(text) == "隐者归来隠疎簷"  # what the shipped corpora hold: t2s alone
     assert simplifier(standard_variants=True)(text) == "隐者归来隐疏檐"
+
+
+def write_source(root: Path, poems: list[dict]) -> Path:
+    """A chinese-poetry package with ``poems`` as its Tang file (no Song poems, no tone patterns)."""
+    for folder in ("quantangshi", "strains/json"):
+        (root / "dist" / folder).mkdir(parents=True)
+    (root / "dist" / "quantangshi" / "poet.tang.0.json").write_text(json.dumps(poems, ensure_ascii=False))
+    (root / "dist" / "quantangshi" / "poet.song.0.json").write_text("[]")
+    return root / "dist"
+
+
+def test_build_keeps_variants_unless_asked(tmp_path: Path) -> None:
+    rest = "黃河入海流。欲窮千里目，更上一層樓。"
+    quatrain = {"id": "a", "author": "隠者", "title": "t", "paragraphs": ["隠者疎簷下，" + rest]}
+    lushi = {"id": "b", "author": "x", "paragraphs": ["浄髪粧成後，" + rest] * 2}
+    dist = write_source(tmp_path, [quatrain, lushi])
+    assert extract(dist)[0][0]["lines"][0] == "隠者疎簷下"  # the shipped corpora's rule: t2s alone
+    poem = extract(dist, standard_variants=True)[0][0]
+    assert poem["lines"][0] == "隐者疏檐下" and poem["author"] == "隐者"
+    assert extract_blocks(dist, 5, set())[0][0]["lines"][0] == "浄髪粧成后"
+    assert extract_blocks(dist, 5, set(), standard_variants=True)[0][0]["lines"][0] == "净发妆成后"
+
+
+def test_the_build_command_has_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--standard-variants" in capsys.readouterr().out
 
 
 def test_prompts_take_the_spelling_the_vocabulary_knows() -> None:
