@@ -33,13 +33,17 @@ def is_standard(char: str) -> bool:
 
 @functools.cache
 def variant_map() -> dict[str, str]:
-    """variant -> standard simplified character, for every CJK ideograph the rule in the module docstring maps."""
-    chars = [chr(code) for low, high in CJK_RANGES for code in range(low, high + 1)]
-    candidates = [char for char in chars if not is_standard(char)]
+    """variant -> standard simplified character, for every CJK ideograph that t2s leaves as it is and the rule in
+    the module docstring maps."""
+    chars = "\n".join(chr(code) for low, high in CJK_RANGES for code in range(low, high + 1))
     to_simplified = opencc.OpenCC("t2s")
+    # one character a line, so phrase tables never join neighbours; traditional characters that t2s converts
+    # itself (盡 → 尽) are not variants: a prompt holding one gets the hint to write it simplified
+    left = [char for char, simplified in zip(chars.split("\n"), to_simplified.convert(chars).split("\n"),
+                                             strict=True) if char == simplified]
+    candidates = [char for char in left if not is_standard(char)]
     mapping: dict[str, str] = {}
     for config in VARIANT_CONFIGS:
-        # one character a line, so phrase tables never join neighbours
         converted = to_simplified.convert(opencc.OpenCC(config).convert("\n".join(candidates))).split("\n")
         for char, standard in zip(candidates, converted, strict=True):
             if char not in mapping and len(standard) == 1 and standard != char and is_standard(standard):
