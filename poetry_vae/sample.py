@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -33,6 +33,7 @@ from rich.table import Table
 from poetry_vae.atomic import atomic_path, check_writable
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, shipped_model
 from poetry_vae.cli import CONFIG_DIR, hydra_command
+from poetry_vae.data.variants import known_spellings
 from poetry_vae.errors import CheckpointError, PoetryVAEError, PromptError
 from poetry_vae.form import written_chars, written_form
 from poetry_vae.generation.decoding import generate, sample_prior
@@ -123,7 +124,7 @@ def write_poems(cfg: DictConfig) -> Written:
     ckpt = load_checkpoint(checkpoint_path(cfg.ckpt_path), map_location=cfg.device)
     given = keys_given(cfg)
     strategy = chosen_strategy(cfg, given)
-    request = decode_request(cfg, ckpt.data_hparams, strategy)
+    request = respelled(decode_request(cfg, ckpt.data_hparams, strategy), ckpt)
     request.validate()
     inputs = input_poems(cfg, request, ckpt)
     for warning in ignored_options(cfg, given, strategy):
@@ -217,6 +218,14 @@ def _either(names: tuple[str, ...]) -> str:
     return " or ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
 
 
+def respelled(request: DecodeRequest, ckpt: LoadedCheckpoint) -> DecodeRequest:
+    """The prompts (first_line, acrostic) with variant characters written as the model's vocabulary writes them:
+    隐 or 隠, whichever it knows (see data/variants.py)."""
+    prompts = {key: known_spellings(value, ckpt.vocab) for key in ("first_line", "acrostic")
+               if isinstance(value := getattr(request, key), str)}
+    return replace(request, **prompts)
+
+
 def input_poems(cfg: DictConfig, request: DecodeRequest, ckpt: LoadedCheckpoint) -> list[str]:
     """The poems= of reconstruct and interpolate in the written form, checked (shape, count, characters) before
     any poem is decoded."""
@@ -225,7 +234,7 @@ def input_poems(cfg: DictConfig, request: DecodeRequest, ckpt: LoadedCheckpoint)
     texts = [str(text) for text in cfg.poems]
     if cfg.mode == "reconstruct" and not texts:
         raise PromptError(f"mode=reconstruct needs poems=[...], e.g. \"poems=['{EXAMPLE_POEM}']\"")
-    poems = [written_poem(text, i, len(texts), request) for i, text in enumerate(texts)]
+    poems = [known_spellings(written_poem(text, i, len(texts), request), ckpt.vocab) for i, text in enumerate(texts)]
     if cfg.mode == "interpolate" and len(poems) != 2:
         raise PromptError(f"mode=interpolate needs exactly 2 poems=[a,b], got {len(poems)}")
     if cfg.mode == "analogy" and len(poems) != 3:

@@ -27,8 +27,7 @@ POEM_A = None  # the homotopy's two endpoints (poems in the checkpoint's form); 
 POEM_B = None
 HOMOTOPY_STEPS = 7
 N_RECONSTRUCT = 8  # test poems in the reconstruction table""", ["parameters"]),
-    ("code", """import csv
-import os
+    ("code", """import os
 import random
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import torch
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.errors import PoetryVAEError
 from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, homotopy, nearest, sample_prior
 from poetry_vae.metrics.latent_use import (
@@ -48,7 +48,7 @@ from poetry_vae.metrics.latent_use import (
     prior_diversity,
 )
 from poetry_vae.metrics.poetry import poetry_report, sentence_bleu
-from poetry_vae.plots import latent_map
+from poetry_vae.plots import latent_map, read_metrics, training_curves
 from poetry_vae.sample import checkpoint_path
 
 ckpt_path = checkpoint_path(CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or None)  # None: the shipped model
@@ -70,34 +70,19 @@ def show(poems):
     for p in poems:
         held = " ".join(k for k, ok in p.constraints.items() if ok)
         print(f"{p.text}  log p {p.log_prob:7.1f}  {held} {p.pattern or ''}")"""),
-    ("md", "## Training curves, read from the run's `metrics.csv` (every resume's version, in step order)"),
+    ("md", """## Training curves, read from the run's `metrics.csv` (every resume's version, in step order)
+
+The loss panel compares like with like: the negative ELBO per character (reconstruction + KL, no β, no free bits)
+on the training batches and on the validation split, with the validation importance-weighted NLL (a tighter bound
+on the same likelihood) beside them. `python -m poetry_vae.plot <run dir>` draws the same figure as a PNG."""),
     ("code", """run_dir = Path(ckpt_path).resolve().parent.parent
-rows = []
-for path in sorted(run_dir.glob("csv/version_*/metrics.csv")):
-    with open(path, encoding="utf-8") as handle:
-        rows += list(csv.DictReader(handle))
-
-
-def series(key):
-    points = sorted((int(r["step"]), float(r[key])) for r in rows if r.get(key) not in (None, ""))
-    return [s for s, _ in points], [v for _, v in points]
-
-
-if rows:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
-    for key in ("train/nll_char", "val/iw_nll_char"):
-        left.plot(*series(key), label=key)
-    left.set_xlabel("step"); left.set_title("nats per character"); left.legend()
-    steps, kl = series("train/kl")
-    right.plot(steps, kl, color="tab:red", label="train KL per poem")
-    right.set_xlabel("step"); right.set_ylabel("KL (nats)")
-    beta_axis = right.twinx()
-    beta_axis.plot(*series("train/beta"), color="tab:gray", label="β")
-    beta_axis.set_ylabel("β"); right.set_title("KL against the KL weight β")
-    fig.tight_layout()
-    print(f"{len(rows)} logged rows from {run_dir}")
-else:  # the shipped model, or a run logged without the csv logger
-    print(f"no csv/version_*/metrics.csv in {run_dir}: no training curves for this checkpoint")"""),
+try:
+    rows = read_metrics(run_dir)
+except PoetryVAEError as error:  # the shipped model, or a run logged without the csv logger
+    print(f"no training curves for this checkpoint: {error}")
+else:
+    fig = training_curves(rows, title=str(run_dir))
+    print(f"{len(rows)} logged rows from {run_dir}")"""),
     ("md", "## Prior samples with each decoding strategy, then rhyming (平水韵) in a standard tone pattern"),
     ("code", """n = 4
 z = sample_prior(model, n, generator)
@@ -109,8 +94,16 @@ show(generate(model, vocab, z, request(strategy="top_p", temperature=0.8, rhyme=
               generator, num_poems=n))"""),
     ("md", "## Acrostic (藏头) and first-line continuation, with beam search"),
     ("code", """z = sample_prior(model, 3, generator)
-show(generate(model, vocab, z, request(strategy="beam", beam_size=5, acrostic="春夏秋冬", rhyme="pingshui"),
-              num_poems=3))
+# the acrostic's characters must be in the checkpoint's vocabulary: 春夏秋冬 if it has them, else the first
+# characters of a test poem's lines that it has
+firsts = ["".join(line[0] for line in p.lines) for p in test]
+acrostic = next((chars for chars in ["春夏秋冬", *firsts] if all(char in vocab for char in chars)), None)
+if acrostic is None:
+    print("no acrostic example: the vocabulary lacks 春夏秋冬 and every test poem's first characters")
+else:
+    print(f"-- acrostic {acrostic}")
+    show(generate(model, vocab, z, request(strategy="beam", beam_size=5, acrostic=acrostic, rhyme="pingshui"),
+                  num_poems=3))
 first_line = next(p.lines[0] for p in test if all(char in vocab for char in p.lines[0]))  # the model's form
 show(generate(model, vocab, z, request(strategy="top_p", first_line=first_line, tone="auto", rhyme="pingshui"),
               generator, num_poems=3))"""),

@@ -45,6 +45,7 @@ from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.metrics.latent_use import homotopy_pairs, homotopy_walks
 from poetry_vae.metrics.poetry import poetry_report
+from poetry_vae.plots import line_styles
 from poetry_vae.runs import best_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,15 @@ def poetry_rows(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dic
     return reports, samples
 
 
+def legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, in as many columns as keep it no taller than them: with 15+ runs
+    it covers no curve."""
+    rows = 18
+    count = len(ax.get_legend_handles_labels()[1])
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=7,
+              ncol=max(1, -(-count // rows)))
+
+
 def plot_curves(curves: dict[str, list[dict[str, str]]], figures: Path) -> list[str]:
     import matplotlib
 
@@ -223,14 +233,14 @@ def plot_curves(curves: dict[str, list[dict[str, str]]], figures: Path) -> list[
                               ("val/kl", "validation KL per poem (nats)", "val_kl.png"),
                               ("train/beta", "β (KL weight)", "beta.png"),
                               ("val/active_units", "active units (of 128)", "active_units.png")):
-        fig, ax = plt.subplots(figsize=(6, 3.6))
-        for name, rows in curves.items():
+        fig, ax = plt.subplots(figsize=(8.5, 3.6))
+        for (name, rows), style in zip(curves.items(), line_styles(len(curves)), strict=True):
             steps, values = series(rows, key)
             if steps:
-                ax.plot(steps, values, label=name, marker="." if key.startswith("val") else None)
+                ax.plot(steps, values, label=name, marker="." if key.startswith("val") else None, **style)
         ax.set_xlabel("optimiser step")
         ax.set_title(label)
-        ax.legend()
+        legend_outside(ax)
         fig.tight_layout()
         atomic_write(figures / fname, functools.partial(fig.savefig, dpi=110))
         plt.close(fig)
@@ -257,14 +267,14 @@ def plot_quality_per_minute(curves: dict[str, list[dict[str, str]]], figures: Pa
     if not lines:
         return None
     figures.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for name, (minutes, values) in lines.items():
-        ax.plot(minutes, values, label=name, marker=".")
+    fig, ax = plt.subplots(figsize=(9.5, 4.2))
+    for (name, (minutes, values)), style in zip(lines.items(), line_styles(len(lines)), strict=True):
+        ax.plot(minutes, values, label=name, marker=".", **style)
     best = min(min(values) for _, values in lines.values())
     ax.set_ylim(best - 0.05, best + 1.2)  # an autoencoder phase (li2019, β = 0) would flatten every other curve
     ax.set_xlabel("training wall-clock minutes (one thread; validation included; fine-tuned rows: pretraining first)")
     ax.set_title("validation IW-NLL per character (K=10) against time")
-    ax.legend()
+    legend_outside(ax)
     fig.tight_layout()
     atomic_write(figures / fname, functools.partial(fig.savefig, dpi=110))
     plt.close(fig)

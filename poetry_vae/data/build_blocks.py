@@ -17,9 +17,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import opencc
-
 from poetry_vae.data.source import source_rows
+from poetry_vae.data.variants import simplifier
 from poetry_vae.form import BLOCK_LINE_MARKS, CJK_CLASS
 
 BLOCK_LINES = 4
@@ -43,9 +42,11 @@ def cut_blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
     return []
 
 
-def extract_blocks(dist: Path, line_length: int, exclude: set[str]) -> tuple[list[dict], Counter]:
-    """One row per distinct block: id (source poem), block (its index in the poem), dynasty, author, form, lines."""
-    to_simplified = opencc.OpenCC("t2s")
+def extract_blocks(dist: Path, line_length: int, exclude: set[str],
+                   standard_variants: bool = False) -> tuple[list[dict], Counter]:
+    """One row per distinct block: id (source poem), block (its index in the poem), dynasty, author, form, lines;
+    `standard_variants` as in build_corpus.extract."""
+    to_simplified = simplifier(standard_variants)
     rows: list[dict] = []
     seen = set(exclude)
     stats: Counter = Counter()
@@ -54,13 +55,13 @@ def extract_blocks(dist: Path, line_length: int, exclude: set[str]) -> tuple[lis
         lines = poem_lines(text, line_length)
         if lines is None or len(lines) <= BLOCK_LINES:
             continue
-        simplified = poem_lines(to_simplified.convert(text), line_length)
+        simplified = poem_lines(to_simplified(text), line_length)
         if simplified is None or len(simplified) != len(lines):  # a conversion that changes the shape
             stats["shape_changed_by_t2s"] += 1
             continue
         blocks = cut_blocks(simplified)
         stats["poems_with_blocks"] += bool(blocks)
-        author = to_simplified.convert(row.get("author", ""))
+        author = to_simplified(row.get("author", ""))
         for index, (form, block) in enumerate(blocks):
             key = "".join(block)
             if key in seen:

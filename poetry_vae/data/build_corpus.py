@@ -25,12 +25,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-import opencc
-
 from poetry_vae.atomic import atomic_path
 from poetry_vae.data.build_blocks import extract_blocks
 from poetry_vae.data.corpus import SHIPPED_CORPORA
 from poetry_vae.data.source import CORPUS_SOURCE, load_strains, source_dist, source_rows
+from poetry_vae.data.variants import simplifier
 from poetry_vae.form import CJK_CLASS, SOURCE_LINE_MARKS
 
 MAX_SHIPPED_BYTES = 10_000_000
@@ -51,9 +50,11 @@ def strain_lines(raw: list[str] | None, line_length: int, num_lines: int) -> lis
     return [joined[i * line_length : (i + 1) * line_length] for i in range(num_lines)]
 
 
-def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[dict], Counter]:
-    """Strict quatrains (or any fixed `num_lines` × `line_length` form), by the rule in the module docstring."""
-    to_simplified = opencc.OpenCC("t2s")
+def extract(dist: Path, line_length: int = 5, num_lines: int = 4,
+            standard_variants: bool = False) -> tuple[list[dict], Counter]:
+    """Strict quatrains (or any fixed `num_lines` × `line_length` form), by the rule in the module docstring;
+    `standard_variants`: variant characters t2s leaves (隠, 簷) become standard ones (see data/variants.py)."""
+    to_simplified = simplifier(standard_variants)
     pattern = line_pattern(line_length, num_lines)
     strains = load_strains(dist)
     poems: list[dict] = []
@@ -65,7 +66,7 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[
         if not pattern.match(text):
             continue
         stats[f"matched_{dynasty}"] += 1
-        simplified = to_simplified.convert(text)
+        simplified = to_simplified(text)
         if not pattern.match(simplified):  # a conversion that changes the shape is not kept
             stats["shape_changed_by_t2s"] += 1
             continue
@@ -80,8 +81,8 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4) -> tuple[list[
             {
                 "id": row.get("id", ""),
                 "dynasty": dynasty,
-                "author": to_simplified.convert(row.get("author", "")),
-                "title": to_simplified.convert(row.get("title", "")),
+                "author": to_simplified(row.get("author", "")),
+                "title": to_simplified(row.get("title", "")),
                 "lines": [line for line, _ in pairs],
                 "punctuation": "".join(mark for _, mark in pairs),
                 "strains": strain_lines(strains.get(row.get("id", "")), line_length, num_lines),
@@ -115,8 +116,9 @@ def write_parts(rows: list[dict], outs: list[Path]) -> None:
         write_corpus(rows[part * size : (part + 1) * size], out)
 
 
-def build_strict(name: str, dist: Path, outs: list[Path], line_length: int) -> list[dict]:
-    poems, stats = extract(dist, line_length, 4)
+def build_strict(name: str, dist: Path, outs: list[Path], line_length: int,
+                 standard_variants: bool = False) -> list[dict]:
+    poems, stats = extract(dist, line_length, 4, standard_variants)
     write_parts(poems, outs)
     with_strains = sum(poem["strains"] is not None for poem in poems)
     print(f"[{name}] matched (before dedup): tang {stats['matched_tang']}, song {stats['matched_song']}")
@@ -128,8 +130,9 @@ def build_strict(name: str, dist: Path, outs: list[Path], line_length: int) -> l
     return poems
 
 
-def build_blocks(name: str, dist: Path, outs: list[Path], line_length: int, exclude: list[dict]) -> list[dict]:
-    rows, stats = extract_blocks(dist, line_length, {"".join(poem["lines"]) for poem in exclude})
+def build_blocks(name: str, dist: Path, outs: list[Path], line_length: int, exclude: list[dict],
+                 standard_variants: bool = False) -> list[dict]:
+    rows, stats = extract_blocks(dist, line_length, {"".join(poem["lines"]) for poem in exclude}, standard_variants)
     write_parts(rows, outs)
     forms = ", ".join(f"{form} {stats[form]}" for form in ("lushi_head", "lushi_tail", "gushi"))
     print(f"[{name}] blocks: {len(rows)} from {len({row['id'] for row in rows})} poems ({forms}; "
@@ -146,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("poetry_vae/resources"))
     parser.add_argument("--only", choices=sorted(SHIPPED_CORPORA), action="append",
                         help="build only this corpus (repeatable; default: all)")
+    parser.add_argument("--standard-variants", action="store_true",
+                        help="replace the variant characters t2s leaves (隠, 疎, 簷) by their standard simplified "
+                             "forms; changes the vocabulary, so models trained before it do not match "
+                             "(docs/corpus_variants.md)")
     args = parser.parse_args(argv)
     dist = source_dist(args.source)
     wanted = args.only or list(SHIPPED_CORPORA)
@@ -154,13 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     # the blocks corpus leaves out every 五绝 poem, so it needs them even when wujue is not rewritten
     wujue: list[dict] = []
     if "wujue" in wanted:
-        wujue = build_strict("wujue", dist, outs["wujue"], 5)
+        wujue = build_strict("wujue", dist, outs["wujue"], 5, args.standard_variants)
     elif "wuyan" in wanted:
-        wujue = extract(dist, 5, 4)[0]
+        wujue = extract(dist, 5, 4, args.standard_variants)[0]
     if "qijue" in wanted:
-        build_strict("qijue", dist, outs["qijue"], 7)
+        build_strict("qijue", dist, outs["qijue"], 7, args.standard_variants)
     if "wuyan" in wanted:
-        build_blocks("wuyan", dist, outs["wuyan"], 5, wujue)
+        build_blocks("wuyan", dist, outs["wuyan"], 5, wujue, args.standard_variants)
     for name in wanted:
         for out in outs[name]:
             size = out.stat().st_size

@@ -1,0 +1,89 @@
+"""Variant characters that t2s leaves (隠, 疎, 簷): the mapping from OpenCC's tables, the corpus build's option, and
+prompts typed with either spelling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from poetry_vae.cli import CONFIG_DIR, quote_unicode_values
+from poetry_vae.data.build_blocks import extract_blocks
+from poetry_vae.data.build_corpus import extract, main
+from poetry_vae.data.variants import known_spellings, simplifier, standardise, variant_map
+from poetry_vae.sample import write_poems
+
+
+def test_variants_left_by_t2s_map_to_the_standard_form() -> None:
+    assert standardise("隠者疎簷下") == "隐者疏檐下"
+    assert standardise("黒髪浄粧") == "黑发净妆"
+    # characters standard in Chinese stay, whatever the Japanese or Taiwanese tables say of them
+    assert standardise("翻郎著芸沪乾予") == "翻郎著芸沪乾予"
+    assert all(len(standard) == 1 and standard != variant for variant, standard in variant_map().items())
+
+
+def test_the_build_option_applies_the_mapping_after_t2s() -> None:
+    text = "隱者歸來隠疎簷"
+    assert simplifier()(text) == "隐者归来隠疎簷"  # what the shipped corpora hold: t2s alone
+    assert simplifier(standard_variants=True)(text) == "隐者归来隐疏檐"
+
+
+def write_source(root: Path, poems: list[dict]) -> Path:
+    """A chinese-poetry package with ``poems`` as its Tang file (no Song poems, no tone patterns)."""
+    for folder in ("quantangshi", "strains/json"):
+        (root / "dist" / folder).mkdir(parents=True)
+    (root / "dist" / "quantangshi" / "poet.tang.0.json").write_text(json.dumps(poems, ensure_ascii=False))
+    (root / "dist" / "quantangshi" / "poet.song.0.json").write_text("[]")
+    return root / "dist"
+
+
+def test_build_keeps_variants_unless_asked(tmp_path: Path) -> None:
+    rest = "黃河入海流。欲窮千里目，更上一層樓。"
+    quatrain = {"id": "a", "author": "隠者", "title": "t", "paragraphs": ["隠者疎簷下，" + rest]}
+    lushi = {"id": "b", "author": "x", "paragraphs": ["浄髪粧成後，" + rest] * 2}
+    dist = write_source(tmp_path, [quatrain, lushi])
+    assert extract(dist)[0][0]["lines"][0] == "隠者疎簷下"  # the shipped corpora's rule: t2s alone
+    poem = extract(dist, standard_variants=True)[0][0]
+    assert poem["lines"][0] == "隐者疏檐下" and poem["author"] == "隐者"
+    assert extract_blocks(dist, 5, set())[0][0]["lines"][0] == "浄髪粧成后"
+    assert extract_blocks(dist, 5, set(), standard_variants=True)[0][0]["lines"][0] == "净发妆成后"
+
+
+def test_the_build_command_has_the_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "--standard-variants" in capsys.readouterr().out
+
+
+def test_prompts_take_the_spelling_the_vocabulary_knows() -> None:
+    assert known_spellings("隐疏", {"隠", "疎"}) == "隠疎"  # standard typed, the model knows the variant
+    assert known_spellings("隠疎", {"隐", "疏"}) == "隐疏"  # variant typed, the model knows the standard
+    assert known_spellings("隠", {"隐", "隠"}) == "隠"  # a known character is never changed
+    assert known_spellings("隠，", {"x"}) == "隠，"  # nothing known: unchanged, the usual error follows
+
+
+def test_sample_accepts_a_variant_the_model_lacks(capsys: pytest.CaptureFixture[str]) -> None:
+    # the shipped model knows 两 and 来 but not 両 (Japanese) or 來 (traditional)
+    overrides = quote_unicode_values(["n=1", "acrostic=両岸青山", "strategy=greedy"])
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("sample", overrides=overrides, return_hydra_config=True)
+    written = write_poems(cfg)
+    capsys.readouterr()
+    assert [line[0] for line in written.shown[0].poem.lines] == list("两岸青山")
+
+
+def test_reconstruct_accepts_a_variant_in_a_poem(capsys: pytest.CaptureFixture[str]) -> None:
+    poem = "床前明月光，疑是地上霜。举头望明月，両岸思故乡。"  # 両: the Japanese form of 两
+    overrides = quote_unicode_values(["mode=reconstruct", f"poems=[{poem}]"])
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("sample", overrides=overrides, return_hydra_config=True)
+    written = write_poems(cfg)
+    capsys.readouterr()
+    assert written.shown[0].input == "床前明月光，疑是地上霜。举头望明月，两岸思故乡。"
+
+
+def test_traditional_characters_are_not_variants() -> None:
+    # t2s converts these itself: a prompt holding one keeps its one-line hint to write it simplified
+    assert not {"盡", "鄉", "來", "亂"} & variant_map().keys()
