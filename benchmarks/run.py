@@ -1,4 +1,4 @@
-"""Side-by-side speed benchmarks: the seed (``benchmarks.seed_reference``) against the project's PoemVAE.
+"""Side-by-side speed benchmarks: the reference program (``benchmarks.reference_program``) against PoemVAE.
 
     python -m benchmarks.run [--quick] [--repeats 3] [--out benchmarks/results.json] [--time-to-quality]
                              [--device cuda]
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmarks.seed_reference import SeedArgs, SeedTrainer, SeedVAE, seed_batches
+from benchmarks.reference_program import ReferenceArgs, ReferenceTrainer, ReferenceVAE, reference_batches
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.generation.profile import StepProfile
@@ -113,9 +113,9 @@ def project_step_flops(cfg: VAEConfig, batch: int, target_share: list[float] | N
     return {"total": 6.0 * (macs + out) * batch, "output": 6.0 * out * batch}
 
 
-def seed_step_flops(args: SeedArgs, batch: int) -> dict[str, float]:
+def reference_step_flops(args: ReferenceArgs, batch: int) -> dict[str, float]:
     e, he, z, h = args.embed_dim, args.enc_hsz, args.latent_dim, args.dec_hsz
-    macs = args.hw_layers * 2 * e * e * T_ENC  # the seed's highway sees only the encoder input
+    macs = args.hw_layers * 2 * e * e * T_ENC  # the reference program's highway sees only the encoder input
     macs += 2 * lstm_macs(e, he, T_ENC) + 2 * (2 * he * z)
     macs += lstm_macs(e + z, h, T_DEC) + (args.dec_layers - 1) * lstm_macs(h, h, T_DEC)
     out = h * args.vocab_size * T_DEC
@@ -163,12 +163,12 @@ def log_softmax_alone(batch: int, vocab: int, times: int, repeats: int) -> float
 # ---------------------------------------------------------------------------------------------------- trainers
 
 
-def seed_args(vocab_size: int) -> SeedArgs:
-    return SeedArgs(vocab_size=vocab_size)
+def reference_args(vocab_size: int) -> ReferenceArgs:
+    return ReferenceArgs(vocab_size=vocab_size)
 
 
-def seed_config(vocab_size: int, output_layer: str = "softmax") -> VAEConfig:
-    """The project's model at the seed's sizes (conf/model/vae.yaml)."""
+def reference_config(vocab_size: int, output_layer: str = "softmax") -> VAEConfig:
+    """The project's model at the reference program's sizes (conf/model/vae.yaml)."""
     return VAEConfig(
         vocab_size=vocab_size, output_layer=output_layer, adaptive_cutoffs=(1000, 3000), adaptive_div_value=4.0
     )
@@ -188,15 +188,15 @@ class TrainCase:
     warmup_s: float = 0.0
 
 
-def make_seed_case(train: dict[str, Tensor], vocab_size: int, batch: int) -> TrainCase:
-    args = seed_args(vocab_size)
-    trainer = SeedTrainer(SeedVAE(args))
-    batches = seed_batches(train, batch, seed=1)
+def make_reference_case(train: dict[str, Tensor], vocab_size: int, batch: int) -> TrainCase:
+    args = reference_args(vocab_size)
+    trainer = ReferenceTrainer(ReferenceVAE(args))
+    batches = reference_batches(train, batch, seed=1)
 
     def step() -> None:
         trainer.step(*next(batches))
 
-    return TrainCase(f"reference b{batch}", batch, step, seed_step_flops(args, batch), group="reference")
+    return TrainCase(f"reference b{batch}", batch, step, reference_step_flops(args, batch), group="reference")
 
 
 def make_project_case(
@@ -211,7 +211,7 @@ def make_project_case(
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
     forward = torch.compile(model) if compile_model else model
-    batches: Iterator = seed_batches(train, batch, seed=1)
+    batches: Iterator = reference_batches(train, batch, seed=1)
     params = list(model.parameters())
 
     def step() -> None:
@@ -277,7 +277,8 @@ GENERATION_REQUESTS = {
     "project greedy, batched, fp32": DecodeRequest(strategy="greedy", precision="fp32"),
     "project top_p, batched, fp32": DecodeRequest(strategy="top_p", precision="fp32"),
 }
-# the project's default output layer (adaptive softmax: ~4x fewer output FLOPs), beside the seed's full softmax
+# the project's default output layer (adaptive softmax: ~4x fewer output FLOPs), beside the reference program's
+# full softmax
 ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched")
 # the flagship's decoder (conf/experiment/poet.yaml): places, the rhyme pointer, position codes, z at the output
 FLAGSHIP_MODEL = {"latent_dim": 32, "z_to_output": True, "position_codes": 40, "position_code_dim": 64,
@@ -285,7 +286,7 @@ FLAGSHIP_MODEL = {"latent_dim": 32, "z_to_output": True, "position_codes": 40, "
 
 
 def bench_reference_generation(vocab, vocab_size: int, ref_poems: int, repeats: int, log: Callable[[str], None]):
-    ref = SeedVAE(seed_args(vocab_size), idx2word=list(vocab.tokens)).eval()
+    ref = ReferenceVAE(reference_args(vocab_size), idx2word=list(vocab.tokens)).eval()
     ref.generate(20)
 
     def ref_run() -> None:
@@ -315,7 +316,7 @@ def bench_generation(
     if layout == "poet":
         model = build_model(FLAGSHIP_MODEL, vocab).to(device).eval()
     else:
-        model = PoemVAE(seed_config(vocab_size, output_layer)).to(device).eval()
+        model = PoemVAE(reference_config(vocab_size, output_layer)).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
     tag = layout or ("" if output_layer == "softmax" else output_layer)
     suffix = (f" [{tag}]" if tag else "") + ("" if device == "cpu" else f" [{device}]")
@@ -351,9 +352,9 @@ def bench_generation(
 
 
 def bench_compiled_step(vocab_size: int, rows: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """The decoding step (LogitStepper, seed sizes) eager against ``torch.compile``d, and what compiling costs:
-    whether a compiled step would pay, and after how many poems (20 steps a poem)."""
-    model = PoemVAE(seed_config(vocab_size)).eval()
+    """The decoding step (LogitStepper, the reference program's sizes) eager against ``torch.compile``d, and what
+    compiling costs: whether a compiled step would pay, and after how many poems (20 steps a poem)."""
+    model = PoemVAE(reference_config(vocab_size)).eval()
     with torch.inference_mode():
         z = torch.randn(rows, model.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
         prev = torch.randint(model.cfg.vocab_size, (rows,), generator=torch.Generator().manual_seed(1))
@@ -402,14 +403,14 @@ def time_to_quality(
     """Wall-clock seconds for the default experiment (vae model, word2vec init, logistic KL anneal, batch 32,
     Adam 1e-3, clip 5) to reach ``target`` validation cross-entropy (nats per position, z from q(z|x))."""
     torch.manual_seed(0)
-    cfg = seed_config(vocab_size)
+    cfg = reference_config(vocab_size)
     model = PoemVAE(cfg)
     model.load_embeddings(torch.as_tensor(dm.embedding_matrix(cfg.embed_dim)))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
     beta = LogisticBeta(k=0.0025, x0=2500)
     val = dm.tensors["val"]
     positions = float((val["target"] != cfg.pad_id).sum())
-    batches = seed_batches(dm.tensors["train"], batch, seed=0)
+    batches = reference_batches(dm.tensors["train"], batch, seed=0)
     history, step, start = [], 0, time.perf_counter()
     evaluation_s = 0.0
     while True:
@@ -488,7 +489,9 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also train the default experiment to a target validation cross-entropy (not in the default run)",
     )
-    parser.add_argument("--ttq-target", type=float, default=6.08, help="nats per position (the seed's 10-min value)")
+    parser.add_argument(
+        "--ttq-target", type=float, default=6.08, help="nats per position (the reference program's 10-min value)"
+    )
     parser.add_argument("--ttq-budget", type=float, default=600.0, help="seconds of training before giving up")
     args = parser.parse_args(argv)
 
@@ -507,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     train = dm.tensors["train"]
     vocab_size = len(vocab.tokens)
     default_batch = default_batch_size()
-    cutoffs = [*build_cutoffs(seed_config(vocab_size, "adaptive")), vocab_size]
+    cutoffs = [*build_cutoffs(reference_config(vocab_size, "adaptive")), vocab_size]
     targets = train["target"].flatten()
     target_share = [float(((targets >= lo) & (targets < hi)).float().mean()) for lo, hi in itertools.pairwise(cutoffs)]
     load_before = os.getloadavg()
@@ -545,19 +548,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- training
     batches = [16, default_batch] if quick else sorted({16, default_batch, 128, 256})
-    cases = [make_seed_case(train, vocab_size, 16)]
+    cases = [make_reference_case(train, vocab_size, 16)]
     for layer in ("softmax", "adaptive"):
-        cfg = seed_config(vocab_size, layer)
+        cfg = reference_config(vocab_size, layer)
         share = target_share if layer == "adaptive" else None
         cases += [make_project_case(train, cfg, b, share) for b in batches]
     # bf16 autocast at the largest fp32 batch of the run (where the matmuls are big enough to profit)
     for layer in ("softmax",) if quick else ("softmax", "adaptive"):
         share = target_share if layer == "adaptive" else None
         cases.append(
-            make_project_case(train, seed_config(vocab_size, layer), batches[-1], share, autocast=torch.bfloat16)
+            make_project_case(train, reference_config(vocab_size, layer), batches[-1], share, autocast=torch.bfloat16)
         )
     if not quick and not args.no_compile:  # compiling takes a minute or more on 2 cores: full runs only
-        cases.append(make_project_case(train, seed_config(vocab_size), default_batch, None, compile_model=True))
+        cases.append(make_project_case(train, reference_config(vocab_size), default_batch, None, compile_model=True))
     log(f"training: {len(cases)} cases, {repeats} rounds")
     run_training(cases, repeats, 0.3 if quick else 2.0, 1 if quick else 3, log)
 
@@ -725,7 +728,7 @@ def print_table(results: dict[str, Any]) -> None:
         f"amx_bf16={bf16['amx_bf16']}, avx512_bf16={bf16['avx512_bf16']})"
     )
     auto = results["meta"].get("decoding_precision_auto", "?")
-    print(f"\n{'generation (seed sizes, untrained; auto = ' + auto + ')':<52}{'poems/s':>9}{'x ref':>8}")
+    print(f"\n{'generation (reference sizes, untrained; auto = ' + auto + ')':<52}{'poems/s':>9}{'x ref':>8}")
     for name, e in results["generation"].items():
         if "poems_per_s" in e:
             print(f"{name:<52}{e['poems_per_s']:>9.0f}{e['vs_reference']:>8.1f}")
