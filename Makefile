@@ -54,8 +54,8 @@ corpus: $(STAMP)
 	cd $(CORPUS_CACHE) && test -d package || (npm pack chinese-poetry@2.0.1 && tar xzf chinese-poetry-2.0.1.tgz)
 	$(PY) -m poetry_vae.data.build_corpus --source $(CORPUS_CACHE)/package --out-dir poetry_vae/resources
 
-# Speed benchmarks: the seed (benchmarks/seed_reference.py) against the project, side by side; writes
-# benchmarks/results.json. BENCH_ARGS=--quick for a < 60 s smoke run; --time-to-quality adds a training run.
+# Speed benchmarks: the reference program (benchmarks/reference_program.py) against the project, side by
+# side; writes benchmarks/results.json. BENCH_ARGS=--quick for a < 60 s smoke run; --time-to-quality adds a training run.
 BENCH_ARGS ?=
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

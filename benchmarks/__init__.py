@@ -1,1 +1,1 @@
-"""Speed benchmarks (``make bench``): the seed reference against the project; not part of the package."""
+"""Speed benchmarks (``make bench``): the reference program against the project; not part of the package."""

@@ -1,7 +1,8 @@
-"""The seed's VAE, ported to torch 2.x with its behaviour kept: the baseline that ``benchmarks.run`` compares with.
+"""The reference program's VAE, ported to torch 2.x with its behaviour kept: the baseline of ``benchmarks.run``.
 
-Written from the seed document (``shared/seed/000_...txt``); only the API is modernised (no ``Variable``,
-``volatile`` or ``init.xavier_normal``). Deliberately kept, because they are what the seed ran:
+The reference program is the program of the original write-up (Bowman et al. 2016 applied to 五言绝句),
+re-implemented here as the speed reference; only the API is modernised (no ``Variable``, ``volatile`` or
+``init.xavier_normal``). Deliberately kept, because they are what the reference program ran:
 
 - sizes: embedding 128, highway 2 x 128 (ReLU, gate bias -1), one-layer BiLSTM encoder 128, latent 128,
   two-layer decoder LSTM 128 with z concatenated to every input step, dropout 0.5;
@@ -9,15 +10,16 @@ Written from the seed document (``shared/seed/000_...txt``); only the API is mod
   generating (only the LSTM's between-layer dropout follows train/eval);
 - the decoder returns ``log_softmax`` and the loss is ``CrossEntropyLoss`` on those log-probabilities, so the
   output is normalised twice (the second pass is a no-op numerically but costs a full (N, V) pass each way);
-- the loss is the per-token mean reconstruction plus the latent loss of the document
+- the loss is the per-token mean reconstruction plus the latent loss of the write-up
   (``0.5 * mean(mu^2 + sigma^2 - log sigma^2 - 1)``, a mean over the latent dimensions and the batch);
 - the encoder's and decoder's final LSTM states are carried (detached) from one batch into the next as their
   initial states, so every batch has the same size (``drop_last``);
 - Adam(betas 0.9/0.98, eps 1e-9) at its default lr 1e-3; the gradient norm is clipped to 0.25 only on the first
-  step (the seed passed ``model.parameters()``, a generator, to its clipper, which exhausted it after one call);
+  step (the reference program passed ``model.parameters()``, a generator, to its clipper, which exhausted it
+  after one call);
 - ``generate()`` decodes one poem at a time: 20 greedy steps at batch 1, z ~ N(0, I) drawn with numpy.
 
-The ``Highway`` class is not in the document; the one here is the usual two-Linear highway layer it imports.
+The ``Highway`` class is not in the write-up; the one here is the usual two-Linear highway layer it imports.
 Nothing here is imported by the ``poetry_vae`` package.
 """
 
@@ -35,7 +37,7 @@ State = tuple[Tensor, Tensor]
 
 
 @dataclass
-class SeedArgs:
+class ReferenceArgs:
     vocab_size: int
     embed_dim: int = 128
     hw_layers: int = 2
@@ -75,12 +77,12 @@ class Highway(nn.Module):
         return x
 
 
-class SeedEncoder(nn.Module):
+class ReferenceEncoder(nn.Module):
     def __init__(self, embed_dim: int, hidden: int, num_layers: int, dropout: float) -> None:
         super().__init__()
         self.num_layers, self.hidden, self.dropout = num_layers, hidden, dropout
-        # The seed wrote nn.LSTM(embed, hidden, layers, dropout, bidirectional=True): its 4th positional argument
-        # is `bias`, so dropout=0.5 became bias=True and the LSTM has no dropout. Time-major input.
+        # The reference program wrote nn.LSTM(embed, hidden, layers, dropout, bidirectional=True): its 4th
+        # positional argument is `bias`, so dropout=0.5 became bias=True and the LSTM has no dropout. Time-major input.
         self.rnn = nn.LSTM(embed_dim, hidden, num_layers, True, bidirectional=True)
 
     def forward(self, x: Tensor, hidden: State) -> tuple[Tensor, State]:
@@ -94,7 +96,7 @@ class SeedEncoder(nn.Module):
         return w.new_zeros(size), w.new_zeros(size)
 
 
-class SeedDecoder(nn.Module):
+class ReferenceDecoder(nn.Module):
     def __init__(self, embed_dim: int, latent_dim: int, hidden: int, num_layers: int, dropout: float, vocab: int):
         super().__init__()
         self.hidden, self.dropout, self.num_layers, self.latent_dim = hidden, dropout, num_layers, latent_dim
@@ -116,8 +118,8 @@ class SeedDecoder(nn.Module):
         return w.new_zeros(self.num_layers, batch, self.hidden), w.new_zeros(self.num_layers, batch, self.hidden)
 
 
-class SeedVAE(nn.Module):
-    def __init__(self, args: SeedArgs, pre_w2v: np.ndarray | None = None, idx2word: list[str] | None = None):
+class ReferenceVAE(nn.Module):
+    def __init__(self, args: ReferenceArgs, pre_w2v: np.ndarray | None = None, idx2word: list[str] | None = None):
         super().__init__()
         self.args = args
         self.idx2word = idx2word
@@ -126,10 +128,10 @@ class SeedVAE(nn.Module):
             with torch.no_grad():
                 self.lookup_table.weight.copy_(torch.as_tensor(pre_w2v))
         self.hw = Highway(args.hw_layers, args.hw_hsz)
-        self.encode = SeedEncoder(args.embed_dim, args.enc_hsz, args.enc_layers, args.dropout)
+        self.encode = ReferenceEncoder(args.embed_dim, args.enc_hsz, args.enc_layers, args.dropout)
         self._enc_mu = nn.Linear(args.enc_hsz * 2, args.latent_dim)
         self._enc_log_sigma = nn.Linear(args.enc_hsz * 2, args.latent_dim)
-        self.decode = SeedDecoder(
+        self.decode = ReferenceDecoder(
             args.embed_dim, args.latent_dim, args.dec_hsz, args.dec_layers, args.dropout, args.vocab_size
         )
         nn.init.xavier_normal_(self._enc_mu.weight)
@@ -137,20 +139,20 @@ class SeedVAE(nn.Module):
 
     def forward(self, enc_input: Tensor, dec_input: Tensor, enc_hidden: State, dec_hidden: State):
         """-> (log-probs (B*T, V), latent loss, enc_hidden, dec_hidden). Note: the decoder input is *not* passed
-        through the highway layers, only the encoder input is (as in the seed)."""
+        through the highway layers, only the encoder input is (as in the reference program)."""
         enc = F.dropout(self.hw(self.lookup_table(enc_input)), p=self.args.dropout)
         enc_out, enc_hidden = self.encode(enc, enc_hidden)
         mu = self._enc_mu(enc_out)
         sigma = torch.exp(0.5 * self._enc_log_sigma(enc_out))
         latent_loss = 0.5 * torch.mean(mu * mu + sigma * sigma - torch.log(sigma * sigma) - 1)
-        std_z = torch.from_numpy(np.random.normal(size=tuple(sigma.shape))).to(sigma)  # numpy noise, as the seed
+        std_z = torch.from_numpy(np.random.normal(size=tuple(sigma.shape))).to(sigma)  # numpy noise, as it was
         z = mu + sigma * std_z
         dec, dec_hidden = self.decode(self.lookup_table(dec_input), z, dec_hidden)
         return dec, latent_loss, enc_hidden, dec_hidden
 
     @torch.no_grad()
     def generate(self, max_len: int = 20) -> list[int]:
-        """One poem, greedy, batch 1; returns token ids (``render`` turns them into text like the seed)."""
+        """One poem, greedy, batch 1; returns token ids (``render`` turns them into text like the reference program)."""
         z = torch.from_numpy(np.random.normal(size=(1, self.args.latent_dim))).float()
         prev = torch.tensor([[self.args.bos_id]])
         hidden = self.decode.init_hidden(1)
@@ -163,16 +165,16 @@ class SeedVAE(nn.Module):
         return out
 
     def render(self, ids: list[int]) -> str:
-        """The seed's formatting: a comma after every 5 characters, the last one replaced by 。"""
+        """The reference program's formatting: a comma after every 5 characters, the last one replaced by 。"""
         words = self.idx2word or [str(i) for i in range(self.args.vocab_size)]
         text = "".join(words[i] + ("," if k % 5 == 4 else "") for k, i in enumerate(ids))
         return text[:-1] + "。"
 
 
-class SeedTrainer:
-    """The seed's training loop, one step at a time: CE on log-probs + latent loss, state carried over."""
+class ReferenceTrainer:
+    """The reference program's training loop, one step at a time: CE on log-probs + latent loss, state carried over."""
 
-    def __init__(self, model: SeedVAE) -> None:
+    def __init__(self, model: ReferenceVAE) -> None:
         self.model = model
         self.criterion = nn.CrossEntropyLoss()  # on log-softmax output: the second normalisation
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
@@ -199,7 +201,9 @@ class SeedTrainer:
         return float(loss.detach())
 
 
-def seed_batches(tensors: dict[str, Tensor], batch_size: int, seed: int = 0) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+def reference_batches(
+    tensors: dict[str, Tensor], batch_size: int, seed: int = 0
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Endless (enc_input, dec_input, label) batches of exactly ``batch_size`` (drop_last), reshuffled per pass."""
     n = tensors["tokens"].size(0)
     generator = torch.Generator().manual_seed(seed)
