@@ -50,6 +50,7 @@ class DecodeRequest:
     first_line: str | None = None  # line_length characters: the model writes the rest
     acrostic: str | None = None  # num_lines characters: each line starts with one
     no_repeat: bool = False  # no character twice in a poem
+    include: str | None = None  # characters of which the poem uses at least one (forced in the last line if missing)
     form: str = "jueju"  # jueju | lushi_head | lushi_tail | gushi, for a model trained with form tags
     # arithmetic of the projection onto the vocabulary: "fp32" (exact), "bf16", or "auto" (bf16 only where
     # the CPU computes it natively and faster, see poetry_vae.precision.decoding_dtype)
