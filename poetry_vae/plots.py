@@ -172,3 +172,41 @@ def line_styles(count: int) -> list[dict[str, Any]]:
     colours = [*palette[0::2], *palette[1::2]]
     dashes = ("-", "--", "-.", ":")
     return [{"color": colours[i % len(colours)], "linestyle": dashes[(i // 10) % len(dashes)]} for i in range(count)]
+
+
+# ---- steering: the theme directions on one map ----
+
+_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
+              "Microsoft YaHei", "PingFang SC", "Heiti SC")
+
+
+def cjk_font() -> str | None:
+    """A font on this machine that has Chinese characters, or None (then labels fall back to pinyin)."""
+    from matplotlib import font_manager
+
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    return next((name for name in _CJK_FONTS if name in installed), None)
+
+
+def theme_map(directions: dict[str, Tensor], title: str = "theme directions (PCA of the unit vectors)") -> Any:
+    """Each theme's unit direction in the latent, as an arrow in the first two principal components of the set:
+    themes that steer alike point alike."""
+    import matplotlib.pyplot as plt
+    from pypinyin import lazy_pinyin
+
+    names = list(directions)
+    units = torch.stack([d / d.norm().clamp_min(1e-12) for d in directions.values()])
+    coords = project_2d(torch.cat([units, -units]))[: len(names)]  # ± keeps the origin at the centre
+    font = cjk_font()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, (x, y) in zip(names, coords.tolist(), strict=True):
+        ax.annotate("", xy=(x, y), xytext=(0, 0), arrowprops={"arrowstyle": "->", "color": "tab:blue"})
+        label = name if font else " ".join(lazy_pinyin(name))
+        ax.text(x * 1.08, y * 1.08, label, ha="center", va="center", fontsize=11,
+                **({"fontfamily": font} if font else {}))
+    limit = float(coords.abs().max()) * 1.3
+    ax.set(xlim=(-limit, limit), ylim=(-limit, limit), xlabel="PC 1", ylabel="PC 2", title=title)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.axvline(0, color="grey", lw=0.5)
+    fig.tight_layout()
+    return fig

@@ -26,7 +26,10 @@ CKPT_PATH = None  # a checkpoint or run dir, or None: $POETRY_VAE_CKPT, else the
 POEM_A = None  # the homotopy's two endpoints (poems in the checkpoint's form); None: two test poems
 POEM_B = None
 HOMOTOPY_STEPS = 7
-N_RECONSTRUCT = 8  # test poems in the reconstruction table""", ["parameters"]),
+N_RECONSTRUCT = 8  # test poems in the reconstruction table
+THEME = "月"  # steering: a shipped theme (月 秋 春 别 酒 山 雪 花 雨 江) or marker characters
+STRENGTHS = (0.0, 2.0, 4.0, 6.0)  # prior standard deviations moved along the theme (0 = unsteered)
+ANALOGY = None  # three poems [a, b, c]: decode z_b - z_a + z_c; None: three test poems""", ["parameters"]),
     ("code", """import os
 import random
 from pathlib import Path
@@ -39,6 +42,7 @@ from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, homotopy, nearest, sample_prior
+from poetry_vae.generation.latent_ops import encode_texts
 from poetry_vae.metrics.latent_use import (
     char_accuracy,
     greedy_decode,
@@ -150,6 +154,39 @@ print(prior_diversity(model, vocab, n=100, line_length=form["line_length"]))""")
     mu_train = posterior_means(model, vocab, [p.lines for p in train])
     for i in nearest(sample_prior(model, 1, generator)[0], mu_train, k=3).tolist():
         print("nearest training poem:", "，".join(train[i].lines))"""),
+    ("md", """## Steering through the latent
+
+A theme's direction is the mean posterior code of the training poems that carry one of its marker characters minus
+that of the others (computed once per checkpoint and cached). Prior draws moved along it by `strength` standard
+deviations drift towards the theme; no character is forced. `python -m poetry_vae.sample mode=steer theme=月` does
+the same from the command line, and `make steer-report` measures it."""),
+    ("code", """from poetry_vae.generation.steering import THEMES, analogy_code, latent_bank, resolve_theme, steering
+from poetry_vae.plots import theme_map
+
+if model.cfg.use_latent:
+    bank = latent_bank(ckpt)
+    theme = resolve_theme(THEME, vocab)
+    for strength in STRENGTHS:
+        steer = steering(bank, theme, "mean_diff", strength)
+        g = torch.Generator().manual_seed(0)
+        many = generate(model, vocab, steer.move(sample_prior(model, 200, g), g), request(strategy="top_p"), g)
+        hit = sum(theme.marks(p.text) for p in many) / len(many)
+        print(f"-- strength {strength:g}: a marker of {theme.markers} in {hit:.0%} of 200 poems")
+        show(many[:3])
+    usable = {}
+    for name in THEMES:
+        try:
+            usable[name] = steering(bank, resolve_theme(name, vocab)).direction
+        except PoetryVAEError as error:  # a theme too rare in this checkpoint's training poems
+            print(f"{name}: {error}")
+    fig = theme_map(usable)"""),
+    ("md", "Latent arithmetic (Bowman et al.): a is to b as c is to ?, decoded greedily from z_b − z_a + z_c."),
+    ("code", """if model.cfg.use_latent:
+    known = [render(p.lines) for p in test if all(char in vocab for char in p.text)]
+    a, b, c = ANALOGY or known[2:5]
+    mu, _ = encode_texts(model, vocab, [a, b, c], form["line_length"], form["num_lines"])
+    print(f"a: {a}\\nb: {b}\\nc: {c}")
+    show(generate(model, vocab, analogy_code(mu), request(strategy="greedy")))"""),
     ("md", "## Poetry metrics beside the human test split (same number of poems)"),
     ("code", """n = min(200, len(test))
 z = sample_prior(model, n, generator)
