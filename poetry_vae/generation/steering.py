@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import pickle
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,8 @@ def latent_bank(ckpt: LoadedCheckpoint, cache_dir: str | Path | None = None,
                 return LatentBank(list(data["texts"]), data["mu"])
         except (RuntimeError, EOFError, OSError, KeyError, AttributeError, ValueError, pickle.UnpicklingError):
             pass  # a damaged cache is rebuilt below
+    print(f"encoding the training poems' codes for steering (once per checkpoint, cached in {folder})",
+          file=sys.stderr, flush=True)
     texts = bank_texts(ckpt, limit)
     bank = LatentBank(texts, encode_bank(ckpt, texts))
     with atomic_path(path) as tmp:
