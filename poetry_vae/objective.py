@@ -10,11 +10,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from poetry_vae.errors import PoetryVAEError
+
+if TYPE_CHECKING:  # the model imports this module
+    from poetry_vae.model.config import VAEConfig
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,31 @@ def bag_of_words_nll(logits: Tensor, tokens: Tensor, pad_id: int) -> Tensor:
     (B,) the summed NLL of the non-pad tokens (Zhao et al. 2017's bag-of-words loss)."""
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, tokens)
     return -log_probs.masked_fill(tokens == pad_id, 0.0).sum(dim=1)
+
+
+class BagOfWords(torch.nn.Linear):
+    """Zhao et al. 2017's bag-of-words loss term: one linear layer on z scores the poem's characters as a bag, and
+    ``weight`` times their mean NLL joins the loss. A training-time auxiliary, not part of the model a sampler
+    loads; a plain ``Linear`` so that its parameters keep the names checkpoints hold (``bow_head.weight``)."""
+
+    def __init__(self, latent_dim: int, vocab_size: int, weight: float, pad_id: int) -> None:
+        super().__init__(latent_dim, vocab_size)
+        self.loss_weight = float(weight)
+        self.pad_id = pad_id
+
+    @classmethod
+    def for_objective(cls, objective: ObjectiveConfig, model: VAEConfig, pad_id: int) -> BagOfWords | None:
+        """The term ``objective.bag_of_words`` asks for, or None when its weight is 0."""
+        if objective.bag_of_words <= 0:
+            return None
+        if not model.use_latent:
+            raise PoetryVAEError("objective.bag_of_words > 0 needs a model with a latent code (use_latent=true)")
+        return cls(model.latent_dim, model.vocab_size, objective.bag_of_words, pad_id)
+
+    def add_to(self, terms: dict[str, Tensor], z: Tensor, tokens: Tensor) -> dict[str, Tensor]:
+        """``terms`` with ``bow`` (mean NLL per poem) added, and its weighted share in ``loss``."""
+        bow = bag_of_words_nll(self(z), tokens, self.pad_id).mean()
+        return {**terms, "bow": bow, "loss": terms["loss"] + self.loss_weight * bow}
 
 
 def elbo_terms(rec: Tensor, kl: Tensor, beta: float, free_bits: float = 0.0) -> dict[str, Tensor]:

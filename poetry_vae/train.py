@@ -28,6 +28,7 @@ from poetry_vae.preemption import CheckpointOnSigterm, terminated
 from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
 from poetry_vae.project_paths import PROJECT_ROOT, anchored
 from poetry_vae.tracking import flat_config, make_loggers, tracked
+from poetry_vae.training import recipe_callbacks
 
 quiet_lightning()
 
@@ -190,6 +191,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     init = load_checkpoint(init_checkpoint(cfg.init_from)) if cfg.init_from is not None and checkpoint is None else None
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, checkpoint, init), checkpoint is not None)
+    # the objective's loop-changing recipes, seeded as the module's weights were: whatever the callbacks config
+    recipes = recipe_callbacks(module.objective, has_encoder=module.model.encoder is not None)
     if init is not None:
         start_from(module, init)
     if checkpoint is not None:
@@ -198,7 +201,7 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     callbacks = [instantiate(node) for node in (cfg.callbacks or {}).values() if _wanted(node, cfg, bool(loggers))]
     on_sigterm = CheckpointOnSigterm(output_dir / "checkpoints")  # whatever the callbacks config: a resume point
     report = RunReport()  # whatever the callbacks config: validation lines in train.log, a summary at the end
-    callbacks += [on_sigterm, report]
+    callbacks += [on_sigterm, report, *recipes]
     precision = resolve_precision(cfg.trainer.get("precision", "32-true"), str(cfg.trainer.get("accelerator", "cpu")))
     if cfg.trainer.get("precision") == "auto":
         print(f"trainer.precision=auto -> {precision}", file=sys.stderr)

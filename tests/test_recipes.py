@@ -4,7 +4,9 @@ reset, BN-VAE's KL floor, He et al.'s aggressive encoder-only updates and when t
 from __future__ import annotations
 
 import csv
+import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from poetry_vae.objective import (
     inner_loop_should_stop,
 )
 from poetry_vae.train import train
+from poetry_vae.training import AggressiveEncoder, DecoderReset, recipe_callbacks
 
 TINY_MODEL = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16, "decoder_layers": 1,
               "highway_layers": 1, "dropout": 0.2}
@@ -92,9 +95,9 @@ def test_bag_of_words_loss_is_added_and_trains_the_encoder() -> None:
     with_bow, _ = tiny_module(bag_of_words=0.5)
     assert plain.bow_head is None and with_bow.bow_head is not None
     torch.manual_seed(1)
-    terms, _ = with_bow._terms(batch)
+    terms, _ = with_bow.loss_terms(batch)
     torch.manual_seed(1)
-    elbo, _ = plain._terms(batch)  # same weights (same seed) and same z draw
+    elbo, _ = plain.loss_terms(batch)  # same weights (same seed) and same z draw
     assert terms["loss"].item() == pytest.approx(elbo["loss"].item() + 0.5 * terms["bow"].item(), rel=1e-5)
     terms["loss"].backward()
     assert with_bow.bow_head.weight.grad.abs().sum() > 0
@@ -112,7 +115,7 @@ def test_bag_of_words_loss_puts_the_poem_into_z() -> None:
         optimizer = torch.optim.Adam(module.parameters(), lr=1e-2)
         for _ in range(60):
             optimizer.zero_grad()
-            module._terms(batch)[0]["loss"].backward()
+            module.loss_terms(batch)[0]["loss"].backward()
             optimizer.step()
         module.eval()
         with torch.no_grad():
@@ -189,9 +192,11 @@ def test_reset_decoder_equals_fresh_init_and_leaves_encoder_and_rng() -> None:
     optimizer.step()
     before = snapshot(module.model)
     rng = torch.get_rng_state()
-    module.reset_decoder([optimizer])
+    recipe = DecoderReset(ae_steps=3)  # built after the module, as train.py does: the run's seed
+    recipe.reset(module, [optimizer])
     assert torch.equal(torch.get_rng_state(), rng)  # the training noise stream is untouched
-    torch.manual_seed(module._decoder_reset_seed)
+    assert recipe.seed == 0
+    torch.manual_seed(recipe.seed)
     fresh = Decoder(module.model.cfg).state_dict()
     after = snapshot(module.model)
     for name, tensor in after.items():
@@ -203,7 +208,7 @@ def test_reset_decoder_equals_fresh_init_and_leaves_encoder_and_rng() -> None:
     decoder_params = set(module.model.decoder.parameters())
     assert not any(p in optimizer.state for p in decoder_params)  # Adam restarts the decoder's moments
     assert all(p in optimizer.state for p in module.model.encoder.parameters())
-    assert module._decoder_reset_done
+    assert recipe.done and recipe.state_dict() == {"done": True, "seed": 0}
 
 
 def read_rows(out: Path) -> list[dict[str, str]]:
@@ -269,6 +274,7 @@ def test_aggressive_mode_ends_when_mi_stops_rising() -> None:
 
 def test_inner_updates_move_the_encoder_only() -> None:
     module, batch = tiny_module(aggressive=True, aggressive_max_inner=6, aggressive_check_every=2)
+    [recipe] = recipe_callbacks(module.objective, has_encoder=True)
     module.train()
     before = snapshot(module.model)
     draws = []
@@ -278,14 +284,14 @@ def test_inner_updates_move_the_encoder_only() -> None:
         return {k: v[torch.randperm(len(v), generator=torch.Generator().manual_seed(len(draws)))]
                 for k, v in batch.items()}
 
-    done = module.aggressive_inner_updates(batch, next_batch)
+    done = recipe.inner_updates(module, batch, next_batch)
     assert 2 <= done <= 6 and len(draws) == min(done, 5)  # no batch is drawn after the last update
     after = snapshot(module.model)
     changed = {name for name in after if not torch.equal(after[name], before[name])}
     assert changed and all(name.startswith("encoder.") for name in changed), changed
     assert all(p.grad is None for p in module.parameters())  # nothing left behind for the outer step
     # the outer step in aggressive mode trains the decoder side only: q(z|x) gets no gradient
-    terms, _ = module._terms(batch, encoder_grad=False)
+    terms, _ = module.loss_terms(batch, encoder_grad=False)
     terms["loss"].backward()
     assert all(p.grad is None for p in module.model.encoder.parameters())
     assert module.model.decoder.out.weight.grad is not None
@@ -314,3 +320,51 @@ def test_aggressive_run_switches_off_when_mi_stops_rising_and_resumes(tmp_path: 
     assert inner[0] >= 1 and all(0 <= n <= 3 for n in inner)
     assert all(n == 0 for n, r in zip(inner, [r for r in rows if r.get("train/inner_steps")], strict=True)
                if r["train/aggressive"] == "0.0")
+
+
+# ---- checkpoints from before the recipes were callbacks ----
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_checkpoint_from_before_the_recipe_callbacks_resumes_as_it_would_have(tmp_path: Path) -> None:
+    """tests/data/legacy_recipes_v1.pt holds both recipes' state under the module-era top-level keys, cut at the
+    end of the autoencoder phase (reset not yet done, aggressive mode on): resumed now, the run continues exactly as
+    the code that wrote it ran the same config straight through (see the .expected.json's provenance)."""
+    expected = json.loads((DATA / "legacy_recipes_v1.expected.json").read_text(encoding="utf-8"))
+    legacy = read_checkpoint(DATA / "legacy_recipes_v1.pt")
+    assert legacy["global_step"] == 2 and legacy["decoder_reset"]["done"] is False and legacy["aggressive"]["on"]
+    assert not legacy["callbacks"]
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copyfile(DATA / "legacy_recipes_v1.pt", out / "checkpoints" / "last.ckpt")
+    train(tiny_train_config(out, tmp_path / "cache", *expected["overrides"], "trainer.max_epochs=4",
+                            "ckpt_path=last"))
+    rows = read_rows(out)
+    got_train = {r["step"]: r for r in rows if r.get("train/loss")}
+    got_val = {r["step"]: r for r in rows if r.get("val/elbo")}
+    assert sorted(got_train, key=int) == [str(s) for s in range(2, 8)]
+    for step, values in expected["train"].items():
+        if int(step) >= 2:
+            for name, value in values.items():
+                assert float(got_train[step][name]) == pytest.approx(value, rel=1e-5), (step, name)
+    assert sorted(got_val, key=int) == ["3", "5", "7"]
+    for step, row in got_val.items():
+        for name, value in expected["val"][step].items():
+            assert float(row[name]) == pytest.approx(value, rel=1e-4, abs=1e-6), (step, name)
+    resumed = read_checkpoint(out / "checkpoints" / "last.ckpt")
+    assert resumed["callbacks"]["DecoderReset"] == {"done": True, "seed": 0}
+    state = resumed["callbacks"]["AggressiveEncoder"]
+    assert state["on"] is False and state["mi_history"] == pytest.approx([expected["val"][s]["val/mi"] for s in "13"])
+    assert resumed["decoder_reset"] == resumed["callbacks"]["DecoderReset"]  # still where older code reads it
+
+
+def test_the_objective_picks_the_recipe_callbacks() -> None:
+    assert recipe_callbacks(ObjectiveConfig(), has_encoder=True) == []
+    assert recipe_callbacks(ObjectiveConfig(ae_steps=5), has_encoder=True) == []  # β = 0 only: no callback needed
+    reset, aggressive = recipe_callbacks(ObjectiveConfig(ae_steps=5, reset_decoder=True, aggressive=True,
+                                                         aggressive_max_inner=7), has_encoder=True, seed=3)
+    assert isinstance(reset, DecoderReset) and (reset.ae_steps, reset.seed) == (5, 3)
+    assert isinstance(aggressive, AggressiveEncoder) and aggressive.max_inner == 7 and aggressive.on
+    [lm] = recipe_callbacks(ObjectiveConfig(aggressive=True), has_encoder=False)
+    assert not lm.on  # no encoder to update: logged as off, as before
