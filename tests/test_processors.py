@@ -74,7 +74,8 @@ def ban_processor() -> Iterator[type[Processor]]:
 
 def test_processors_are_registered_in_order() -> None:
     names = [cls.__name__ for cls in Processor.registry]
-    assert names[:6] == ["Prosody", "FirstLine", "Acrostic", "NoRepeat", "NoRepeatNgram", "RepetitionPenalty"]
+    assert names[:7] == ["Prosody", "FirstLine", "Acrostic", "NoRepeat", "Include", "NoRepeatNgram",
+                         "RepetitionPenalty"]
     assert [cls.order for cls in Processor.registry] == sorted(cls.order for cls in Processor.registry)
 
 
