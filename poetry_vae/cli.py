@@ -313,6 +313,11 @@ def hydra_command(
         if {"--help", "-h"} & set(sys.argv[1:]) and (text := short_help(config_name)) is not None:
             print(text)  # read from conf/ without composing: instant, and the group lists wrapped
             return
+        # The config is composed here, then by hydra_main again, on purpose: Hydra's own message for a wrong key,
+        # group or value is several lines that end in a HYDRA_FULL_ERROR hint, and it writes .hydra/ into the run
+        # directory before a job starts. Composing first makes a mistake one line with the closest names, checks
+        # every job of a sweep before the first one runs, and gives precheck a run's config while nothing is
+        # written yet. Composing twice costs a fraction of a second and gives the same config both times.
         try:
             overrides, printing = split_print_flags(sys.argv[1:])
             single = check_overrides(config_name, overrides)

@@ -23,12 +23,14 @@ from poetry_vae.errors import PromptError
 from poetry_vae.lit_module import PoemVAEModule
 from poetry_vae.metrics.latent_use import latent_measures
 from poetry_vae.progress import quiet_lightning
+from poetry_vae.schema import check_evaluate_config
 
 quiet_lightning()
 COUNTS = ("global_step", "iw_samples", "active_units")  # whole numbers, printed without decimals
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
+    check_evaluate_config(cfg)  # the keys' types and ranges (the command has checked them; a caller in Python not)
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise PromptError("no checkpoint given: pass ckpt_path=outputs/<run>/checkpoints/last.ckpt")
     if cfg.split not in ("val", "test"):
@@ -70,11 +72,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def _latent_measures(module: PoemVAEModule, datamodule: QuatrainDataModule, cfg: DictConfig) -> dict[str, float]:
-    for key in ("homotopy_pairs", "prior_samples"):
-        if int(cfg[key]) < 2:
-            raise PromptError(f"{key}={cfg[key]}: must be >= 2 (or latent_measures=false)")
-    if int(cfg.homotopy_steps) < 2:
-        raise PromptError(f"homotopy_steps={cfg.homotopy_steps}: must be >= 2 (the two endpoints)")
     poems = [list(poem.lines) for poem in datamodule.poems[cfg.split]]
     phase(f"latent measures: reconstructing {len(poems):,} poems, {cfg.homotopy_pairs} homotopies of "
           f"{cfg.homotopy_steps} steps, {cfg.prior_samples} greedy prior samples")

@@ -2,7 +2,7 @@
 
 Modes: ``prior`` (z ~ N(0, I)), ``reconstruct`` (decode given poems from their posterior means) and
 ``interpolate`` (Bowman's homotopy between two given poems). No ``ckpt_path``: the model shipped with the package.
-See conf/sample.yaml for every option.
+Every option: ``--help`` (their defaults: :class:`~poetry_vae.config_nodes.SampleKeys` and ``DecodeRequest``).
 
 Poems are decoded ``BATCH_SIZE`` at a time, the first ``SHOWN`` printed and every one streamed to ``out=``, so
 memory does not grow with ``n``. One seeded generator runs through the batches: the same seed and ``n`` give the
@@ -33,6 +33,7 @@ from rich.table import Table
 from poetry_vae.atomic import atomic_path, check_writable
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, shipped_model
 from poetry_vae.cli import CONFIG_DIR, hydra_command
+from poetry_vae.config_nodes import REQUEST_DEFAULTS, SampleKeys, defaults_of
 from poetry_vae.data.variants import known_spellings
 from poetry_vae.errors import CheckpointError, PoetryVAEError, PromptError
 from poetry_vae.form import written_chars, written_form
@@ -41,7 +42,6 @@ from poetry_vae.generation.latent_ops import encode_texts, interpolate_at, path_
 from poetry_vae.generation.request import FORM_FIELDS, REQUEST_FIELDS, DecodeRequest, GeneratedPoem
 from poetry_vae.generation.steering import Steering, analogy_code, latent_bank, resolve_theme, steering
 from poetry_vae.metrics.poetry import poetry_report
-from poetry_vae.schema import REQUEST_DEFAULTS
 
 MODES = ("prior", "reconstruct", "interpolate", "steer", "analogy")
 GREEDY_MODES = ("reconstruct", "interpolate", "analogy")  # a reconstruction or a homotopy is deterministic unless asked
@@ -176,11 +176,11 @@ def command_line(cfg: DictConfig) -> list[str] | None:
 
 def keys_given(cfg: DictConfig) -> set[str]:
     """The keys the user set: those named on the command line, or (a config composed by hand, without Hydra's
-    record) those whose value differs from conf/sample.yaml's default."""
+    record) those whose value differs from its default."""
     overrides = command_line(cfg)
     if overrides is not None:
         return {match.group(1) for match in map(_OVERRIDE_KEY.match, overrides) if match}
-    defaults = OmegaConf.merge(REQUEST_DEFAULTS, OmegaConf.load(CONFIG_DIR / "sample.yaml"))
+    defaults = OmegaConf.merge(defaults_of(SampleKeys), REQUEST_DEFAULTS, OmegaConf.load(CONFIG_DIR / "sample.yaml"))
     return {str(key) for key in cfg if key in defaults and key != "hydra" and cfg[key] != defaults[key]}
 
 

@@ -1,8 +1,11 @@
 """Typed configs: every key a user can set is checked for type and range before a job starts.
 
 A node with a ``_target_`` is checked against the annotations of what it instantiates (the DataModule, the
-β schedule, Lightning's Trainer, ...); ``model`` and ``objective`` against their dataclasses; the commands' own
-keys against the schemas below. A mistake is one line naming the key, the value and what is expected.
+β schedule, Lightning's Trainer, ...); ``model``, ``objective`` and the commands' own keys against the dataclasses
+that give them their defaults (:mod:`poetry_vae.config_nodes`), with their ranges (a field's ``at_least``) and
+the rules across fields that the dataclasses' own checks enforce. A mistake is one line naming the key, the value
+and what is expected. (The composed nodes are plain, not typed, for these one-line messages: see
+:mod:`poetry_vae.config_nodes`.)
 """
 
 from __future__ import annotations
@@ -14,14 +17,13 @@ import pathlib
 import types
 import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from hydra.core.config_store import ConfigStore
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from poetry_vae.config_nodes import EvaluateKeys, Evaluation, SampleKeys, TrainKeys
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.generation.request import KNOB_FIELDS, REQUEST_FIELDS, DecodeRequest
 from poetry_vae.model.config import VAEConfig
@@ -30,76 +32,6 @@ from poetry_vae.objective import ObjectiveConfig
 
 class ConfigError(PoetryVAEError):
     """A config key with a value of the wrong type or out of range, or a key that does not exist."""
-
-
-def _at_least(low: float) -> dict[str, Any]:
-    return {"check": (lambda value: value is None or value >= low, f">= {low}")}
-
-
-@dataclass
-class Evaluation:
-    iw_samples_val: int = field(default=10, metadata=_at_least(1))
-    iw_samples_test: int = field(default=500, metadata=_at_least(1))
-    iw_chunk: int = field(default=50, metadata=_at_least(1))
-    iw_every_n_val: int = field(default=1, metadata=_at_least(1))
-
-
-@dataclass
-class TrainKeys:
-    """conf/train.yaml's own keys (the groups are checked against what they instantiate)."""
-
-    run_name: str = "default"
-    tags: list[str] = field(default_factory=list)
-    seed: int = 0
-    ckpt_path: str | None = None
-    init_from: str | None = None
-    test_after_fit: bool = True
-    optimized_metric: str = "val/iw_nll_char"
-    torch_threads: int | None = field(default=None, metadata=_at_least(1))
-    init_embeddings: Literal["word2vec", "random"] = "word2vec"
-
-
-# The sample command's decoding keys and their defaults, from DecodeRequest alone: conf/sample.yaml lists this
-# node in its defaults. A plain node (not a typed one), so bad values reach check_sample_config's one-liners.
-REQUEST_DEFAULTS: dict[str, Any] = {name: getattr(DecodeRequest(), name) for name in REQUEST_FIELDS}
-ConfigStore.instance().store(name="decode_request", node=REQUEST_DEFAULTS)
-
-
-@dataclass
-class SampleKeys:
-    """conf/sample.yaml, beside the decoding keys of :class:`DecodeRequest`."""
-
-    ckpt_path: str | None = None  # None: the shipped model
-    mode: Literal["prior", "reconstruct", "interpolate", "steer", "analogy"] = "prior"
-    n: int = field(default=10, metadata=_at_least(1))
-    poems: list[str] = field(default_factory=list)
-    steps: int = field(default=5, metadata=_at_least(2))
-    spherical: bool = False
-    theme: str | None = None  # a shipped theme name or marker characters
-    strength: float | None = None  # None: the method's default
-    steer_method: Literal["mean_diff", "neighbors"] = "mean_diff"
-    seed: int = 0
-    device: str = "cpu"
-    out: str | None = None
-    report: bool = False
-
-
-@dataclass
-class EvaluateKeys:
-    """conf/evaluate.yaml."""
-
-    ckpt_path: str = "???"
-    split: Literal["val", "test"] = "test"
-    iw_samples: int = field(default=500, metadata=_at_least(1))
-    iw_chunk: int = field(default=50, metadata=_at_least(1))
-    seed: int = 0
-    device: str = "cpu"
-    torch_threads: int | None = field(default=None, metadata=_at_least(1))
-    out: str | None = None
-    latent_measures: bool = True
-    homotopy_pairs: int = field(default=100, metadata=_at_least(1))
-    homotopy_steps: int = field(default=7, metadata=_at_least(2))
-    prior_samples: int = field(default=500, metadata=_at_least(2))
 
 
 # ---- checking one value against an annotation ----
@@ -196,9 +128,14 @@ def check_keys(node: Mapping[str, Any], hints: Mapping[str, Any], where: str,
 
 
 def _dataclass_hints(cls: type) -> tuple[dict[str, Any], dict[str, tuple[Callable[[Any], bool], str]]]:
+    """A dataclass's annotations, and a range check for each field whose metadata holds ``at_least``."""
     hints = typing.get_type_hints(cls)
-    checks = {f.name: f.metadata["check"] for f in dataclasses.fields(cls) if "check" in f.metadata}
+    checks = {f.name: _at_least(f.metadata["at_least"]) for f in dataclasses.fields(cls) if "at_least" in f.metadata}
     return hints, checks
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value is None or value >= low), f">= {low}"
 
 
 def _target_hints(target: str) -> dict[str, Any]:

@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 
 from poetry_vae.checkpoint import load_checkpoint
+from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.model import VAEConfig, build_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -34,3 +36,15 @@ def test_a_checkpoint_from_before_the_structure_inputs_decodes_as_it_did() -> No
     with torch.no_grad():
         log_prob = ckpt.model.token_log_probs(ids, target, zz).sum(1)
     torch.testing.assert_close(log_prob, torch.tensor(expected["forced_log_prob_z_seed2"]), atol=1e-4, rtol=0)
+
+
+def test_a_checkpoint_without_a_key_whose_default_changed_builds_the_model_it_was_trained_with() -> None:
+    """output_layer's default is "adaptive" now (what conf/ composed all along): a model dict written without the
+    key meant "softmax", and its weights fit that layer alone."""
+    raw = torch.load(DATA / "frozen_tiny_v1.pt", weights_only=True)
+    model_hparams = {k: v for k, v in raw["hyper_parameters"]["model"].items() if k != "output_layer"}
+    vocab = Vocabulary.from_dict(raw["hyper_parameters"]["vocab"])
+    model = build_model(model_hparams, vocab)
+    assert model.cfg.output_layer == "softmax" and VAEConfig(vocab_size=len(vocab)).output_layer == "adaptive"
+    model.load_state_dict({k.removeprefix("model."): v for k, v in raw["state_dict"].items()
+                           if k.startswith("model.")})  # strict: the same layers, the same shapes

@@ -43,7 +43,7 @@ def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0, **sizes:
     """A small untrained model (latent 8, hidden 16, one decoder layer unless ``sizes`` say otherwise)."""
     torch.manual_seed(seed)
     fields = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16, "decoder_layers": 1,
-              "dropout": 0.1, **sizes}  # fmt: skip
+              "dropout": 0.1, "output_layer": "softmax", **sizes}  # fmt: skip
     return PoemVAE(VAEConfig(vocab_size=vocab_size, use_latent=use_latent, **fields))
 
 
@@ -644,6 +644,7 @@ def test_form_is_decoded_as_asked(vocab) -> None:
             chars.append(prev)
     expected = ["".join(vocab.tokens[i] for i in row) for row in torch.stack(chars, 1).tolist()]
     assert ["".join(p.lines) for p in poems["gushi"]] == expected
-    plain = PoemVAE(VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16))
+    plain = PoemVAE(VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
+                              output_layer="softmax"))
     with pytest.raises(PromptError, match="trained without form tags"):
         generate(plain, vocab, z, DecodeRequest(form="gushi"))

@@ -98,7 +98,7 @@ def _model(use_latent: bool = True) -> PoemVAE:
     torch.manual_seed(0)
     cfg = VAEConfig(
         vocab_size=V, embed_dim=16, encoder_hidden=16, latent_dim=Z, decoder_hidden=16, decoder_layers=1,
-        use_latent=use_latent,
+        use_latent=use_latent, output_layer="softmax",
     )  # fmt: skip
     return PoemVAE(cfg).eval()
 

@@ -169,7 +169,7 @@ def test_forced_accuracy_is_the_argmax_of_each_step_given_the_true_prefix(vocab:
     torch.manual_seed(0)
     cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
                     use_latent=use_latent, z_to_initial_state=use_latent, z_to_every_input=use_latent,
-                    position_codes=8)  # fmt: skip
+                    position_codes=8, output_layer="softmax")  # fmt: skip
     model = PoemVAE(cfg)
     tokens = torch.tensor([vocab.encode(poem_chars(p)) for p in TINY_POEMS])
     dec_in = torch.cat([torch.full_like(tokens[:, :1], vocab.bos_id), tokens[:, :-1]], dim=1)

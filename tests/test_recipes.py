@@ -30,7 +30,7 @@ from poetry_vae.train import train
 from poetry_vae.training import AggressiveEncoder, DecoderReset, recipe_callbacks
 
 TINY_MODEL = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16, "decoder_layers": 1,
-              "highway_layers": 1, "dropout": 0.2}
+              "highway_layers": 1, "dropout": 0.2, "output_layer": "softmax"}
 
 
 def tiny_module(**objective) -> tuple[PoemVAEModule, dict[str, torch.Tensor]]:

@@ -1,8 +1,8 @@
 """What a user can ask of the decoder, and what it gives back: plain dataclasses with no decoding logic.
 
 The sample command's accepted keys are these fields (``REQUEST_FIELDS``), with these defaults: conf/sample.yaml
-takes them from here (see :mod:`poetry_vae.schema`), so a new decoding option is one field here plus its
-processor in :mod:`.processors` (see docs/extending.md).
+takes them from here (the ``decode_request`` node of :mod:`poetry_vae.config_nodes`), so a new decoding option is
+one field here plus its processor in :mod:`.processors` (see docs/extending.md).
 """
 
 from __future__ import annotations
