@@ -19,7 +19,7 @@ from poetry_vae.errors import CheckpointError, CorpusError, PoetryVAEError
 from poetry_vae.model import PoemVAE, build_model
 
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
-SHIPPED_MODEL = "pretrained_wuyan_vae.pt"  # in poetry_vae/resources: what every command opens by default
+SHIPPED_MODEL = "poet.pt"  # in poetry_vae/resources: what every command opens by default
 _MODEL_PREFIX = "model."
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 _PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcode
