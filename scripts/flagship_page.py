@@ -34,7 +34,7 @@ from poetry_vae.runs import best_checkpoint
 
 SAMPLING = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8, "precision": "fp32"}
 CONSTRAINED = {**SAMPLING, "rhyme": "pingshui", "tone": "auto"}
-LATENT_ROW = ("test/iw_nll_char", "test/iw_ppl", "test/kl", "test/au", "test/mi", "test/recon_char_acc",
+LATENT_ROW = ("test/iw_nll_char", "test/iw_ppl", "test/kl", "test/active_units", "test/mi", "test/recon_char_acc",
               "test/recon_bleu2", "test/homotopy_distinct", "test/homotopy_endpoint_diff", "test/prior_distinct_2")
 
 
