@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=f"docs/steering/{time.strftime('%Y-%m-%d')}.md")
     parser.add_argument("--command", default="make steer-report", help="the command named on the page")
+    parser.add_argument("--cost-poems", type=int, default=2000, help="poems timed for the cost of steering")
     args = parser.parse_args()
     if Path(args.out).exists():
         parser.exit(2, f"error: {args.out} exists: pass --out <a new page> (a report never overwrites another)\n")
@@ -154,17 +155,22 @@ def main() -> None:
         print(f"{name}: judge balanced accuracy {judges[name]['balanced_accuracy']:.3f}; unsteered hit "
               f"{base[name]['hit']:.3f}", flush=True)
 
-    cost = steering_cost(vae, resolve_theme(args.themes[0], vae.vocab), 2000, args.seed)
+    cost = steering_cost(vae, resolve_theme(args.themes[0], vae.vocab), args.cost_poems, args.seed)
     out = Path(args.out)
     figure_path = out.with_suffix(".png")
     figure(rows, base, figure_path)
     result = {"checkpoint": str(vae_path), "lm": str(lm_path), "n": args.n, "seed": args.seed,
               "sampling": SAMPLING, "rows": rows, "unsteered": base, "hard": hard, "judges": judges,
-              "constraints_hold": constraint_checks, "cost": cost,
+              "constraints_hold": constraint_checks, "cost": cost, "cost_poems": args.cost_poems,
               "defaults": DEFAULT_STRENGTH, "bank_size": len(bank.texts)}
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(out, page(result, examples, unsteered, figure_path.name, args.command))
     print(f"wrote {out}, {out.with_suffix('.json')} and {figure_path}")
+
+
+def measured_row(theme: str, way: str, strength: str, m: dict) -> str:
+    return (f"| {theme} | {way} | {strength} | {m['hit']:.3f} | {m['judge']:.3f} | {m['distinct_2']:.3f} | "
+            f"{m['lm_nll']:.3f} |")
 
 
 def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, command: str) -> str:
@@ -188,18 +194,13 @@ def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, c
               "| theme | method | strength | hit | judge | distinct-2 | LM NLL/char |",
               "|---|---|---:|---:|---:|---:|---:|"]
     for name in themes:
-        b = base[name]
-        lines.append(f"| {name} | unsteered | — | {b['hit']:.3f} | {b['judge']:.3f} | {b['distinct_2']:.3f} | "
-                     f"{b['lm_nll']:.3f} |")
-        for r in (r for r in rows if r["theme"] == name):
-            lines.append(f"| {name} | {r['method']} | {r['strength']:g} | {r['hit']:.3f} | {r['judge']:.3f} | "
-                         f"{r['distinct_2']:.3f} | {r['lm_nll']:.3f} |")
-        h = hard[name]
-        lines.append(f"| {name} | forced marker (include=) | — | {h['hit']:.3f} | {h['judge']:.3f} | "
-                     f"{h['distinct_2']:.3f} | {h['lm_nll']:.3f} |")
+        lines.append(measured_row(name, "unsteered", "—", base[name]))
+        lines += [measured_row(name, r["method"], f"{r['strength']:g}", r) for r in rows if r["theme"] == name]
+        lines.append(measured_row(name, "forced marker (include=)", "—", hard[name]))
     lines += ["", f"![strength against hit rate and fluency]({figure_name})", ""]
     cost = result["cost"]
-    lines += [f"Steering cost: {cost['steered_s']:.2f} s against {cost['unsteered_s']:.2f} s for 2,000 poems "
+    lines += [f"Steering cost: {cost['steered_s']:.2f} s against {cost['unsteered_s']:.2f} s for "
+              f"{result['cost_poems']:,} poems "
               f"(×{cost['ratio']:.3f}, bank cached; best of 3, side by side). With `rhyme=pingshui tone=auto` on top "
               "of the default steering, poems meeting every constraint: "
               + ", ".join(f"{k} {v:.3f}" for k, v in result["constraints_hold"].items()) + ".", ""]

@@ -158,3 +158,19 @@ def test_analogy_mode_and_its_errors(tiny_checkpoint: Path, tmp_path: Path) -> N
         result = sample(f"ckpt_path={tiny_checkpoint}", *args)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "steering" / "page.md"
+    command = [sys.executable, "scripts/steer_report.py", "--ckpt", str(tiny_checkpoint), "--lm", str(tiny_checkpoint),
+               "--themes", "山", "--n", "20", "--cost-poems", "20", "--out", str(out)]
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text("utf-8"))
+    assert report["hard"]["山"]["hit"] == 1.0  # the forced baseline puts a marker in every poem
+    assert {row["method"] for row in report["rows"]} == {"mean_diff", "neighbors"}
+    assert report["constraints_hold"]["山"] == 1.0 and out.with_suffix(".png").is_file()
+    assert "| 山 | forced marker (include=) |" in out.read_text("utf-8")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
+    assert again.returncode == 2 and "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
