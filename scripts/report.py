@@ -86,7 +86,7 @@ def fine_tuning_chains() -> dict[str, str]:
 
 
 EXPERIMENTS = report_presets()
-# The issue's targets for the best VAE: likelihood no worse than the LM's while the latent does real work.
+# The targets a VAE is held to: likelihood no worse than the LM's while the latent does real work.
 TARGETS = (("test/kl", 8.0, "KL ≥ 8"), ("test/active_units", 16, "AU ≥ 16"), ("test/mi", 4.0, "MI ≥ 4"),
            ("test/recon_char_acc", 0.30, "reconstruction ≥ 30%"), ("test/homotopy_distinct", 5.0, "homotopy ≥ 5/7"),
            ("test/homotopy_endpoint_diff", 16.0, "endpoints ≥ 16/20"),
@@ -361,7 +361,7 @@ def main_table(table: dict[str, dict[str, float]], ranked: list[str]) -> list[st
 
 
 def missed_targets(vae: dict[str, float], lm: dict[str, float]) -> list[str]:
-    """The issue's targets a VAE misses: IW-NLL no worse than the LM's, then each latent threshold."""
+    """The targets a VAE misses: IW-NLL no worse than the LM's, then each latent threshold."""
     missed = [] if vae["test/iw_nll_char"] <= lm["test/iw_nll_char"] else ["IW-NLL ≤ LM"]
     return missed + [label for key, floor, label in TARGETS if vae.get(key, 0.0) < floor]
 
