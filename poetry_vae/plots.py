@@ -114,6 +114,15 @@ def _legend(*axes: Any, **kwargs: Any) -> None:
         axes[0].legend(handles, labels, fontsize=8, **kwargs)
 
 
+def _second_axis(ax: Any, series: tuple[list, list], ylabel: str, title: str, **style: Any) -> None:
+    """``series`` on a second y-axis of ``ax`` (another unit), the panel's title, one legend for both axes."""
+    twin = ax.twinx()
+    twin.plot(*series, **style)
+    twin.set_ylabel(ylabel)
+    ax.set_title(title)
+    _legend(ax, twin)
+
+
 def training_curves(rows: Sequence[dict[str, str]], title: str = "") -> Any:
     """A figure of a run's curves: the loss (train and validation negative ELBO per character, the validation
     IW bound beside them), KL on both splits against β, active units and mutual information, and the learned
@@ -135,20 +144,14 @@ def training_curves(rows: Sequence[dict[str, str]], title: str = "") -> Any:
     kl.plot(*metric_series(rows, "train/kl"), color="tab:red", alpha=0.7, label="train KL / poem")
     kl.plot(*metric_series(rows, "val/kl"), color="tab:purple", marker=".", label="validation KL / poem")
     kl.set_ylabel("KL (nats)")
-    beta = kl.twinx()
-    beta.plot(*metric_series(rows, "train/beta"), color="tab:gray", linestyle="--", label="β (KL weight)")
-    beta.set_ylabel("β")
-    kl.set_title("KL against its weight β")
-    _legend(kl, beta)
+    _second_axis(kl, metric_series(rows, "train/beta"), "β", "KL against its weight β",
+                 color="tab:gray", linestyle="--", label="β (KL weight)")
 
     latent.plot(*metric_series(rows, "val/active_units"), color="tab:green", marker=".",
                 label="validation active units")
     latent.set_ylabel("active units")
-    mi = latent.twinx()
-    mi.plot(*metric_series(rows, "val/mi"), color="tab:orange", marker=".", label="validation MI (nats)")
-    mi.set_ylabel("mutual information (nats)")
-    latent.set_title("what the latent code carries")
-    _legend(latent, mi)
+    _second_axis(latent, metric_series(rows, "val/mi"), "mutual information (nats)", "what the latent code carries",
+                 color="tab:orange", marker=".", label="validation MI (nats)")
 
     if rhyme[0]:
         axes[3].plot(*rhyme, marker=".", label="validation rhyme rate (learned)")

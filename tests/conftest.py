@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 from poetry_vae import precision
 from poetry_vae.data.corpus import Poem, load_corpus
+from poetry_vae.data.vocab import Vocabulary
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +42,21 @@ TINY_POEMS = [
 @pytest.fixture(scope="session")
 def corpus() -> list[Poem]:
     return load_corpus()
+
+
+@pytest.fixture(scope="session")
+def vocab(corpus: list[Poem]) -> Vocabulary:
+    """The shipped 五绝 corpus's vocabulary (min_count 2), for tests that decode with a small untrained model."""
+    return Vocabulary.build([p.text for p in corpus], min_count=2)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """Decoding tests' batches are tiny: a second intra-op thread only adds sync overhead (and spins on a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture()

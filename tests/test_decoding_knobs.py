@@ -11,7 +11,6 @@ from hydra import compose, initialize_config_dir
 from test_generation import fixed_distribution, reference_probs, teacher_forced_log_prob, tiny_model
 
 from poetry_vae.cli import CONFIG_DIR
-from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation import DecodeRequest, generate, sample_prior, sampling
 from poetry_vae.generation.processors.ngram import repeated_ngrams, without_banned
@@ -23,17 +22,7 @@ from poetry_vae.schema import ConfigError, check_sample_config
 N = 32
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def vocab(corpus) -> Vocabulary:
-    return Vocabulary.build([p.text for p in corpus], min_count=2)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny batches: one thread is faster
 
 
 @pytest.fixture(scope="module")

@@ -47,18 +47,7 @@ def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0, **sizes:
     return PoemVAE(VAEConfig(vocab_size=vocab_size, use_latent=use_latent, **fields))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Batches here are tiny: a second intra-op thread only adds sync overhead (and spins badly on a busy box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def vocab(corpus) -> Vocabulary:
-    return Vocabulary.build([p.text for p in corpus], min_count=2)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny batches: one thread is faster
 
 
 @pytest.fixture(scope="module")

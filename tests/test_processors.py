@@ -10,7 +10,6 @@ import torch
 from test_generation import tiny_model
 from torch import Tensor
 
-from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.generation.processors import Pipeline, Processor, Setup, without
@@ -18,11 +17,6 @@ from poetry_vae.generation.processors.base import Mask
 from poetry_vae.generation.processors.prompts import check_prompt_chars
 
 N = 24
-
-
-@pytest.fixture(scope="module")
-def vocab(corpus) -> Vocabulary:
-    return Vocabulary.build([p.text for p in corpus], min_count=2)
 
 
 @pytest.fixture(scope="module")
