@@ -219,9 +219,9 @@ def _either(names: tuple[str, ...]) -> str:
 
 
 def respelled(request: DecodeRequest, ckpt: LoadedCheckpoint) -> DecodeRequest:
-    """The prompts (first_line, acrostic) with variant characters written as the model's vocabulary writes them:
-    隐 or 隠, whichever it knows (see data/variants.py)."""
-    prompts = {key: known_spellings(value, ckpt.vocab) for key in ("first_line", "acrostic")
+    """The prompts (first_line, acrostic, include) with variant characters written as the model's vocabulary
+    writes them: 隐 or 隠, whichever it knows (see data/variants.py)."""
+    prompts = {key: known_spellings(value, ckpt.vocab) for key in ("first_line", "acrostic", "include")
                if isinstance(value := getattr(request, key), str)}
     return replace(request, **prompts)
 

@@ -87,3 +87,14 @@ def test_reconstruct_accepts_a_variant_in_a_poem(capsys: pytest.CaptureFixture[s
 def test_traditional_characters_are_not_variants() -> None:
     # t2s converts these itself: a prompt holding one keeps its one-line hint to write it simplified
     assert not {"盡", "鄉", "來", "亂"} & variant_map().keys()
+
+
+def test_include_is_respelled_like_the_other_prompts() -> None:
+    from types import SimpleNamespace
+
+    from poetry_vae.generation.request import DecodeRequest
+    from poetry_vae.sample import respelled
+
+    ckpt = SimpleNamespace(vocab={"隠", "月"})  # a vocabulary that writes the variant
+    request = respelled(DecodeRequest(include="隐月"), ckpt)  # type: ignore[arg-type]
+    assert request.include == "隠月"
