@@ -1,4 +1,4 @@
-"""Side-by-side speed benchmarks: the reference program (``benchmarks.reference_program``) against PoemVAE.
+"""Side-by-side speed benchmarks: the reference program (``benchmarks.reference_program``) against PoemModel.
 
     python -m benchmarks.run [--quick] [--repeats 3] [--out benchmarks/results.json] [--time-to-quality]
                              [--device cuda]
@@ -41,7 +41,7 @@ from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.generation.profile import StepProfile
-from poetry_vae.model import PoemVAE, VAEConfig, build_model
+from poetry_vae.model import ModelConfig, PoemModel, build_model
 from poetry_vae.model.decoder import build_cutoffs
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.objective import LogisticBeta, elbo_terms
@@ -89,7 +89,7 @@ def lstm_macs(in_dim: int, hidden: int, steps: int) -> int:
     return 4 * hidden * (in_dim + hidden) * steps
 
 
-def output_macs(cfg: VAEConfig, target_share: list[float] | None) -> float:
+def output_macs(cfg: ModelConfig, target_share: list[float] | None) -> float:
     """Multiply-adds of the output layer per poem (T_DEC positions)."""
     h, v = cfg.decoder_hidden, cfg.vocab_size
     if cfg.output_layer == "softmax":
@@ -103,8 +103,8 @@ def output_macs(cfg: VAEConfig, target_share: list[float] | None) -> float:
     return macs
 
 
-def project_step_flops(cfg: VAEConfig, batch: int, target_share: list[float] | None = None) -> dict[str, float]:
-    """Training-step FLOPs (forward + backward = 3 x forward matmul FLOPs) of PoemVAE, total and output layer."""
+def project_step_flops(cfg: ModelConfig, batch: int, target_share: list[float] | None = None) -> dict[str, float]:
+    """Training-step FLOPs (forward + backward = 3 x forward matmul FLOPs) of PoemModel, total and output layer."""
     e, he, z, h, layers = cfg.embed_dim, cfg.encoder_hidden, cfg.latent_dim, cfg.decoder_hidden, cfg.decoder_layers
     macs = cfg.highway_layers * 2 * e * e * (T_ENC + T_DEC)  # highway on encoder and decoder inputs
     macs += 2 * lstm_macs(e, he, T_ENC) + 2 * (2 * he * z)  # BiLSTM, mu and logvar
@@ -168,9 +168,9 @@ def reference_args(vocab_size: int) -> ReferenceArgs:
     return ReferenceArgs(vocab_size=vocab_size)
 
 
-def reference_config(vocab_size: int, output_layer: str = "softmax") -> VAEConfig:
+def reference_config(vocab_size: int, output_layer: str = "softmax") -> ModelConfig:
     """The project's model at the reference program's sizes (conf/model/vae.yaml)."""
-    return VAEConfig(
+    return ModelConfig(
         vocab_size=vocab_size, output_layer=output_layer, adaptive_cutoffs=(1000, 3000), adaptive_div_value=4.0
     )
 
@@ -202,13 +202,13 @@ def make_reference_case(train: dict[str, Tensor], vocab_size: int, batch: int) -
 
 def make_project_case(
     train: dict[str, Tensor],
-    cfg: VAEConfig,
+    cfg: ModelConfig,
     batch: int,
     target_share: list[float] | None,
     autocast: torch.dtype | None = None,
     compile_model: bool = False,
 ) -> TrainCase:
-    model = PoemVAE(cfg)
+    model = PoemModel(cfg)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
     forward = torch.compile(model) if compile_model else model
@@ -317,7 +317,7 @@ def bench_generation(
     if layout == "poet":
         model = build_model(FLAGSHIP_MODEL, vocab).to(device).eval()
     else:
-        model = PoemVAE(reference_config(vocab_size, output_layer)).to(device).eval()
+        model = PoemModel(reference_config(vocab_size, output_layer)).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
     tag = layout or ("" if output_layer == "softmax" else output_layer)
     suffix = (f" [{tag}]" if tag else "") + ("" if device == "cpu" else f" [{device}]")
@@ -355,7 +355,7 @@ def bench_generation(
 def bench_compiled_step(vocab_size: int, rows: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
     """The decoding step (LogitStepper, the reference program's sizes) eager against ``torch.compile``d, and what
     compiling costs: whether a compiled step would pay, and after how many poems (20 steps a poem)."""
-    model = PoemVAE(reference_config(vocab_size)).eval()
+    model = PoemModel(reference_config(vocab_size)).eval()
     with torch.inference_mode():
         z = torch.randn(rows, model.cfg.latent_dim, generator=torch.Generator().manual_seed(0))
         prev = torch.randint(model.cfg.vocab_size, (rows,), generator=torch.Generator().manual_seed(1))
@@ -405,7 +405,7 @@ def time_to_quality(
     Adam 1e-3, clip 5) to reach ``target`` validation cross-entropy (nats per position, z from q(z|x))."""
     torch.manual_seed(0)
     cfg = reference_config(vocab_size)
-    model = PoemVAE(cfg)
+    model = PoemModel(cfg)
     model.load_embeddings(torch.as_tensor(dm.embedding_matrix(cfg.embed_dim)))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-9)
     beta = LogisticBeta(k=0.0025, x0=2500)

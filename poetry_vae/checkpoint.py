@@ -16,7 +16,7 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import CheckpointError, CorpusError, PoetryVAEError
-from poetry_vae.model import PoemVAE, build_model
+from poetry_vae.model import PoemModel, build_model
 
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
 SHIPPED_MODEL = "poet.pt"  # in poetry_vae/resources: what every command opens by default
@@ -27,7 +27,7 @@ _PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcod
 
 @dataclass
 class LoadedCheckpoint:
-    model: PoemVAE  # in eval mode
+    model: PoemModel  # in eval mode
     vocab: Vocabulary
     hparams: dict[str, Any]
     global_step: int

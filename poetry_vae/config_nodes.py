@@ -1,7 +1,7 @@
 """Every key the commands compose, with its type and default, written once: dataclasses registered in Hydra's
 ConfigStore as nodes that conf/ lists in its defaults lists, so a YAML file holds only what differs from them.
 
-- ``model/base``: :class:`~poetry_vae.model.VAEConfig`'s fields, less :data:`NOT_COMPOSED` (conf/model/vae.yaml)
+- ``model/base``: :class:`~poetry_vae.model.ModelConfig`'s fields, less :data:`NOT_COMPOSED` (conf/model/vae.yaml)
 - ``objective/base``: :class:`~poetry_vae.objective.ObjectiveConfig` (conf/objective/elbo.yaml)
 - ``train_keys``: :class:`TrainKeys`, with ``evaluation``: :class:`Evaluation` (conf/train.yaml)
 - ``sample_keys``: :class:`SampleKeys`, and ``decode_request``: the fields of
@@ -27,7 +27,7 @@ from typing import Any, Literal
 from hydra.core.config_store import ConfigStore
 
 from poetry_vae.generation.request import REQUEST_FIELDS, DecodeRequest
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 from poetry_vae.objective import ObjectiveConfig
 
 
@@ -111,7 +111,7 @@ class EvaluateKeys:
     prior_samples: int = field(default=500, metadata=at_least(2))  # distinct-2 and self-BLEU need two poems
 
 
-# VAEConfig's fields that the model node leaves out: the vocabulary's (its size and special ids, set from the data),
+# ModelConfig's fields that the model node leaves out: the vocabulary's (its size and special ids, set from the data),
 # and two that a preset or the command line adds when it uses them (their defaults are off), as
 # `+model.num_forms=4`: a node holding them would refuse that `+` and print a key more in every config.
 NOT_COMPOSED = ("vocab_size", "num_forms", "bn_gamma", "pad_id", "bos_id", "eos_id", "unk_id")
@@ -140,7 +140,7 @@ def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-MODEL_DEFAULTS = defaults_of(VAEConfig, NOT_COMPOSED)
+MODEL_DEFAULTS = defaults_of(ModelConfig, NOT_COMPOSED)
 OBJECTIVE_DEFAULTS = defaults_of(ObjectiveConfig)
 # the sample command's decoding keys, from DecodeRequest alone (its form fields come from the checkpoint)
 REQUEST_DEFAULTS: dict[str, Any] = {name: _plain(getattr(DecodeRequest(), name)) for name in REQUEST_FIELDS}

@@ -20,7 +20,7 @@ from poetry_vae.checkpoint import check_device, read_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
-from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.lit_module import PoemModule
 from poetry_vae.metrics.latent_use import latent_measures
 from poetry_vae.progress import quiet_lightning
 from poetry_vae.schema import check_evaluate_config
@@ -45,7 +45,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     raw = read_checkpoint(cfg.ckpt_path)  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
                "iw_chunk": int(cfg.iw_chunk)}
-    module = PoemVAEModule(**hparams)
+    module = PoemModule(**hparams)
     module.load_state_dict(raw["state_dict"])
     datamodule = QuatrainDataModule.for_checkpoint(raw.get("datamodule_hyper_parameters") or {}, module.vocab,
                                                    f"checkpoint {cfg.ckpt_path}")
@@ -71,7 +71,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-def _latent_measures(module: PoemVAEModule, datamodule: QuatrainDataModule, cfg: DictConfig) -> dict[str, float]:
+def _latent_measures(module: PoemModule, datamodule: QuatrainDataModule, cfg: DictConfig) -> dict[str, float]:
     poems = [list(poem.lines) for poem in datamodule.poems[cfg.split]]
     phase(f"latent measures: reconstructing {len(poems):,} poems, {cfg.homotopy_pairs} homotopies of "
           f"{cfg.homotopy_steps} steps, {cfg.prior_samples} greedy prior samples")

@@ -1,4 +1,4 @@
-"""The LightningModule: glue between PoemVAE, the objective, the optimiser and the loggers.
+"""The LightningModule: glue between PoemModel, the objective, the optimiser and the loggers.
 
 Every constructor argument is a plain Python value (dicts, lists, numbers), so checkpoints hold only plain
 hyper-parameters and load under ``torch.load(weights_only=True)``. Optimiser, scheduler and KL schedule are
@@ -33,7 +33,7 @@ Batch = dict[str, Tensor]
 ValWatcher = Callable[[dict[str, float]], dict[str, float]]
 
 
-class PoemVAEModule(pl.LightningModule):
+class PoemModule(pl.LightningModule):
     def __init__(
         self,
         model: dict[str, Any],

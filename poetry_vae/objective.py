@@ -2,7 +2,7 @@
 
 Conventions: ``rec`` is the NLL of a whole poem (summed over its tokens) and ``kl`` is per latent
 dimension, so ``rec + kl.sum(1)`` is the negative ELBO of a poem. Mixing a per-token mean
-reconstruction with a summed KL silently multiplies beta by the poem length (the seed's collapse).
+reconstruction with a summed KL silently multiplies beta by the poem length (the original program's collapse).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor
 from poetry_vae.errors import PoetryVAEError
 
 if TYPE_CHECKING:  # the model imports this module
-    from poetry_vae.model.config import VAEConfig
+    from poetry_vae.model.config import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class BagOfWords(torch.nn.Linear):
         self.pad_id = pad_id
 
     @classmethod
-    def for_objective(cls, objective: ObjectiveConfig, model: VAEConfig, pad_id: int) -> BagOfWords | None:
+    def for_objective(cls, objective: ObjectiveConfig, model: ModelConfig, pad_id: int) -> BagOfWords | None:
         """The term ``objective.bag_of_words`` asks for, or None when its weight is 0."""
         if objective.bag_of_words <= 0:
             return None

@@ -9,7 +9,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def inverse_sqrt_warmup(optimizer: Optimizer, warmup_steps: int = 4000) -> LambdaLR:
-    """The seed's intended schedule (its Adam betas 0.9/0.98, eps 1e-9 come from the Transformer recipe).
+    """The original program's intended schedule (its Adam betas 0.9/0.98, eps 1e-9 come from the Transformer recipe).
 
     The learning rate rises linearly to the configured ``lr`` over ``warmup_steps``, then decays as
     ``lr * sqrt(warmup_steps / step)``: Vaswani et al.'s schedule, rescaled so that its peak is ``lr``.

@@ -36,11 +36,11 @@ from poetry_vae.cli import CONFIG_DIR, hydra_command
 from poetry_vae.config_nodes import REQUEST_DEFAULTS, SampleKeys, defaults_of
 from poetry_vae.data.variants import known_spellings
 from poetry_vae.errors import CheckpointError, PoetryVAEError, PromptError
-from poetry_vae.form import written_chars, written_form
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts, interpolate_at, path_weights, poem_ids, reconstruct
-from poetry_vae.generation.request import FORM_FIELDS, REQUEST_FIELDS, DecodeRequest, GeneratedPoem
+from poetry_vae.generation.request import REQUEST_FIELDS, SHAPE_FIELDS, DecodeRequest, GeneratedPoem
 from poetry_vae.generation.steering import Steering, analogy_code, latent_bank, resolve_theme, steering
+from poetry_vae.layout import as_written, written_chars
 from poetry_vae.metrics.poetry import poetry_report
 
 MODES = ("prior", "reconstruct", "interpolate", "steer", "analogy")
@@ -110,7 +110,7 @@ def decode_request(cfg: DictConfig, form: dict[str, Any], strategy: str | None =
     for key in ("first_line", "acrostic"):  # str(): Hydra parses digits as numbers
         if values[key] is not None:
             values[key] = written_chars(str(values[key]))
-    sizes = {key: int(form[key]) for key in FORM_FIELDS if key in form}
+    sizes = {key: int(form[key]) for key in SHAPE_FIELDS if key in form}
     return DecodeRequest(**values, **sizes)
 
 
@@ -250,7 +250,7 @@ def input_poems(cfg: DictConfig, request: DecodeRequest, ckpt: LoadedCheckpoint)
 def written_poem(text: str, index: int, count: int, request: DecodeRequest) -> str:
     """One input poem in the written form, or a one-line error (with the quoting hint when a poem was probably
     split at its ASCII commas)."""
-    poem = written_form(text, request.line_length, request.num_lines)
+    poem = as_written(text, request.line_length, request.num_lines)
     if poem is not None:
         return poem
     size = request.line_length * request.num_lines

@@ -19,7 +19,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.generation.decoding import generate, sample_prior
-from poetry_vae.generation.request import FORM_FIELDS, DecodeRequest
+from poetry_vae.generation.request import SHAPE_FIELDS, DecodeRequest
 
 
 class PoemSamples(pl.Callback):
@@ -55,7 +55,7 @@ class PoemSamples(pl.Callback):
 
     def poems(self, pl_module: pl.LightningModule, datamodule: Any, epoch: int) -> list[dict[str, Any]]:
         model, vocab = pl_module.model, pl_module.vocab
-        form = {key: int(datamodule.hparams[key]) for key in FORM_FIELDS} if datamodule is not None else {}
+        form = {key: int(datamodule.hparams[key]) for key in SHAPE_FIELDS} if datamodule is not None else {}
         request = dataclasses.replace(self.request, **form)  # the data's line length and count
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed * 1_000_003 + epoch)
         z = sample_prior(model, self.n_prior, generator)

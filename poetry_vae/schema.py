@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from poetry_vae.config_nodes import EvaluateKeys, Evaluation, SampleKeys, TrainKeys
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.generation.request import KNOB_FIELDS, REQUEST_FIELDS, DecodeRequest
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 from poetry_vae.objective import ObjectiveConfig
 
 
@@ -222,9 +222,9 @@ def check_train_config(cfg: DictConfig) -> None:
     hints, checks = _dataclass_hints(Evaluation)
     check_keys(plain.get("evaluation") or {}, hints, "evaluation.", checks, known=set(hints))
     model = plain.get("model") or {}
-    model_hints = typing.get_type_hints(VAEConfig)
+    model_hints = typing.get_type_hints(ModelConfig)
     check_keys(model, model_hints, "model.", known=set(model_hints))
-    _run(lambda: VAEConfig.from_dict({**model, "vocab_size": 10}), "model")
+    _run(lambda: ModelConfig.from_dict({**model, "vocab_size": 10}), "model")
     objective = plain.get("objective") or {}
     objective_hints = typing.get_type_hints(ObjectiveConfig)
     check_keys(objective, objective_hints, "objective.", known=set(objective_hints))

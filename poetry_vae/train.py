@@ -22,7 +22,7 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.disk_full import one_line_when_full
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
-from poetry_vae.lit_module import PoemVAEModule
+from poetry_vae.lit_module import PoemModule
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
 from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
@@ -129,7 +129,7 @@ def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: L
     return datamodule.prepare()
 
 
-def start_from(module: PoemVAEModule, init: LoadedCheckpoint) -> None:
+def start_from(module: PoemModule, init: LoadedCheckpoint) -> None:
     """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh)."""
     try:
         module.model.load_state_dict(init.model.state_dict())
@@ -142,13 +142,13 @@ def start_from(module: PoemVAEModule, init: LoadedCheckpoint) -> None:
 
 
 def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = None,
-                 resuming: bool = False) -> PoemVAEModule:
+                 resuming: bool = False) -> PoemModule:
     """The LightningModule: each config node is passed whole to the argument of the same name. Word2Vec
     embeddings only for a fresh start: a fine-tune (init_from) or a resume brings its own."""
     if cfg.init_embeddings not in EMBEDDING_INITS:
         raise PoetryVAEError(f"init_embeddings={cfg.init_embeddings!r}: use one of {', '.join(EMBEDDING_INITS)}")
     vocab = vocab or datamodule.prepare()
-    module = PoemVAEModule(
+    module = PoemModule(
         model=_plain(cfg.model),
         vocab=vocab.to_dict(),
         objective=_plain(cfg.objective),

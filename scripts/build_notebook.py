@@ -40,7 +40,7 @@ import torch
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.form import render
+from poetry_vae.layout import render
 from poetry_vae.generation import DecodeRequest, generate, homotopy, nearest, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts
 from poetry_vae.metrics.latent_use import (

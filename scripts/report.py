@@ -41,8 +41,8 @@ import yaml
 from poetry_vae.atomic import atomic_write, atomic_write_text
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
-from poetry_vae.form import render
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
+from poetry_vae.layout import render
 from poetry_vae.metrics.latent_use import homotopy_pairs, homotopy_walks
 from poetry_vae.metrics.poetry import poetry_report
 from poetry_vae.plots import line_styles

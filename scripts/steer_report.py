@@ -24,7 +24,6 @@ import torch
 from poetry_vae.atomic import atomic_write, atomic_write_text
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
-from poetry_vae.form import written_form
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.generation.steering import (
@@ -35,6 +34,7 @@ from poetry_vae.generation.steering import (
     resolve_theme,
     steering,
 )
+from poetry_vae.layout import as_written
 from poetry_vae.metrics.fluency import nll_per_char
 from poetry_vae.metrics.poetry import distinct_n
 from poetry_vae.metrics.theme_judge import ThemeJudge
@@ -208,7 +208,7 @@ def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, c
     for name in list(examples)[:3]:
         lines += [f"**{name}**, steered (`mean_diff`, default strength) | unsteered", "", "| steered | unsteered |",
                   "|---|---|"]
-        lines += [f"| {written_form(s)} | {written_form(u)} |"
+        lines += [f"| {as_written(s)} | {as_written(u)} |"
                   for s, u in zip(examples[name]["mean_diff"], unsteered[:10], strict=True)]
         lines.append("")
     return "\n".join(lines)

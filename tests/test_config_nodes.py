@@ -20,7 +20,7 @@ from poetry_vae.config_nodes import (
     TrainKeys,
     defaults_of,
 )
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 from poetry_vae.objective import ObjectiveConfig
 
 
@@ -40,7 +40,7 @@ def test_the_defaults_compose_from_the_dataclasses() -> None:
 
 
 def test_the_model_node_holds_every_field_but_those_it_leaves_out() -> None:
-    fields = [f.name for f in dataclasses.fields(VAEConfig)]
+    fields = [f.name for f in dataclasses.fields(ModelConfig)]
     assert list(MODEL_DEFAULTS) == [name for name in fields if name not in NOT_COMPOSED]
     assert list(OBJECTIVE_DEFAULTS) == [f.name for f in dataclasses.fields(ObjectiveConfig)]
 

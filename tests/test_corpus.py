@@ -12,7 +12,7 @@ from poetry_vae.data.build_blocks import extract_blocks
 from poetry_vae.data.build_corpus import extract, write_corpus
 from poetry_vae.data.corpus import RESOURCES, SHIPPED_CORPORA, Poem, load_corpus
 from poetry_vae.errors import CorpusError
-from poetry_vae.form import is_hanzi
+from poetry_vae.layout import is_hanzi
 
 
 def test_shipped_corpus_counts(corpus: list[Poem]) -> None:

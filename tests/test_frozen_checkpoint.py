@@ -15,7 +15,7 @@ from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.request import DecodeRequest
-from poetry_vae.model import VAEConfig, build_model
+from poetry_vae.model import ModelConfig, build_model
 
 DATA = Path(__file__).parent / "data"
 
@@ -45,6 +45,6 @@ def test_a_checkpoint_without_a_key_whose_default_changed_builds_the_model_it_wa
     model_hparams = {k: v for k, v in raw["hyper_parameters"]["model"].items() if k != "output_layer"}
     vocab = Vocabulary.from_dict(raw["hyper_parameters"]["vocab"])
     model = build_model(model_hparams, vocab)
-    assert model.cfg.output_layer == "softmax" and VAEConfig(vocab_size=len(vocab)).output_layer == "adaptive"
+    assert model.cfg.output_layer == "softmax" and ModelConfig(vocab_size=len(vocab)).output_layer == "adaptive"
     model.load_state_dict({k.removeprefix("model."): v for k, v in raw["state_dict"].items()
                            if k.startswith("model.")})  # strict: the same layers, the same shapes

@@ -13,7 +13,6 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid, is_hanzi, split_lines
 from poetry_vae.generation import (
     DecodeRequest,
     encode_texts,
@@ -27,10 +26,11 @@ from poetry_vae.generation import (
 )
 from poetry_vae.generation.processors.prosody import PatternTracker, build_plan
 from poetry_vae.generation.sampling import block_argmax, block_sample, nucleus_sample, pick_tokens
+from poetry_vae.layout import is_format_valid, is_hanzi, split_lines
 from poetry_vae.metrics.poetry import rhyme_rate
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
+from poetry_vae.model.poem_model import PoemModel
 from poetry_vae.model.stepper import LogitStepper
-from poetry_vae.model.vae import PoemVAE
 from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_classes, rhymes
 
 N = 48
@@ -39,19 +39,19 @@ POEM = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。
 POEM_B = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 
 
-def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0, **sizes: Any) -> PoemVAE:
+def tiny_model(vocab_size: int, use_latent: bool = True, seed: int = 0, **sizes: Any) -> PoemModel:
     """A small untrained model (latent 8, hidden 16, one decoder layer unless ``sizes`` say otherwise)."""
     torch.manual_seed(seed)
     fields = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16, "decoder_layers": 1,
               "dropout": 0.1, "output_layer": "softmax", **sizes}  # fmt: skip
-    return PoemVAE(VAEConfig(vocab_size=vocab_size, use_latent=use_latent, **fields))
+    return PoemModel(ModelConfig(vocab_size=vocab_size, use_latent=use_latent, **fields))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny batches: one thread is faster
 
 
 @pytest.fixture(scope="module")
-def model(vocab) -> PoemVAE:
+def model(vocab) -> PoemModel:
     return tiny_model(len(vocab))
 
 
@@ -65,7 +65,7 @@ def run(model, vocab, z, generator_seed: int | None = 1, **kwargs):
     return generate(model, vocab, z, DecodeRequest(**kwargs), generator)
 
 
-def teacher_forced_log_prob(model: PoemVAE, vocab: Vocabulary, z: torch.Tensor, poems) -> torch.Tensor:
+def teacher_forced_log_prob(model: PoemModel, vocab: Vocabulary, z: torch.Tensor, poems) -> torch.Tensor:
     tokens = torch.tensor([vocab.encode("".join(p.lines)) for p in poems])
     bos = torch.full((len(poems), 1), vocab.bos_id)
     eos = torch.full((len(poems), 1), vocab.eos_id)
@@ -633,7 +633,7 @@ def test_form_is_decoded_as_asked(vocab) -> None:
             chars.append(prev)
     expected = ["".join(vocab.tokens[i] for i in row) for row in torch.stack(chars, 1).tolist()]
     assert ["".join(p.lines) for p in poems["gushi"]] == expected
-    plain = PoemVAE(VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
-                              output_layer="softmax"))
+    plain = PoemModel(ModelConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8,
+                                  decoder_hidden=16, output_layer="softmax"))
     with pytest.raises(PromptError, match="trained without form tags"):
         generate(plain, vocab, z, DecodeRequest(form="gushi"))

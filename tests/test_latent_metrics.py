@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from poetry_vae.metrics.latent import active_units, iw_log_likelihood, mutual_information
-from poetry_vae.model import PoemVAE, VAEConfig
+from poetry_vae.model import ModelConfig, PoemModel
 from poetry_vae.objective import gaussian_kl
 
 V, T, Z = 30, 20, 4
@@ -94,13 +94,13 @@ def test_mutual_information_increases_with_separation() -> None:
 # ---- importance-weighted log-likelihood ----
 
 
-def _model(use_latent: bool = True) -> PoemVAE:
+def _model(use_latent: bool = True) -> PoemModel:
     torch.manual_seed(0)
-    cfg = VAEConfig(
+    cfg = ModelConfig(
         vocab_size=V, embed_dim=16, encoder_hidden=16, latent_dim=Z, decoder_hidden=16, decoder_layers=1,
         use_latent=use_latent, output_layer="softmax",
     )  # fmt: skip
-    return PoemVAE(cfg).eval()
+    return PoemModel(cfg).eval()
 
 
 def _batch(b: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -116,7 +116,7 @@ def _batch(b: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch
 
 
 @torch.no_grad()
-def _elbo(model: PoemVAE, tokens, dec_in, target, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _elbo(model: PoemModel, tokens, dec_in, target, samples: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Single-sample ELBO E_q[log p(x|z)] - KL(q || p), averaged over ``samples`` draws: (mean, stderr)."""
     g = torch.Generator().manual_seed(seed)
     mu, logvar = model.encode(tokens)

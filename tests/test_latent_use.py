@@ -17,7 +17,7 @@ from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.evaluate import evaluate
-from poetry_vae.form import split_lines
+from poetry_vae.layout import split_lines
 from poetry_vae.metrics.latent_use import (
     char_accuracy,
     char_difference,
@@ -30,7 +30,7 @@ from poetry_vae.metrics.latent_use import (
     prior_diversity,
     reconstruction_accuracy,
 )
-from poetry_vae.model import PoemVAE, VAEConfig, build_model
+from poetry_vae.model import ModelConfig, PoemModel, build_model
 
 POEMS = ["".join(split_lines(p)) for p in TINY_POEMS]
 
@@ -167,10 +167,10 @@ def test_forced_accuracy_is_the_argmax_of_each_step_given_the_true_prefix(vocab:
     """Teacher-forced accuracy equals stepping model.step along each poem's true characters from its posterior
     mean (or without z for the LM) and counting the steps whose most likely character is the poem's."""
     torch.manual_seed(0)
-    cfg = VAEConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
+    cfg = ModelConfig(vocab_size=len(vocab), embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16,
                     use_latent=use_latent, z_to_initial_state=use_latent, z_to_every_input=use_latent,
                     position_codes=8, output_layer="softmax")  # fmt: skip
-    model = PoemVAE(cfg)
+    model = PoemModel(cfg)
     tokens = torch.tensor([vocab.encode(poem_chars(p)) for p in TINY_POEMS])
     dec_in = torch.cat([torch.full_like(tokens[:, :1], vocab.bos_id), tokens[:, :-1]], dim=1)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.02)

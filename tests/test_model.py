@@ -3,17 +3,17 @@ import torch
 from torch import nn
 
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.model import Highway, PoemVAE, VAEConfig
+from poetry_vae.model import Highway, ModelConfig, PoemModel
 
 V, T = 50, 20
 OUTPUTS = ["softmax", "adaptive"]
 
 
-def tiny(output_layer: str = "softmax", **kw) -> PoemVAE:
+def tiny(output_layer: str = "softmax", **kw) -> PoemModel:
     torch.manual_seed(0)
     base = dict(vocab_size=V, embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16)
     base.update(output_layer=output_layer, adaptive_cutoffs=(10, 30), dropout=0.3)
-    return PoemVAE(VAEConfig(**(base | kw)))
+    return PoemModel(ModelConfig(**(base | kw)))
 
 
 def batch(b: int = 4, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -167,11 +167,11 @@ def test_load_embeddings_and_config_roundtrip() -> None:
         model.load_embeddings(torch.randn(V, 15))
     cfg = model.cfg
     d = cfg.to_dict()
-    assert d["adaptive_cutoffs"] == [10, 30] and VAEConfig.from_dict(d) == cfg
+    assert d["adaptive_cutoffs"] == [10, 30] and ModelConfig.from_dict(d) == cfg
     with pytest.raises(PoetryVAEError, match="bogus"):
-        VAEConfig.from_dict(d | {"bogus": 1})
+        ModelConfig.from_dict(d | {"bogus": 1})
     with pytest.raises(PoetryVAEError, match="output_layer"):
-        VAEConfig(vocab_size=V, output_layer="sparsemax")
+        ModelConfig(vocab_size=V, output_layer="sparsemax")
 
 
 def test_adaptive_cutoffs_clipped_to_vocab() -> None:
@@ -255,7 +255,7 @@ def test_position_code_t_reaches_step_t_only(output_layer: str) -> None:
 
 def test_position_codes_config_is_checked() -> None:
     with pytest.raises(PoetryVAEError, match="position_codes=-1 must be >= 0"):
-        VAEConfig(vocab_size=50, position_codes=-1)
+        ModelConfig(vocab_size=50, position_codes=-1)
 
 
 @pytest.mark.parametrize("output_layer", OUTPUTS)

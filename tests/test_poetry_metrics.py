@@ -10,7 +10,7 @@ import pytest
 from poetry_vae.data.corpus import load_corpus
 from poetry_vae.data.split import split_poems
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid, render, split_lines
+from poetry_vae.layout import is_format_valid, render, split_lines
 from poetry_vae.metrics.poetry import (
     distinct_n,
     format_valid_rate,

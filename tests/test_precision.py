@@ -95,11 +95,11 @@ def test_decoding_precision(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bf16_projection_keeps_the_distribution() -> None:
     """Decoding with a bf16 vocabulary projection: logits within bf16 rounding of fp32, the same greedy choices
     on a model whose top logits are well separated, and fp32 logits handed to the sampler."""
-    from poetry_vae.model import PoemVAE, VAEConfig
+    from poetry_vae.model import ModelConfig, PoemModel
     from poetry_vae.model.stepper import LogitStepper
 
     torch.manual_seed(0)
-    model = PoemVAE(VAEConfig(vocab_size=300, embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=32,
+    model = PoemModel(ModelConfig(vocab_size=300, embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=32,
                               output_layer="softmax")).eval()  # fmt: skip
     z = torch.randn(64, 8)
     prev = torch.randint(5, 300, (64,))

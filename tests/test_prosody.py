@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_hanzi
+from poetry_vae.layout import is_hanzi
 from poetry_vae.prosody import (
     FREE_POSITIONS,
     LINE_LENGTHS,

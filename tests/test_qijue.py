@@ -9,8 +9,8 @@ from conftest import train_tiny_checkpoint
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
+from poetry_vae.layout import is_format_valid
 from poetry_vae.prosody import fits_pattern, rhymes
 
 

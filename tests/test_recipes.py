@@ -16,8 +16,8 @@ from conftest import TINY_POEMS, tiny_train_config
 from poetry_vae.checkpoint import read_checkpoint
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.lit_module import PoemVAEModule
-from poetry_vae.model import Decoder, PoemVAE, VAEConfig
+from poetry_vae.lit_module import PoemModule
+from poetry_vae.model import Decoder, ModelConfig, PoemModel
 from poetry_vae.objective import (
     LinearBeta,
     ObjectiveConfig,
@@ -33,10 +33,10 @@ TINY_MODEL = {"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_h
               "highway_layers": 1, "dropout": 0.2, "output_layer": "softmax"}
 
 
-def tiny_module(**objective) -> tuple[PoemVAEModule, dict[str, torch.Tensor]]:
+def tiny_module(**objective) -> tuple[PoemModule, dict[str, torch.Tensor]]:
     torch.manual_seed(0)
     vocab = Vocabulary.build(TINY_POEMS)
-    module = PoemVAEModule(model=TINY_MODEL, vocab=vocab.to_dict(), objective=objective)
+    module = PoemModule(model=TINY_MODEL, vocab=vocab.to_dict(), objective=objective)
     tokens = torch.tensor([vocab.encode(p.replace("，", "").replace("。", "")) for p in TINY_POEMS])
     bos = torch.full((len(TINY_POEMS), 1), vocab.bos_id)
     batch = {"tokens": tokens, "dec_in": torch.cat([bos, tokens], 1),
@@ -74,7 +74,7 @@ def test_bad_recipe_values_are_one_line_errors(kwargs: dict, named: str) -> None
         ObjectiveConfig(**kwargs)
     assert "\n" not in str(error.value)
     with pytest.raises(PoetryVAEError, match="bn_gamma"):
-        VAEConfig(vocab_size=10, bn_gamma=-0.1)
+        ModelConfig(vocab_size=10, bn_gamma=-0.1)
 
 
 # ---- the bag-of-words loss (Zhao et al. 2017) ----
@@ -103,7 +103,7 @@ def test_bag_of_words_loss_is_added_and_trains_the_encoder() -> None:
     assert with_bow.bow_head.weight.grad.abs().sum() > 0
     assert with_bow.model.encoder.to_mu.weight.grad.abs().sum() > 0
     with pytest.raises(PoetryVAEError, match="bag_of_words"):
-        PoemVAEModule(model={**TINY_MODEL, "use_latent": False}, vocab=with_bow.vocab.to_dict(),
+        PoemModule(model={**TINY_MODEL, "use_latent": False}, vocab=with_bow.vocab.to_dict(),
                       objective={"bag_of_words": 1.0})
 
 
@@ -130,7 +130,7 @@ def test_bag_of_words_loss_puts_the_poem_into_z() -> None:
 def test_batch_norm_on_mu_puts_a_floor_under_the_batch_kl() -> None:
     gamma = 0.7
     torch.manual_seed(0)
-    model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=gamma))
+    model = PoemModel(ModelConfig(vocab_size=60, **TINY_MODEL, bn_gamma=gamma))
     with torch.no_grad():
         model.encoder.mu_shift.copy_(torch.linspace(-0.5, 0.5, 8))
     assert not any(p is model.encoder.mu_bn for p in model.parameters())  # γ is fixed, not learned
@@ -157,7 +157,7 @@ def test_batch_norm_floor_holds_when_the_encoder_shrinks_its_means() -> None:
     made the floor vanish (train KL 0.01 nats). The floor must hold at any such scale."""
     gamma = 0.7
     torch.manual_seed(0)
-    model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=gamma)).train()
+    model = PoemModel(ModelConfig(vocab_size=60, **TINY_MODEL, bn_gamma=gamma)).train()
     with torch.no_grad():
         model.encoder.to_mu.weight.mul_(1e-4)
         model.encoder.to_mu.bias.zero_()
@@ -169,7 +169,7 @@ def test_batch_norm_floor_holds_when_the_encoder_shrinks_its_means() -> None:
 
 def test_batch_norm_eval_uses_running_stats_and_is_per_poem() -> None:
     torch.manual_seed(0)
-    model = PoemVAE(VAEConfig(vocab_size=60, **TINY_MODEL, bn_gamma=0.5))
+    model = PoemModel(ModelConfig(vocab_size=60, **TINY_MODEL, bn_gamma=0.5))
     tokens = torch.randint(4, 60, (16, 20), generator=torch.Generator().manual_seed(2))
     model.train()
     model.encode(tokens)

@@ -24,7 +24,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from poetry_vae.cli import CONFIG_DIR, check_overrides
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 from poetry_vae.objective import ObjectiveConfig
 from poetry_vae.recorded_rows import ROWS, command
 from poetry_vae.schema import ConfigError
@@ -41,7 +41,7 @@ def overrides(name: str) -> list[str]:
 def filled(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with the model's and the objective's dataclass defaults filled in where the YAML leaves a key out
     (what the run builds: a preset that writes a default out changes nothing)."""
-    defaults = {"model": VAEConfig, "objective": ObjectiveConfig}
+    defaults = {"model": ModelConfig, "objective": ObjectiveConfig}
     return {**cfg, **{node: {**{f.name: f.default for f in dataclasses.fields(cls)
                                  if f.default is not dataclasses.MISSING}, **cfg[node]}
                       for node, cls in defaults.items()}}

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from poetry_vae.cli import CONFIG_DIR, quote_unicode_values
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.form import is_format_valid
+from poetry_vae.layout import is_format_valid
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.prosody import fits_pattern
 from poetry_vae.sample import write_poems

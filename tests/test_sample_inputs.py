@@ -21,7 +21,7 @@ from poetry_vae import sample as sample_module
 from poetry_vae.checkpoint import shipped_model
 from poetry_vae.cli import CONFIG_DIR, quote_unicode_values
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.form import written_chars, written_form
+from poetry_vae.layout import as_written, written_chars
 from poetry_vae.sample import Written, write_poems
 
 JINGYESI = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
@@ -151,8 +151,8 @@ def test_prompts_typed_with_ascii_marks(capsys: pytest.CaptureFixture[str], tmp_
 
 def test_one_normaliser_for_the_written_form() -> None:
     assert written_chars("白日 依山尽,\t黄河;入海流!?") == "白日依山尽黄河入海流"
-    assert written_form(JINGYESI_ASCII) == JINGYESI == written_form("床前明月 光疑是地上霜举头望明月低头思故乡")
-    assert written_form("床前明月光,疑是地上霜.") is None
+    assert as_written(JINGYESI_ASCII) == JINGYESI == as_written("床前明月 光疑是地上霜举头望明月低头思故乡")
+    assert as_written("床前明月光,疑是地上霜.") is None
 
 
 def test_n_poems_in_batches_are_exactly_n(capsys: pytest.CaptureFixture[str], tmp_path: Path,

@@ -7,7 +7,7 @@ import torch
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PoetryVAEError
-from poetry_vae.model import PoemVAE, VAEConfig, build_model
+from poetry_vae.model import ModelConfig, PoemModel, build_model
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.prosody.tables import rhymes
 
@@ -19,7 +19,7 @@ def vocab(corpus) -> Vocabulary:
     return Vocabulary.build([p.text for p in corpus], min_count=5)
 
 
-def structured(vocab: Vocabulary, use_latent: bool = True, **kw) -> PoemVAE:
+def structured(vocab: Vocabulary, use_latent: bool = True, **kw) -> PoemModel:
     torch.manual_seed(0)
     sizes = dict(embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16, dropout=0.2, line_length=L,
                  place_dim=6, rhyme_dim=5, adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2])  # fmt: skip
@@ -103,11 +103,11 @@ def test_beams_move_the_anchors(corpus, vocab) -> None:
 
 def test_structure_config_errors() -> None:
     with pytest.raises(PoetryVAEError, match="rhyme_dim > 0 needs line_length"):
-        VAEConfig(vocab_size=50, rhyme_dim=8)
+        ModelConfig(vocab_size=50, rhyme_dim=8)
     with pytest.raises(PoetryVAEError, match="line_length=-1"):
-        VAEConfig(vocab_size=50, line_length=-1)
+        ModelConfig(vocab_size=50, line_length=-1)
     with pytest.raises(PoetryVAEError, match="place_dim=-2"):
-        VAEConfig(vocab_size=50, line_length=5, place_dim=-2)
+        ModelConfig(vocab_size=50, line_length=5, place_dim=-2)
 
 
 def test_a_model_without_structure_is_unchanged(vocab) -> None:

@@ -17,7 +17,7 @@ from pytorch_lightning.loggers import WandbLogger
 from poetry_vae.checkpoint import load_checkpoint, read_checkpoint
 from poetry_vae.cli import ConfigError, check_overrides
 from poetry_vae.errors import CheckpointError
-from poetry_vae.form import is_format_valid
+from poetry_vae.layout import is_format_valid
 from poetry_vae.train import train
 
 

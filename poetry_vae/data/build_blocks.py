@@ -19,7 +19,7 @@ from pathlib import Path
 
 from poetry_vae.data.source import source_rows
 from poetry_vae.data.variants import simplifier
-from poetry_vae.form import BLOCK_LINE_MARKS, CJK_CLASS
+from poetry_vae.layout import BLOCK_LINE_MARKS, CJK_CLASS
 
 BLOCK_LINES = 4
 

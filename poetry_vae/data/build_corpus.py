@@ -30,7 +30,7 @@ from poetry_vae.data.build_blocks import extract_blocks
 from poetry_vae.data.corpus import SHIPPED_CORPORA
 from poetry_vae.data.source import CORPUS_SOURCE, load_strains, source_dist, source_rows
 from poetry_vae.data.variants import simplifier
-from poetry_vae.form import CJK_CLASS, SOURCE_LINE_MARKS
+from poetry_vae.layout import CJK_CLASS, SOURCE_LINE_MARKS
 
 MAX_SHIPPED_BYTES = 10_000_000
 

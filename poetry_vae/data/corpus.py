@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from poetry_vae.data.forms import JUEJU, form_id
+from poetry_vae.data.forms import JUEJU, form_tag_id
 from poetry_vae.errors import CorpusError
-from poetry_vae.form import CJK_CLASS, has_shape, is_hanzi, split_lines
+from poetry_vae.layout import CJK_CLASS, has_shape, is_hanzi, split_lines
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 # Shipped corpora by name (built by `make corpus`, see resources/CORPUS_SOURCE.md); data.corpus_path takes a name.
@@ -117,7 +117,7 @@ def _parse_json_row(raw: str, where: str, line_length: int, num_lines: int) -> P
     lines = _check_lines([str(line) for line in row["lines"]], where, line_length, num_lines)
     strains = row.get("strains")
     form = str(row.get("form", JUEJU))
-    form_id(form, where)  # an unknown tag is a one-line error naming the row and the valid tags
+    form_tag_id(form, where)  # an unknown tag is a one-line error naming the row and the valid tags
     return Poem(
         lines=lines,
         dynasty=str(row.get("dynasty", "")),

@@ -35,7 +35,7 @@ def train_word2vec(texts: list[str], vocab: Vocabulary, dim: int, window: int = 
     model = Word2Vec(sentences=[list(text) for text in texts], vector_size=dim, window=window, min_count=1,
                      sg=sg, epochs=epochs, workers=1, seed=seed)
     rng = np.random.default_rng(seed)
-    # Rows without a vector (specials, characters unseen by Word2Vec): the seed used uniform [0, 1), which
+    # Rows without a vector (specials, characters unseen by Word2Vec): the original program used uniform [0, 1), which
     # shifts every such row away from the others; centred and small keeps them neutral.
     matrix = rng.uniform(-0.1, 0.1, size=(len(vocab), dim)).astype(np.float32)
     for token_id, token in enumerate(vocab.tokens):

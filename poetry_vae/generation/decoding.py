@@ -1,6 +1,6 @@
-"""Batched decoding of fixed-form poems: every poem (or beam) advances together, one ``model.step`` per step.
+"""Batched decoding of fixed-shape poems: every poem (or beam) advances together, one ``model.step`` per step.
 
-The form is guaranteed by construction: exactly ``num_lines * line_length`` steps, and at each step only CJK
+The shape is guaranteed by construction: exactly ``num_lines * line_length`` steps, and at each step only CJK
 ideographs that keep the requested constraints satisfiable are allowed (see :mod:`.processors`). Scores are
 the model's *unconstrained* log-probabilities of the chosen characters; whether each requested constraint
 holds is re-checked afterwards by each processor's independent checker (:func:`check_constraints`), not
@@ -19,19 +19,19 @@ from torch import Tensor
 from poetry_vae.data.forms import FORM_IDS, JUEJU
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import render
 from poetry_vae.generation.processors import Pipeline, check_constraints
 from poetry_vae.generation.processors.base import MasksCache
 from poetry_vae.generation.profile import StepProfile
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
 from poetry_vae.generation.sampling import Workspace, choose, no_phase, penalize_repeats
+from poetry_vae.layout import render
 from poetry_vae.model.modes import evaluating
+from poetry_vae.model.poem_model import PoemModel
 from poetry_vae.model.stepper import LogitStepper
-from poetry_vae.model.vae import PoemVAE
 from poetry_vae.precision import decoding_dtype
 
 
-def sample_prior(model: PoemVAE, n: int, generator: torch.Generator | None = None) -> Tensor | None:
+def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = None) -> Tensor | None:
     """``n`` codes from N(0, I) on the model's device; None for the LM baseline (then decode ``n`` poems)."""
     if not model.cfg.use_latent:
         return None
@@ -41,7 +41,7 @@ def sample_prior(model: PoemVAE, n: int, generator: torch.Generator | None = Non
 
 
 def generate(
-    model: PoemVAE,
+    model: PoemModel,
     vocab: Vocabulary,
     z: Tensor | None,
     request: DecodeRequest | None = None,
@@ -73,7 +73,7 @@ def generate(
         z = z.to(device).reshape(n, -1)
 
     with evaluating(model), torch.inference_mode():
-        form = form_id(model, request)
+        form = form_tag(model, request)
         dtype = decoding_dtype(request.precision, device)
         if beam:
             tokens, scores, patterns = _beam(model, pipeline, z, n, request, device, form, dtype)
@@ -95,8 +95,8 @@ def _draws_per_row(z: Tensor | None, n: int, k: int) -> tuple[Tensor | None, int
     return (None if z is None else z.repeat_interleave(k, dim=0)), n * k
 
 
-def form_id(model: PoemVAE, request: DecodeRequest) -> int | None:
-    """The requested form's id, for a model trained with form tags (None for one without)."""
+def form_tag(model: PoemModel, request: DecodeRequest) -> int | None:
+    """The id of the requested verse form's tag, for a model trained with form tags (None for one without)."""
     if request.form not in FORM_IDS:
         raise PromptError(f"unknown form {request.form!r}; choose one of {', '.join(FORM_IDS)}")
     if model.cfg.num_forms == 0:
@@ -107,7 +107,7 @@ def form_id(model: PoemVAE, request: DecodeRequest) -> int | None:
 
 
 def _sample(
-    model: PoemVAE,
+    model: PoemModel,
     pipeline: Pipeline,
     z: Tensor | None,
     n: int,
@@ -160,7 +160,7 @@ def _ranking_log_probs(
 
 
 def _beam(
-    model: PoemVAE,
+    model: PoemModel,
     pipeline: Pipeline,
     z: Tensor | None,
     n: int,

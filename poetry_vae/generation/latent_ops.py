@@ -10,15 +10,15 @@ from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import written_chars
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.processors.prompts import check_prompt_chars
 from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
+from poetry_vae.layout import written_chars
 from poetry_vae.model.modes import evaluating
-from poetry_vae.model.vae import PoemVAE
+from poetry_vae.model.poem_model import PoemModel
 
 
-def _require_latent(model: PoemVAE, what: str) -> None:
+def _require_latent(model: PoemModel, what: str) -> None:
     if not model.cfg.use_latent:
         raise PromptError(
             f"{what} needs a model with a latent code; this checkpoint is the language-model "
@@ -39,7 +39,7 @@ def poem_ids(vocab: Vocabulary, text: str, line_length: int = 5, num_lines: int 
 
 
 def encode_texts(
-    model: PoemVAE, vocab: Vocabulary, texts: Sequence[str], line_length: int = 5, num_lines: int = 4
+    model: PoemModel, vocab: Vocabulary, texts: Sequence[str], line_length: int = 5, num_lines: int = 4
 ) -> tuple[Tensor, Tensor]:
     """Posterior (mu, logvar), each (N, Z), of poems given with or without punctuation."""
     _require_latent(model, "encoding poems")
@@ -60,7 +60,7 @@ def encode_texts(
 
 
 def reconstruct(
-    model: PoemVAE,
+    model: PoemModel,
     vocab: Vocabulary,
     texts: Sequence[str],
     request: DecodeRequest | None = None,
@@ -102,7 +102,7 @@ def interpolate(z_a: Tensor, z_b: Tensor, steps: int, spherical: bool = False) -
 
 
 def homotopy(
-    model: PoemVAE,
+    model: PoemModel,
     vocab: Vocabulary,
     text_a: str,
     text_b: str,

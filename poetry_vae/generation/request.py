@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass, field
 
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_hanzi
 from poetry_vae.generation.sampling import STRATEGIES
+from poetry_vae.layout import is_hanzi
 from poetry_vae.precision import DECODING_PRECISIONS
 from poetry_vae.prosody.patterns import PATTERNS
 from poetry_vae.prosody.tables import RHYME_SYSTEMS
@@ -126,6 +126,6 @@ class GeneratedPoem:
 
 
 # Set by the user (the form's sizes come from the checkpoint's data settings, not from the command line).
-FORM_FIELDS = ("line_length", "num_lines")
-REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeRequest) if f.name not in FORM_FIELDS)
+SHAPE_FIELDS = ("line_length", "num_lines")
+REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeRequest) if f.name not in SHAPE_FIELDS)
 KNOB_FIELDS = ("strategy", "beam_size", "min_p", "repetition_penalty", "no_repeat_ngram_size", "num_return_sequences")

@@ -29,7 +29,7 @@ from poetry_vae.atomic import atomic_path
 from poetry_vae.checkpoint import LoadedCheckpoint
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import written_chars
+from poetry_vae.layout import written_chars
 from poetry_vae.model.modes import evaluating
 from poetry_vae.project_paths import anchored
 

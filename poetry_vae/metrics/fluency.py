@@ -8,12 +8,12 @@ import torch
 
 from poetry_vae.data.forms import FORM_IDS, JUEJU
 from poetry_vae.data.vocab import Vocabulary
-from poetry_vae.form import written_chars
+from poetry_vae.layout import written_chars
 from poetry_vae.model.modes import evaluating
-from poetry_vae.model.vae import PoemVAE
+from poetry_vae.model.poem_model import PoemModel
 
 
-def nll_per_char(model: PoemVAE, vocab: Vocabulary, texts: Sequence[str], batch_size: int = 512) -> float:
+def nll_per_char(model: PoemModel, vocab: Vocabulary, texts: Sequence[str], batch_size: int = 512) -> float:
     """Mean NLL (nats) per character of ``texts`` (written characters, all of one length) under ``model`` read
     as a language model: a latent model is scored at z = 0, the prior's mode. Characters outside the vocabulary
     read as <unk>; the end-of-poem token is not counted. Poems may be given with their marks (，。)."""

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor
 
-from poetry_vae.model.vae import PoemVAE
+from poetry_vae.model.poem_model import PoemModel
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -22,7 +22,7 @@ def _gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
 
 @torch.no_grad()
 def iw_log_likelihood(
-    model: PoemVAE,
+    model: PoemModel,
     tokens: Tensor,
     dec_in: Tensor,
     target: Tensor,

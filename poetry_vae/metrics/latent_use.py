@@ -23,13 +23,13 @@ import torch
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
-from poetry_vae.form import PoemLike, line_length_of, split_lines
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import interpolate
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.layout import PoemLike, line_length_of, split_lines
 from poetry_vae.metrics.poetry import distinct_n, self_bleu, sentence_bleu
 from poetry_vae.model.modes import evaluating
-from poetry_vae.model.vae import PoemVAE
+from poetry_vae.model.poem_model import PoemModel
 
 DECODE_BATCH = 512  # rows decoded at once: greedy decoding is batched, so this only bounds memory
 
@@ -63,7 +63,7 @@ def char_difference(a: str, b: str) -> int:
 
 @torch.no_grad()
 def greedy_decode(
-    model: PoemVAE, vocab: Vocabulary, z: Tensor | None, n: int = 1, line_length: int = 5
+    model: PoemModel, vocab: Vocabulary, z: Tensor | None, n: int = 1, line_length: int = 5
 ) -> list[list[str]]:
     """Greedy poems (their lines) for each row of ``z``, or ``n`` unconditional ones for the LM baseline."""
     request = DecodeRequest(strategy="greedy", line_length=line_length, precision="fp32")  # exact on every CPU
@@ -73,14 +73,14 @@ def greedy_decode(
 
 
 @torch.no_grad()
-def posterior_means(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
+def posterior_means(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
     """mu of q(z|x) for each poem (N, Z), in eval mode (BN-VAE uses its running statistics)."""
     with evaluating(model):
         rows = [model.encode(_char_ids(model, vocab, chunk))[0] for chunk in _chunks(poems, DECODE_BATCH)]
     return torch.cat(rows)
 
 
-def _char_ids(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
+def _char_ids(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
     """(N, characters) ids of the poems' characters, on the model's device."""
     device = next(model.parameters()).device
     return torch.tensor([vocab.encode(poem_chars(p)) for p in poems], device=device)
@@ -95,7 +95,7 @@ def _chunks(items: Sequence, size: int) -> list[Sequence]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def reconstruction_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> dict[str, float]:
+def reconstruction_accuracy(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> dict[str, float]:
     """Greedy decoding from each poem's posterior mean: ``recon_char_acc`` (share of characters right, position by
     position) and ``recon_bleu2``. The LM baseline's single greedy poem is scored against every poem."""
     references = [poem_chars(p) for p in poems]
@@ -108,7 +108,7 @@ def reconstruction_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[P
 
 
 @torch.no_grad()
-def forced_accuracy(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike]) -> dict[str, float]:
+def forced_accuracy(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> dict[str, float]:
     """``recon_forced_acc``: share of characters that are the decoder's most likely next character given the
     poem's true prefix and its posterior mean (no z for the LM baseline); punctuation-free, ``<eos>`` not counted."""
     right = total = 0
@@ -131,7 +131,7 @@ def homotopy_pairs(n_poems: int, pairs: int, seed: int = 0) -> list[tuple[int, i
     return [tuple(rng.sample(range(n_poems), 2)) for _ in range(pairs)]
 
 
-def homotopy_walks(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike], pairs: int = 100, steps: int = 7,
+def homotopy_walks(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike], pairs: int = 100, steps: int = 7,
                    seed: int = 0) -> list[list[str]]:
     """Greedy poems at ``steps`` evenly spaced points between the posterior means of ``pairs`` random pairs of
     distinct poems (:func:`homotopy_pairs`); one list of ``steps`` poems (characters only) per pair."""
@@ -147,7 +147,7 @@ def homotopy_walks(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike],
     return [decoded[k * steps : (k + 1) * steps] for k in range(pairs)]
 
 
-def homotopy_stats(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike], pairs: int = 100, steps: int = 7,
+def homotopy_stats(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike], pairs: int = 100, steps: int = 7,
                    seed: int = 0) -> dict[str, float]:
     """``homotopy_distinct``: mean distinct poems along a walk (1..steps); ``homotopy_endpoint_diff``: mean
     characters that differ between a walk's first and last decode."""
@@ -159,7 +159,7 @@ def homotopy_stats(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike],
 
 
 def prior_diversity(
-    model: PoemVAE, vocab: Vocabulary, n: int = 500, seed: int = 0, line_length: int = 5
+    model: PoemModel, vocab: Vocabulary, n: int = 500, seed: int = 0, line_length: int = 5
 ) -> dict[str, float]:
     """Distinct-2 and self-BLEU of ``n`` greedy samples from the prior (greedy, so the diversity is z's alone)."""
     if n < 2:
@@ -170,7 +170,7 @@ def prior_diversity(
     return {"prior_distinct_2": distinct_n(poems, 2), "prior_self_bleu": self_bleu(poems, sample=n)}
 
 
-def latent_measures(model: PoemVAE, vocab: Vocabulary, poems: Sequence[PoemLike], homotopy_pairs: int = 100,
+def latent_measures(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike], homotopy_pairs: int = 100,
                     prior_samples: int = 500, steps: int = 7, seed: int = 0) -> dict[str, float]:
     """All three measures at once (what ``python -m poetry_vae.evaluate`` reports)."""
     return {

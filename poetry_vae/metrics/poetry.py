@@ -2,7 +2,7 @@
 
 Pure Python (no torch). A poem is either a list of line strings without punctuation
 (``["白日依山尽", "黄河入海流", ...]``) or rendered text (``"白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"``);
-:mod:`poetry_vae.form` converts between the two.
+:mod:`poetry_vae.layout` converts between the two.
 
 The form-aware metrics take ``line_length``: ``None`` (default) accepts each poem in either form (4 lines of 5,
 or 4 lines of 7 characters), 5 or 7 accepts only that form — pass the checkpoint's line length to count a poem of
@@ -17,7 +17,7 @@ import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from poetry_vae.form import NUM_LINES, PoemLike, is_format_valid, render, split_lines
+from poetry_vae.layout import NUM_LINES, PoemLike, is_format_valid, render, split_lines
 from poetry_vae.prosody.patterns import LINE_LENGTHS, check_line_length, pattern_match, patterns, quatrain_line_length
 from poetry_vae.prosody.tables import check_system, rhymes
 
@@ -37,7 +37,7 @@ def _quatrain(poem: PoemLike, line_length: int | None) -> tuple[list[str], int] 
 
 
 def is_valid_poem(poem: PoemLike, line_length: int | None = None) -> bool:
-    """True if ``poem`` is written exactly as a 绝句 of an accepted form (see :func:`~poetry_vae.form.is_format_valid`).
+    """True if ``poem`` is written exactly as a 绝句 of an accepted shape (:func:`~poetry_vae.layout.is_format_valid`).
 
     Lists of lines are rendered first, so they are checked for their characters and line lengths only.
     """

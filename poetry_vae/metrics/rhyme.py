@@ -19,14 +19,14 @@ from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.model.modes import evaluating
-from poetry_vae.model.vae import PoemVAE
+from poetry_vae.model.poem_model import PoemModel
 from poetry_vae.prosody.masks import build_masks
 
 SAMPLING = DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8, precision="fp32")  # exact on every CPU
 
 
 def rhyme_mass(
-    model: PoemVAE, vocab: Vocabulary, dec_in: Tensor, line_length: int, generator: torch.Generator | None = None
+    model: PoemModel, vocab: Vocabulary, dec_in: Tensor, line_length: int, generator: torch.Generator | None = None
 ) -> float:
     """Mean probability of a character rhyming with line 2's end at line 4's end, over the poems of ``dec_in``
     (B, 1 + 4 * line_length) whose line-2 end has a known class (nan if none has)."""
@@ -45,7 +45,7 @@ def rhyme_mass(
 
 
 def learned_rhyme_rate(
-    model: PoemVAE, vocab: Vocabulary, n: int, line_length: int, generator: torch.Generator | None = None
+    model: PoemModel, vocab: Vocabulary, n: int, line_length: int, generator: torch.Generator | None = None
 ) -> float:
     """Rhyme rate (lines 2 and 4) of ``n`` unconstrained prior samples (top-p 0.9, T 0.8)."""
     request = dataclasses.replace(SAMPLING, line_length=line_length)

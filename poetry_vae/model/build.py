@@ -1,4 +1,4 @@
-"""Build a PoemVAE from plain hyper-parameters and its vocabulary: what a checkpoint stores is enough (no Lightning)."""
+"""Build a PoemModel from plain hyper-parameters and its vocabulary: a checkpoint's contents suffice (no Lightning)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from typing import Any
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
-from poetry_vae.model.config import VAEConfig
-from poetry_vae.model.vae import PoemVAE
+from poetry_vae.model.config import ModelConfig
+from poetry_vae.model.poem_model import PoemModel
 from poetry_vae.prosody.masks import build_masks
 
 
-def build_model(model: dict[str, Any], vocab: Vocabulary) -> PoemVAE:
-    """The PoemVAE of a ``model`` hyper-parameter dict; sizes and special ids come from the vocabulary."""
+def build_model(model: dict[str, Any], vocab: Vocabulary) -> PoemModel:
+    """The PoemModel of a ``model`` hyper-parameter dict; sizes and special ids come from the vocabulary."""
     ids = {"pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "unk_id": vocab.unk_id}
-    built = PoemVAE(VAEConfig.from_dict({**model, **ids, "vocab_size": len(vocab)}))
+    built = PoemModel(ModelConfig.from_dict({**model, **ids, "vocab_size": len(vocab)}))
     if built.cfg.rhyme_dim:
         built.decoder.rhyme_classes.copy_(rhyme_class_table(vocab.tokens))
     return built

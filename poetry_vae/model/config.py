@@ -12,7 +12,7 @@ OUTPUT_LAYERS = ("softmax", "adaptive")
 
 
 @dataclass
-class VAEConfig:
+class ModelConfig:
     vocab_size: int
     embed_dim: int = 128
     highway_layers: int = 2
@@ -86,7 +86,7 @@ class VAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> VAEConfig:
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """Inverse of ``to_dict``. Unknown keys are an error naming them; missing keys take the defaults of when
         they were written (:data:`OLD_DEFAULTS`, else the field's default), so an old checkpoint builds its model."""
         known = {f.name for f in dataclasses.fields(cls)}

@@ -8,19 +8,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 
 State = tuple[Tensor, Tensor]  # (h, c), each (layers, B, hidden); reorder beams with .index_select(1, idx)
 
 
-def build_cutoffs(cfg: VAEConfig) -> list[int]:
+def build_cutoffs(cfg: ModelConfig) -> list[int]:
     """Configured cutoffs that fit the vocabulary; a single cutoff at V // 2 if none does."""
     cutoffs = sorted({c for c in cfg.adaptive_cutoffs if 0 < c < cfg.vocab_size})
     return cutoffs or [max(1, cfg.vocab_size // 2)]
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.z_input = cfg.use_latent and cfg.z_to_every_input

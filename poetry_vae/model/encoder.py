@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 
 BN_EPS = 1e-12
 
@@ -33,7 +33,7 @@ def reverse_within(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.dropout = nn.Dropout(cfg.dropout)
         self.lstm = nn.LSTM(

@@ -1,4 +1,4 @@
-"""A decoding step for inference: the same function as :meth:`PoemVAE.step`, with everything that does not
+"""A decoding step for inference: the same function as :meth:`PoemModel.step`, with everything that does not
 change between steps computed once per batch.
 
 In eval mode the decoder's input at a step is ``highway(embed(token))`` (dropout is off), so the first LSTM
@@ -38,7 +38,7 @@ class LogitStepper:
     """Eval-mode decoder of ``rows`` rows: ``stepper(prev)`` -> (rows, padded V) logits, state kept inside.
 
     Build it under ``torch.no_grad``/``inference_mode``; the model's weights are read once, at construction.
-    A model without this decoder's layout (or in training mode) falls back to :meth:`PoemVAE.step`.
+    A model without this decoder's layout (or in training mode) falls back to :meth:`PoemModel.step`.
     """
 
     def __init__(

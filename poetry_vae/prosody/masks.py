@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_hanzi
+from poetry_vae.layout import is_hanzi
 from poetry_vae.prosody.tables import check_system, class_names, rhyme_classes, tones
 
 ANY_TONE = "*"

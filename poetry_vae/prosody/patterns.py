@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from poetry_vae.errors import PromptError
-from poetry_vae.form import LINE_LENGTH, NUM_LINES, has_shape, line_length_of
+from poetry_vae.layout import LINE_LENGTH, NUM_LINES, has_shape, line_length_of
 from poetry_vae.prosody.tables import tones
 
 Templates = tuple[str, str, str, str]

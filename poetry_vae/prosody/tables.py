@@ -36,7 +36,7 @@ import json
 from importlib import resources
 
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_hanzi
+from poetry_vae.layout import is_hanzi
 
 RHYME_SYSTEMS: tuple[str, ...] = ("pingshui", "xinyun")
 PINGSHUI_RESOURCE = "pingshui.json.gz"

@@ -5,7 +5,7 @@ a module's objective asks for, and ``poetry_vae.train`` adds them to every run.
 
 - Li et al. 2019 (``ae_steps``, ``reset_decoder``) -- DecoderReset: β is 0 before step ``ae_steps`` (the
   objective's β); at the first training batch whose global step is >= ``ae_steps`` the decoder is re-initialised
-  (``PoemVAE.reset_decoder``, seeded by the run's seed, so it equals a fresh decoder built under that seed) and its
+  (``PoemModel.reset_decoder``, seeded by the run's seed, so it equals a fresh decoder built under that seed) and its
   Adam moments and step counts are dropped, so it restarts as if newly created. A ``done`` flag in the checkpoint
   makes a resumed run reset exactly once: a checkpoint written at step ``ae_steps`` (before that batch) resets on
   resume; a later one does not.
@@ -34,13 +34,13 @@ from poetry_vae.errors import PoetryVAEError
 from poetry_vae.objective import ObjectiveConfig, aggressive_stays_on, inner_loop_should_stop
 
 if TYPE_CHECKING:
-    from poetry_vae.lit_module import PoemVAEModule
+    from poetry_vae.lit_module import PoemModule
 
 Batch = dict[str, Tensor]
 
 
 def _run_seed() -> int:
-    """The seed seed_everything set (the recipes are built right after the module, as its weights were)."""
+    """The random seed seed_everything set (the recipes are built right after the module, as its weights were)."""
     return int(torch.initial_seed()) % 2**63
 
 
@@ -59,7 +59,7 @@ class DecoderReset(pl.Callback):
         if not self.done and trainer.global_step >= self.ae_steps:
             self.reset(pl_module, trainer.optimizers)
 
-    def reset(self, pl_module: PoemVAEModule, optimizers: list[torch.optim.Optimizer]) -> None:
+    def reset(self, pl_module: PoemModule, optimizers: list[torch.optim.Optimizer]) -> None:
         """A fresh decoder (same seed every time for this run) and no optimiser state for its parameters:
         Adam then starts their moments and bias correction from zero, as for a newly built decoder."""
         pl_module.model.reset_decoder(self.seed)
@@ -136,7 +136,7 @@ class AggressiveEncoder(pl.Callback):
         pl_module.log_train({"train/aggressive": float(self.on), "train/inner_steps": float(inner)},
                             batch["tokens"].size(0))
 
-    def inner_updates(self, pl_module: PoemVAEModule, first: Batch, next_batch: Callable[[], Batch],
+    def inner_updates(self, pl_module: PoemModule, first: Batch, next_batch: Callable[[], Batch],
                       clip: float | None = None) -> int:
         """Encoder-only updates on ``first`` then on ``next_batch()`` draws; returns how many were made.
 
@@ -169,7 +169,7 @@ class AggressiveEncoder(pl.Callback):
                 batch = next_batch()
         return self.max_inner
 
-    def _encoder_optimizer(self, pl_module: PoemVAEModule, params: list[Tensor]) -> torch.optim.Optimizer:
+    def _encoder_optimizer(self, pl_module: PoemModule, params: list[Tensor]) -> torch.optim.Optimizer:
         if self._optimizer is None:
             self._optimizer = pl_module.build_optimizer(params)
             if self._optimizer_state is not None:

@@ -22,8 +22,8 @@ from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid, render
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.layout import is_format_valid, render
 from poetry_vae.model.stepper import padded_size
 from poetry_vae.prosody.masks import ProsodyMasks
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from poetry_vae.form import written_chars
 from poetry_vae.generation.processors.base import Mask, Processor, Setup
 from poetry_vae.generation.processors.prompts import check_prompt_chars
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.layout import written_chars
 
 
 class Include(Processor):

@@ -8,9 +8,9 @@ from opencc import OpenCC
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_hanzi
 from poetry_vae.generation.processors.base import Processor, Setup
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.layout import is_hanzi
 
 
 def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:

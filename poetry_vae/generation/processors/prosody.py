@@ -1,4 +1,4 @@
-"""Tone patterns and rhyme, tracked together per candidate pattern; also the form itself (CJK ideographs only).
+"""Tone patterns and rhyme, tracked together per candidate pattern; also the layout itself (CJK ideographs only).
 
 Every row (poem or beam) carries its own state. Tone and rhyme are tracked per *candidate pattern*: a row keeps
 the set of patterns still consistent with the characters chosen so far (``alive``); the allowed set at a step is
@@ -25,9 +25,9 @@ from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.form import is_format_valid, is_hanzi, render
 from poetry_vae.generation.processors.base import Mask, MasksCache, Processor, Setup, where
 from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.layout import is_format_valid, is_hanzi, render
 from poetry_vae.model.stepper import padded_size
 from poetry_vae.prosody import (
     LINE_LENGTHS,
@@ -470,7 +470,7 @@ class PatternTracker:
 
 
 class Prosody(Processor):
-    """The form (CJK ideographs only, always on), the tone pattern (``tone``, ``strict_tone``) and the rhyme
+    """The layout (CJK ideographs only, always on), the tone pattern (``tone``, ``strict_tone``) and the rhyme
     (``rhyme``, ``rhyme_first_line``), as one :class:`PatternTracker`."""
 
     order = 10
@@ -509,8 +509,8 @@ class Prosody(Processor):
     @classmethod
     def check(cls, lines: list[str], request: DecodeRequest, pattern: str | None) -> dict[str, bool]:
         result: dict[str, bool] = {}
-        form = is_format_valid(render(lines), request.line_length, request.num_lines)
-        quatrain = form and request.num_lines == 4 and request.line_length in LINE_LENGTHS
+        laid_out = is_format_valid(render(lines), request.line_length, request.num_lines)
+        quatrain = laid_out and request.num_lines == 4 and request.line_length in LINE_LENGTHS
         system = request.rhyme or "pingshui"
         if request.tone is not None:
             names = list(patterns_for(request.line_length)) if request.tone == "auto" else [request.tone]
@@ -528,6 +528,6 @@ class Prosody(Processor):
                 must.update(rhyme_lines(pattern, request.line_length))
             ends = [lines[i][-1] for i in sorted(must) if i < len(lines) and lines[i]]
             result["rhyme"] = (
-                form and len(ends) == len(must) and all(rhymes(ends[0], end, request.rhyme) for end in ends[1:])
+                laid_out and len(ends) == len(must) and all(rhymes(ends[0], end, request.rhyme) for end in ends[1:])
             )
         return result

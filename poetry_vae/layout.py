@@ -1,4 +1,5 @@
-"""The written form of a poem: what counts as a Chinese character, how lines are split, rendered and checked.
+"""The written layout of a poem: what counts as a Chinese character, how lines are split, rendered and checked
+(its verse form, 绝句 or a 律诗 half, is :mod:`poetry_vae.data.forms`).
 
 A quatrain is ``num_lines`` lines of ``line_length`` characters (五绝 4 × 5, 七绝 4 × 7). It is written
 ``L1，L2。L3，L4。``: a comma after odd-numbered lines, a full stop after even ones. Readers are lenient (any
@@ -47,8 +48,8 @@ def written_chars(text: str) -> str:
     return "".join(split_lines(text))
 
 
-def written_form(text: str, line_length: int = LINE_LENGTH, num_lines: int = NUM_LINES) -> str | None:
-    """``text`` in the project's written form ``L1，L2。L3，L4。``; None if it is not ``num_lines`` lines of
+def as_written(text: str, line_length: int = LINE_LENGTH, num_lines: int = NUM_LINES) -> str | None:
+    """``text`` in the project's layout ``L1，L2。L3，L4。``; None if it is not ``num_lines`` lines of
     ``line_length`` characters once its marks are dropped (where the user put them does not matter)."""
     chars = written_chars(text)
     if len(chars) != line_length * num_lines:

@@ -1,4 +1,4 @@
-"""PoemVAE (Bowman et al. 2016): shared embedding + highway, BiLSTM encoder, z-conditioned LSTM decoder.
+"""PoemModel (Bowman et al. 2016): shared embedding + highway, BiLSTM encoder, z-conditioned LSTM decoder.
 
 No state survives between calls: every poem starts from ``initial_state`` (zeros, or tanh(Linear(z))).
 With ``cfg.use_latent = False`` it is the plain LSTM language-model baseline (no encoder, no z).
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poetry_vae.model.config import VAEConfig
+from poetry_vae.model.config import ModelConfig
 from poetry_vae.model.decoder import Decoder, State
 from poetry_vae.model.encoder import Encoder
 from poetry_vae.model.highway import Highway
@@ -20,7 +20,7 @@ from poetry_vae.objective import gaussian_kl, word_dropout
 
 
 @dataclass
-class VAEOutput:
+class ModelOutput:
     rec: Tensor  # (B,) NLL of each poem, summed over its target positions (pads excluded)
     kl: Tensor  # (B, Z) analytic KL per latent dimension; (B, 0) for the LM baseline (sums to 0)
     mu: Tensor | None = None  # (B, Z); None for the LM baseline, like logvar and z
@@ -28,8 +28,8 @@ class VAEOutput:
     z: Tensor | None = None
 
 
-class PoemVAE(nn.Module):
-    def __init__(self, cfg: VAEConfig) -> None:
+class PoemModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_id)
@@ -130,18 +130,18 @@ class PoemVAE(nn.Module):
         word_dropout_rate: float = 0.0,
         form: Tensor | None = None,
         encoder_grad: bool = True,
-    ) -> VAEOutput:
+    ) -> ModelOutput:
         """``encoder_grad=False`` detaches q(z|x): the loss then trains the decoder side only (He et al.'s outer
         step in aggressive mode), and the encoder's parameters get no gradient at all."""
         if self.encoder is None:
             rec = -self.token_log_probs(dec_in, target, None, word_dropout_rate, form).sum(dim=1)
-            return VAEOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
+            return ModelOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
         mu, logvar = self.encode(tokens, form)
         if not encoder_grad:
             mu, logvar = mu.detach(), logvar.detach()
         z = self.reparameterize(mu, logvar)
         rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
-        return VAEOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
+        return ModelOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
     def step(
         self,
