@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from poetry_vae.data.source import source_rows
-from poetry_vae.data.variants import simplifier
+from poetry_vae.data.variants import simplifier, standardise, variant_text
 from poetry_vae.layout import BLOCK_LINE_MARKS, CJK_CLASS
 
 BLOCK_LINES = 4
@@ -43,10 +43,10 @@ def cut_blocks(lines: list[str]) -> list[tuple[str, list[str]]]:
 
 
 def extract_blocks(dist: Path, line_length: int, exclude: set[str],
-                   standard_variants: bool = False) -> tuple[list[dict], Counter]:
-    """One row per distinct block: id (source poem), block (its index in the poem), dynasty, author, form, lines;
-    `standard_variants` as in build_corpus.extract."""
-    to_simplified = simplifier(standard_variants)
+                   standard_variants: bool = True) -> tuple[list[dict], Counter]:
+    """One row per distinct block: id (source poem), block (its index in the poem), dynasty, author, form, lines
+    (and variant_text); `standard_variants` as in build_corpus.extract."""
+    to_simplified, t2s = simplifier(standard_variants), simplifier(False)
     rows: list[dict] = []
     seen = set(exclude)
     stats: Counter = Counter()
@@ -55,14 +55,16 @@ def extract_blocks(dist: Path, line_length: int, exclude: set[str],
         lines = poem_lines(text, line_length)
         if lines is None or len(lines) <= BLOCK_LINES:
             continue
-        simplified = poem_lines(to_simplified(text), line_length)
-        if simplified is None or len(simplified) != len(lines):  # a conversion that changes the shape
+        converted = poem_lines(t2s(text), line_length)
+        if converted is None or len(converted) != len(lines):  # a conversion that changes the shape
             stats["shape_changed_by_t2s"] += 1
             continue
-        blocks = cut_blocks(simplified)
+        # one character for one: the variant mapping never changes the shape, so the blocks line up
+        written_blocks = cut_blocks(converted)
+        blocks = cut_blocks([standardise(line) for line in converted] if standard_variants else converted)
         stats["poems_with_blocks"] += bool(blocks)
         author = to_simplified(row.get("author", ""))
-        for index, (form, block) in enumerate(blocks):
+        for index, ((form, block), (_, written)) in enumerate(zip(blocks, written_blocks, strict=True)):
             key = "".join(block)
             if key in seen:
                 stats["identical_to_excluded" if key in exclude else "duplicates"] += 1
@@ -71,5 +73,5 @@ def extract_blocks(dist: Path, line_length: int, exclude: set[str],
             stats[form] += 1
             stats[dynasty] += 1
             rows.append({"id": row.get("id", ""), "block": index, "dynasty": dynasty, "author": author,
-                         "form": form, "lines": block})
+                         "form": form, "lines": block, **variant_text("".join(written), key)})
     return rows, stats

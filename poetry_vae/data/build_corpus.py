@@ -7,8 +7,10 @@ Run through `make corpus`, which fetches `chinese-poetry@2.0.1` with `npm pack` 
 It writes (see resources/CORPUS_SOURCE.md for counts and sizes):
 - `wujue.jsonl.gz`: strict 五言绝句; `qijue.jsonl.xz`: strict 七言绝句. Rule: the joined paragraphs of a poem
   are exactly 4 lines of 5 (7) CJK characters, each closed by one punctuation mark; text converted to
-  simplified script (OpenCC t2s); deduplicated on the characters alone, first occurrence wins, Tang files
-  before Song files, files in numeric order.
+  simplified script (OpenCC t2s), then the variant characters t2s leaves (隠, 疎, 簷) mapped to their standard
+  forms (data/variants.py; a row the mapping changed keeps t2s's text as `variant_text`, which the split is
+  drawn by, so every poem stays in the split it had before the mapping); deduplicated on the characters alone,
+  first occurrence wins, Tang files before Song files, files in numeric order.
 - `wuyan.jsonl.xz`: four-line blocks of longer five-character poems, by the rule in `build_blocks`, minus
   every block identical to a 五绝 poem. Leakage into the 五绝 evaluation splits is removed when loading
   (`pretrain.py`), because it depends on the split's seed and fractions.
@@ -29,7 +31,7 @@ from poetry_vae.atomic import atomic_path
 from poetry_vae.data.build_blocks import extract_blocks
 from poetry_vae.data.corpus import SHIPPED_CORPORA
 from poetry_vae.data.source import CORPUS_SOURCE, load_strains, source_dist, source_rows
-from poetry_vae.data.variants import simplifier
+from poetry_vae.data.variants import simplifier, standardise, variant_text
 from poetry_vae.layout import CJK_CLASS, SOURCE_LINE_MARKS
 
 MAX_SHIPPED_BYTES = 10_000_000
@@ -51,10 +53,10 @@ def strain_lines(raw: list[str] | None, line_length: int, num_lines: int) -> lis
 
 
 def extract(dist: Path, line_length: int = 5, num_lines: int = 4,
-            standard_variants: bool = False) -> tuple[list[dict], Counter]:
-    """Strict quatrains (or any fixed `num_lines` × `line_length` form), by the rule in the module docstring;
-    `standard_variants`: variant characters t2s leaves (隠, 簷) become standard ones (see data/variants.py)."""
-    to_simplified = simplifier(standard_variants)
+            standard_variants: bool = True) -> tuple[list[dict], Counter]:
+    """Strict quatrains (or any fixed `num_lines` × `line_length` shape), by the rule in the module docstring;
+    `standard_variants=False` keeps the variant characters t2s leaves (the files shipped before the mapping)."""
+    to_simplified, t2s = simplifier(standard_variants), simplifier(False)
     pattern = line_pattern(line_length, num_lines)
     strains = load_strains(dist)
     poems: list[dict] = []
@@ -66,17 +68,19 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4,
         if not pattern.match(text):
             continue
         stats[f"matched_{dynasty}"] += 1
-        simplified = to_simplified(text)
-        if not pattern.match(simplified):  # a conversion that changes the shape is not kept
+        converted = t2s(text)
+        if not pattern.match(converted):  # a conversion that changes the shape is not kept
             stats["shape_changed_by_t2s"] += 1
             continue
-        pairs = line_split.findall(simplified)
+        # one character for one: the variant mapping never changes the shape
+        pairs = line_split.findall(standardise(converted) if standard_variants else converted)
         key = "".join(line for line, _ in pairs)
         if key in seen:
             stats["duplicates"] += 1
             continue
         seen.add(key)
         stats[dynasty] += 1
+        written = "".join(line for line, _ in line_split.findall(converted))
         poems.append(
             {
                 "id": row.get("id", ""),
@@ -86,6 +90,7 @@ def extract(dist: Path, line_length: int = 5, num_lines: int = 4,
                 "lines": [line for line, _ in pairs],
                 "punctuation": "".join(mark for _, mark in pairs),
                 "strains": strain_lines(strains.get(row.get("id", "")), line_length, num_lines),
+                **variant_text(written, key),
             }
         )
     return poems, stats
@@ -117,13 +122,14 @@ def write_parts(rows: list[dict], outs: list[Path]) -> None:
 
 
 def build_strict(name: str, dist: Path, outs: list[Path], line_length: int,
-                 standard_variants: bool = False) -> list[dict]:
+                 standard_variants: bool = True) -> list[dict]:
     poems, stats = extract(dist, line_length, 4, standard_variants)
     write_parts(poems, outs)
     with_strains = sum(poem["strains"] is not None for poem in poems)
     print(f"[{name}] matched (before dedup): tang {stats['matched_tang']}, song {stats['matched_song']}")
     print(f"[{name}] removed: {stats['duplicates']} duplicates, "
           f"{stats['shape_changed_by_t2s']} changed shape under t2s")
+    print(f"[{name}] variant characters mapped in {sum('variant_text' in poem for poem in poems)} poems")
     print(f"[{name}] poems: {len(poems)} (tang {stats['tang']}, song {stats['song']}), "
           f"with tone pattern {with_strains}")
     print(f"[{name}] {_char_summary(poems)}")
@@ -131,7 +137,7 @@ def build_strict(name: str, dist: Path, outs: list[Path], line_length: int,
 
 
 def build_blocks(name: str, dist: Path, outs: list[Path], line_length: int, exclude: list[dict],
-                 standard_variants: bool = False) -> list[dict]:
+                 standard_variants: bool = True) -> list[dict]:
     rows, stats = extract_blocks(dist, line_length, {"".join(poem["lines"]) for poem in exclude}, standard_variants)
     write_parts(rows, outs)
     forms = ", ".join(f"{form} {stats[form]}" for form in ("lushi_head", "lushi_tail", "gushi"))
@@ -149,9 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out-dir", type=Path, default=Path("poetry_vae/resources"))
     parser.add_argument("--only", choices=sorted(SHIPPED_CORPORA), action="append",
                         help="build only this corpus (repeatable; default: all)")
-    parser.add_argument("--standard-variants", action="store_true",
-                        help="replace the variant characters t2s leaves (隠, 疎, 簷) by their standard simplified "
-                             "forms; changes the vocabulary, so models trained before it do not match "
+    parser.add_argument("--keep-variants", action="store_true",
+                        help="keep the variant characters t2s leaves (隠, 疎, 簷) instead of mapping them to their "
+                             "standard simplified forms: rebuilds the files shipped before the mapping "
                              "(docs/corpus_variants.md)")
     args = parser.parse_args(argv)
     dist = source_dist(args.source)
@@ -161,13 +167,13 @@ def main(argv: list[str] | None = None) -> None:
     # the blocks corpus leaves out every 五绝 poem, so it needs them even when wujue is not rewritten
     wujue: list[dict] = []
     if "wujue" in wanted:
-        wujue = build_strict("wujue", dist, outs["wujue"], 5, args.standard_variants)
+        wujue = build_strict("wujue", dist, outs["wujue"], 5, not args.keep_variants)
     elif "wuyan" in wanted:
-        wujue = extract(dist, 5, 4, args.standard_variants)[0]
+        wujue = extract(dist, 5, 4, not args.keep_variants)[0]
     if "qijue" in wanted:
-        build_strict("qijue", dist, outs["qijue"], 7, args.standard_variants)
+        build_strict("qijue", dist, outs["qijue"], 7, not args.keep_variants)
     if "wuyan" in wanted:
-        build_blocks("wuyan", dist, outs["wuyan"], 5, wujue, args.standard_variants)
+        build_blocks("wuyan", dist, outs["wuyan"], 5, wujue, not args.keep_variants)
     for name in wanted:
         for out in outs[name]:
             size = out.stat().st_size

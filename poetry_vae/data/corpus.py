@@ -43,11 +43,18 @@ class Poem:
     source_id: str = ""
     strains: tuple[str, ...] | None = None
     form: str = JUEJU
+    variant_text: str = ""  # the text before the variant mapping, where it changed it (data/variants.py)
 
     @property
     def text(self) -> str:
         """The characters alone, lines joined: the poem's identity."""
         return "".join(self.lines)
+
+    @property
+    def split_name(self) -> str:
+        """The text the poem's split is drawn by: as first shipped (before the variant mapping), so the mapping
+        moved no poem from one split to another."""
+        return self.variant_text or self.text
 
 
 def corpus_files(path: str | Path | None) -> tuple[Path, ...]:
@@ -126,6 +133,7 @@ def _parse_json_row(raw: str, where: str, line_length: int, num_lines: int) -> P
         source_id=str(row.get("id", "")),
         strains=tuple(strains) if isinstance(strains, list) else None,
         form=form,
+        variant_text=str(row.get("variant_text", "")),
     )
 
 

@@ -3,8 +3,9 @@
 About 370 poems of the corpus share two or more lines with another poem (variant texts of one poem). Poems
 that share any pair of lines are joined into one group (union-find), and a whole group goes to one split, so
 no held-out poem has a line pair that the model saw in training. A group's split comes from a hash of its
-first poem's text and a seed: stable across runs, machines and Python hash randomisation, and a poem keeps
-its split when unrelated poems are added or the corpus is reordered (a group is named by its smallest text).
+name and a seed: stable across runs, machines and Python hash randomisation, and a poem keeps its split when
+unrelated poems are added or the corpus is reordered (a group is named by its smallest text, as first shipped:
+`Poem.split_name`, so mapping variant characters moved no poem between splits).
 
 Blocks cut from one source poem (the two halves of a 律诗, the blocks of a 古体) are joined too when
 `by_source` is set, so a source poem lands in one split. Each poem adds six keys (its line pairs, plus its
@@ -62,7 +63,7 @@ def split_poems(poems: list[Poem], val_fraction: float = 0.05, test_fraction: fl
     roots = variant_groups(poems, by_source)
     group_name: dict[int, str] = {}
     for poem, root in zip(poems, roots, strict=True):
-        group_name[root] = min(group_name.get(root, poem.text), poem.text)
+        group_name[root] = min(group_name.get(root, poem.split_name), poem.split_name)
     splits: dict[str, list[Poem]] = {name: [] for name in SPLITS}
     for poem, root in zip(poems, roots, strict=True):
         u = _unit_interval(group_name[root], seed)

@@ -13,7 +13,7 @@ under 疏.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Container
+from collections.abc import Callable, Collection, Container
 
 import opencc
 
@@ -65,6 +65,12 @@ def standardise(text: str) -> str:
     return text.translate(str.maketrans(variant_map()))
 
 
+def variant_text(written: str, text: str) -> dict[str, str]:
+    """A corpus row's ``{"variant_text": t2s's text}`` where the mapping changed it (the split is drawn by it, see
+    data/split.py), else nothing."""
+    return {"variant_text": written} if written != text else {}
+
+
 @functools.cache
 def _spellings() -> dict[str, tuple[str, ...]]:
     """standard character -> itself and its variants."""
@@ -75,12 +81,22 @@ def _spellings() -> dict[str, tuple[str, ...]]:
 
 
 def known_spelling(char: str, known: Container[str]) -> str:
-    """``char`` as ``known`` (a model's vocabulary) writes it: itself if known, else its standard form or another
+    """``char`` as ``known`` (a model's vocabulary) writes it: its standard form if known (a model trained before
+    the corpus mapping knows both and writes only that, see :func:`shadowed_variants`), else itself, else another
     variant of that form that is known; ``char`` unchanged when none is."""
+    standard = variant_map().get(char, char)
+    if standard in known:
+        return standard
     if char in known:
         return char
-    standard = variant_map().get(char, char)
     return next((spelling for spelling in _spellings().get(standard, (standard,)) if spelling in known), char)
+
+
+def shadowed_variants(tokens: Collection[str]) -> frozenset[str]:
+    """The variant characters among ``tokens`` whose standard form is a token too: decoding never writes them.
+    Only vocabularies built before the shipped corpora mapped their variants hold any."""
+    mapping, known = variant_map(), set(tokens)
+    return frozenset(token for token in known if token in mapping and mapping[token] in known)
 
 
 def known_spellings(text: str, known: Container[str]) -> str:
@@ -89,37 +105,41 @@ def known_spellings(text: str, known: Container[str]) -> str:
 
 
 def count_variants(corpus: str, line_length: int) -> dict[str, object]:
-    """How many poems and characters of a shipped corpus hold variants; distinct characters before and after."""
+    """What the mapping changed in a shipped corpus, read from the file alone: before is the text as t2s wrote it
+    (a row's ``variant_text`` where the mapping changed it), after the text shipped; ``variants_left`` counts the
+    variant characters the shipped text still holds (0 by construction)."""
     from collections import Counter
 
     from poetry_vae.data.corpus import load_corpus
 
     mapping = variant_map()
     found: Counter[str] = Counter()
-    poems = affected = 0
+    poems = mapped = left = 0
     before: set[str] = set()
+    after: set[str] = set()
     for poem in load_corpus(corpus, line_length=line_length):
-        text = "".join(poem.lines)
         poems += 1
-        before.update(text)
-        hits = [char for char in text if char in mapping]
-        affected += bool(hits)
-        found.update(hits)
-    after = {mapping.get(char, char) for char in before}
-    return {"corpus": corpus, "poems": poems, "poems_with_variants": affected, "variant_chars": sum(found.values()),
-            "distinct_variants": len(found), "vocabulary_before": len(before), "vocabulary_after": len(after),
-            "commonest": found.most_common(25)}
+        mapped += bool(poem.variant_text)
+        written = poem.variant_text or poem.text
+        before.update(written)
+        after.update(poem.text)
+        found.update(char for char in written if char in mapping)
+        left += sum(char in mapping for char in poem.text)
+    return {"corpus": corpus, "poems": poems, "poems_mapped": mapped, "variant_chars": sum(found.values()),
+            "distinct_variants": len(found), "variants_left": left, "vocabulary_before": len(before),
+            "vocabulary_after": len(after), "commonest": found.most_common(25)}
 
 
 def main() -> None:
     """Print the counts on every shipped corpus, as a Markdown table and the commonest variants."""
     rows = [count_variants(name, length) for name, length in (("wujue", 5), ("qijue", 7), ("wuyan", 5))]
-    print("| corpus | poems | poems with a variant | variant characters | distinct variants | distinct characters "
-          "before → after |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print("| corpus | poems | poems the mapping changed | variant characters mapped | distinct variants | "
+          "variants left | distinct characters before → after |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
-        print(f"| {row['corpus']} | {row['poems']:,} | {row['poems_with_variants']:,} | {row['variant_chars']:,} | "
-              f"{row['distinct_variants']} | {row['vocabulary_before']:,} → {row['vocabulary_after']:,} |")
+        print(f"| {row['corpus']} | {row['poems']:,} | {row['poems_mapped']:,} | {row['variant_chars']:,} | "
+              f"{row['distinct_variants']} | {row['variants_left']} | {row['vocabulary_before']:,} → "
+              f"{row['vocabulary_after']:,} |")
     for row in rows:
         mapping = variant_map()
         common = " ".join(f"{char}→{mapping[char]} {count}" for char, count in row["commonest"])  # type: ignore[union-attr]

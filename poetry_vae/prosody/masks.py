@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from poetry_vae.data.variants import shadowed_variants
 from poetry_vae.errors import PromptError
 from poetry_vae.layout import is_hanzi
 from poetry_vae.prosody.tables import check_system, class_names, rhyme_classes, tones
@@ -24,8 +25,9 @@ ANY_TONE = "*"
 class ProsodyMasks:
     """Bool masks over a vocabulary of size ``V`` for one rhyme system with ``C`` classes.
 
-    ``hanzi[V]``: token is one CJK ideograph; ``ping[V]`` / ``ze[V]``: token may be 平 / 仄 (a polyphonic
-    character can be both); ``rhyme[C, V]``: token belongs to class ``c`` (``class_names[c]``).
+    ``hanzi[V]``: token is one CJK ideograph decoding may write (see ``shadowed_variants``); ``ping[V]`` /
+    ``ze[V]``: token may be 平 / 仄 (a polyphonic character can be both); ``rhyme[C, V]``: token belongs to class
+    ``c`` (``class_names[c]``).
     """
 
     system: str
@@ -67,8 +69,9 @@ def build_masks(tokens: Sequence[str], system: str = "pingshui") -> ProsodyMasks
     ping = torch.zeros(size, dtype=torch.bool)
     ze = torch.zeros(size, dtype=torch.bool)
     rhyme = torch.zeros(len(names), size, dtype=torch.bool)
+    shadowed = shadowed_variants(tokens)
     for token_id, token in enumerate(tokens):
-        if not is_hanzi(token):
+        if not is_hanzi(token) or token in shadowed:  # 隠 beside 隐: written as 隐 only
             continue
         hanzi[token_id] = True
         token_tones = tones(token, system)

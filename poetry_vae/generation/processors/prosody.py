@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from poetry_vae.data.variants import shadowed_variants
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation.processors.base import Mask, MasksCache, Processor, Setup, where
@@ -67,11 +68,14 @@ def get_masks(vocab: Vocabulary, system: str, device: torch.device, cache: Masks
 
 
 def get_hanzi(vocab: Vocabulary, device: torch.device) -> Tensor:
-    """``[V]`` bool: token is one CJK ideograph. Cheap, so plain decoding never builds the prosody tables."""
+    """``[V]`` bool: token is one CJK ideograph that decoding may write (not a variant whose standard form the
+    vocabulary has too). Cheap, so plain decoding never builds the prosody tables."""
     cache = _HANZI.setdefault(vocab, {})
     key = str(device)
     if key not in cache:
-        cache[key] = torch.tensor([is_hanzi(token) for token in vocab.tokens], dtype=torch.bool, device=device)
+        shadowed = shadowed_variants(vocab.tokens)
+        cache[key] = torch.tensor([is_hanzi(token) and token not in shadowed for token in vocab.tokens],
+                                  dtype=torch.bool, device=device)
     return cache[key]
 
 
