@@ -144,3 +144,14 @@ def test_decoding_never_writes_a_variant_whose_standard_form_the_model_knows() -
     writable = get_hanzi(vocab, torch.device("cpu"))
     assert not writable[ids].any() and writable[vocab.index["隐"]]
     assert not build_masks(vocab.tokens).hanzi[ids].any()
+
+
+def test_a_vocabulary_reads_a_character_it_holds_in_another_spelling() -> None:
+    from poetry_vae.data.vocab import Vocabulary
+
+    old = Vocabulary.build(["醤隠月"])  # built before the corpora mapped their variants
+    assert old.encode("酱隐月") == old.encode("醤隠月") and old.encode("山") == [Vocabulary.unk_id]
+    assert old.encode_many(["酱隐月"], 3).tolist() == [old.encode("醤隠月")]
+    assert old.missing(["酱隐月山山"], 2) == ["山"]  # a checkpoint from before the rebuild covers the rebuilt text
+    new = Vocabulary.build(["隐月"])
+    assert new.encode("隠") == new.encode("隐") and "隠" not in new

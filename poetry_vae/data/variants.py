@@ -71,6 +71,11 @@ def variant_text(written: str, text: str) -> dict[str, str]:
     return {"variant_text": written} if written != text else {}
 
 
+def spellings() -> frozenset[str]:
+    """Every character with another spelling: the variants and their standard forms."""
+    return frozenset(variant_map()) | frozenset(variant_map().values())
+
+
 @functools.cache
 def _spellings() -> dict[str, tuple[str, ...]]:
     """standard character -> itself and its variants."""

@@ -6,6 +6,7 @@ plain JSON with a fingerprint of the training text it was built from, so a stale
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
@@ -60,8 +61,18 @@ class Vocabulary:
     def __contains__(self, char: str) -> bool:
         return char in self.index and char not in SPECIALS
 
+    @functools.cached_property
+    def aliases(self) -> dict[str, int]:
+        """Characters this vocabulary lacks but holds in another spelling (酱 for a vocabulary built before the
+        corpora mapped 醤 to 酱, or 隠 for one built after): read as that spelling's id, never as <unk>."""
+        from poetry_vae.data.variants import known_spelling, spellings
+
+        known = {char: i for char, i in self.index.items() if char not in SPECIALS}
+        return {char: known[known_spelling(char, known)] for char in spellings()
+                if char not in known and known_spelling(char, known) in known}
+
     def encode(self, text: str) -> list[int]:
-        return [self.index.get(char, self.unk_id) for char in text]
+        return [self.index.get(char, self.aliases.get(char, self.unk_id)) for char in text]
 
     def encode_many(self, texts: list[str], length: int) -> np.ndarray:
         """(len(texts), length) int64 ids of texts that all have `length` characters, through a code-point
@@ -76,6 +87,7 @@ class Vocabulary:
 
     def _code_table(self) -> np.ndarray:
         chars = [(ord(token), i) for i, token in enumerate(self.tokens) if len(token) == 1]
+        chars += [(ord(char), token_id) for char, token_id in self.aliases.items()]
         table = np.full(max((code for code, _ in chars), default=0) + 2, self.unk_id, dtype=np.int64)
         for code, token_id in chars:
             table[code] = token_id
@@ -84,7 +96,8 @@ class Vocabulary:
     def missing(self, texts: Iterable[str], min_count: int = 1) -> list[str]:
         """Characters seen at least `min_count` times in `texts` that this vocabulary lacks, most frequent first."""
         counts = Counter(char for text in texts for char in text)
-        gaps = [(count, char) for char, count in counts.items() if count >= min_count and char not in self]
+        gaps = [(count, char) for char, count in counts.items()
+                if count >= min_count and char not in self and char not in self.aliases]
         return [char for _, char in sorted(gaps, key=lambda item: (-item[0], item[1]))]
 
     def decode(self, ids: Iterable[int]) -> str:
