@@ -92,12 +92,22 @@ class LatentBank:
         return torch.tensor([theme.marks(text) for text in self.texts], dtype=torch.bool)
 
 
-def checkpoint_fingerprint(path: Path) -> str:
+def file_fingerprint(*paths: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def corpus_fingerprint(data_hparams: dict) -> str:
+    """The bytes of the corpus files the bank's poems come from: a rebuilt corpus is encoded anew."""
+    from poetry_vae.data.corpus import corpus_files
+
+    blocks = data_hparams.get("pretrain_corpus") or data_hparams.get("vocab_from")
+    files = [*corpus_files(data_hparams.get("corpus_path")), *(corpus_files(blocks) if blocks else ())]
+    return file_fingerprint(*[file for file in files if file.is_file()])
 
 
 def bank_texts(ckpt: LoadedCheckpoint, limit: int = BANK_LIMIT) -> list[str]:
@@ -129,8 +139,8 @@ def encode_bank(ckpt: LoadedCheckpoint, texts: Sequence[str], batch_size: int = 
 def latent_bank(ckpt: LoadedCheckpoint, cache_dir: str | Path | None = None,
                 limit: int = BANK_LIMIT) -> LatentBank:
     """The checkpoint's bank, from the cache when this exact checkpoint file was encoded before."""
-    key = json.dumps({"ckpt": checkpoint_fingerprint(ckpt.path), "data": ckpt.data_hparams, "limit": limit},
-                     sort_keys=True, default=str)
+    key = json.dumps({"ckpt": file_fingerprint(ckpt.path), "data": ckpt.data_hparams, "limit": limit,
+                      "corpus": corpus_fingerprint(ckpt.data_hparams)}, sort_keys=True, default=str)
     folder = anchored(cache_dir or ckpt.data_hparams.get("cache_dir") or ".cache/poetry_vae")  # the run's own cache
     path = folder / f"latent-bank-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
