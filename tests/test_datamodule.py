@@ -149,3 +149,15 @@ def test_data_configs_compose(config: str) -> None:
     assert dm.hparams.line_length == (7 if config == "qijue" else 5)
     assert dm.blocks_corpus == ("wuyan" if config == "wuyan" else None)
     assert dm.corpus_path == ("qijue" if config == "qijue" else "wujue")
+
+
+def test_a_vocabulary_lacking_a_few_rare_characters_still_encodes(tmp_path: Path) -> None:
+    """A checkpoint trained before its corpus file was rebuilt may lack a character or two that now reach
+    min_count: they read as <unk>, as they did in its training, instead of refusing the checkpoint."""
+    from poetry_vae.data.vocab import Vocabulary
+
+    full = QuatrainDataModule(cache_dir=str(tmp_path / "c"), limit_train_poems=3000).prepare()
+    rare = full.tokens[-1]  # the rarest kept character: seen min_count times
+    lacking = Vocabulary([t for t in full.tokens if t != rare], min_count=full.min_count)
+    dm = QuatrainDataModule(cache_dir=str(tmp_path / "c"), limit_train_poems=3000)
+    assert dm.use_vocabulary(lacking, "an older checkpoint").tokens == lacking.tokens

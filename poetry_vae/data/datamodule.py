@@ -8,6 +8,7 @@ builds exactly the vocabulary of pretraining on `wuyan`, so ids stay stable from
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,11 @@ from poetry_vae.data.word2vec import cached_embeddings
 from poetry_vae.errors import CorpusError
 
 Batch = dict[str, torch.Tensor]
+
+
+# The share of a corpus's characters that a given vocabulary (a checkpoint's) may leave as <unk>: a handful of rare
+# characters, as when a corpus file was rebuilt after the checkpoint was trained, not another corpus.
+MAX_UNCOVERED = 1e-4
 
 
 def encode_poems(poems: list[Poem], vocab: Vocabulary, length: int) -> Batch:
@@ -180,18 +186,21 @@ class QuatrainDataModule(pl.LightningDataModule):
     def use_vocabulary(self, vocab: Vocabulary, source: str) -> Vocabulary:
         """Encode with a given vocabulary (a pretrained checkpoint's, when fine-tuning), keeping its ids.
 
-        It must hold every character this config's own vocabulary would (seen `min_count` times in the
-        vocabulary text); else a one-line CorpusError names both the vocabulary's source and the corpus.
+        It must hold the characters this config's own vocabulary would (seen `min_count` times in the vocabulary
+        text), but for a few rare ones (at most MAX_UNCOVERED of the text, read as <unk>: a checkpoint trained
+        before its corpus file was rebuilt); else a one-line CorpusError names the vocabulary's source and the corpus.
         """
         self.load()
         missing = vocab.missing(self.vocab_texts, self.hparams.min_count)
-        if missing:
+        counts = Counter(char for text in self.vocab_texts for char in text) if missing else Counter()
+        share = sum(counts[char] for char in missing) / max(1, sum(counts.values()))
+        if share > MAX_UNCOVERED:
             corpus = self.corpus_path + (f" + {self.blocks_corpus} blocks" if self.blocks_corpus else "")
             raise CorpusError(
                 f"the vocabulary of {source} ({len(vocab)} tokens) does not cover corpus {corpus}: it lacks "
                 f"{len(missing)} characters seen at least {self.hparams.min_count} times in its training text "
-                f"(most frequent: {''.join(missing[:10])}); fine-tune with the data config it was trained on, "
-                "or pretrain with a vocabulary that includes this corpus (e.g. data.vocab_from=wuyan)"
+                f"({share:.2%} of it; most frequent: {''.join(missing[:10])}); fine-tune with the data config it "
+                "was trained on, or pretrain with a vocabulary that includes this corpus (e.g. data.vocab_from=wuyan)"
             )
         self._encode(vocab)
         return vocab
