@@ -29,7 +29,8 @@ $(STAMP): pyproject.toml
 
 train: $(STAMP)
 	$(PY) -m poetry_vae.train experiment=make_train
-	$(PY) -m poetry_vae.sample ckpt_path=outputs/make_train/checkpoints/last.ckpt n=8 rhyme=pingshui tone=auto out=outputs/make_train/poems.jsonl
+	@# the poems come from the run's best checkpoint by validation ELBO (fine-tuning overfits after an epoch or so)
+	$(PY) -m poetry_vae.sample ckpt_path=$$($(PY) -c 'from poetry_vae.runs import best_checkpoint; print(best_checkpoint("outputs/make_train"))') n=8 rhyme=pingshui tone=auto out=outputs/make_train/poems.jsonl
 
 # Pretrain on the five-character blocks (data=wuyan) for PRETRAIN_BUDGET (DD:HH:MM:SS) of CPU time, then
 # fine-tune with `python -m poetry_vae.train experiment=finetune_vae` (or poet_finetune with PRETRAIN=poet).
