@@ -149,7 +149,7 @@ def test_prompts_typed_with_ascii_marks(capsys: pytest.CaptureFixture[str], tmp_
         assert row["constraints"]["first_line"] and row["constraints"]["acrostic"]
 
 
-def test_one_normaliser_for_the_written_form() -> None:
+def test_one_normaliser_for_the_written_layout() -> None:
     assert written_chars("白日 依山尽,\t黄河;入海流!?") == "白日依山尽黄河入海流"
     assert as_written(JINGYESI_ASCII) == JINGYESI == as_written("床前明月 光疑是地上霜举头望明月低头思故乡")
     assert as_written("床前明月光,疑是地上霜.") is None
