@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from poetry_vae.checkpoint import load_checkpoint
@@ -48,3 +49,43 @@ def test_a_checkpoint_without_a_key_whose_default_changed_builds_the_model_it_wa
     assert model.cfg.output_layer == "softmax" and ModelConfig(vocab_size=len(vocab)).output_layer == "adaptive"
     model.load_state_dict({k.removeprefix("model."): v for k, v in raw["state_dict"].items()
                            if k.startswith("model.")})  # strict: the same layers, the same shapes
+
+
+def test_the_shipped_flagship_decodes_as_it_did_before_the_redesign(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tests/data/shipped_poet_v1.expected.json: what the code before the house redesign (processors, one home
+    for each default) decoded from poet.pt. The only change since is intended: decoding no longer writes a variant
+    whose standard form the vocabulary holds (隠 beside 隐), so that check is switched off here and, separately,
+    greedy rows without such a variant must be unchanged with it on."""
+    import poetry_vae.generation.processors.prosody as prosody_processor
+    import poetry_vae.prosody.masks as prosody_masks
+    from poetry_vae.checkpoint import shipped_model
+    from poetry_vae.data.variants import shadowed_variants
+    from poetry_vae.generation import sample_prior
+
+    expected = json.loads((DATA / "shipped_poet_v1.expected.json").read_text(encoding="utf-8"))
+    ckpt = load_checkpoint(shipped_model())
+
+    def decode(name: str) -> list[tuple[str, float]]:
+        generator = torch.Generator().manual_seed(1)
+        z = sample_prior(ckpt.model, 32, generator)
+        request = DecodeRequest(**expected["requests"][name], precision="fp32")
+        return [(p.text, p.log_prob) for p in generate(ckpt.model, ckpt.vocab, z, request, generator)]
+
+    greedy_with_ban = decode("greedy")
+    shadowed = shadowed_variants(ckpt.vocab.tokens)
+    kept = [(new[0], old[0]) for new, old in zip(greedy_with_ban, expected["poems"]["greedy"], strict=True)
+            if not shadowed & set(old[0])]
+    assert len(kept) >= 28 and all(new == old for new, old in kept)
+    monkeypatch.setattr(prosody_processor, "shadowed_variants", lambda tokens: frozenset())
+    monkeypatch.setattr(prosody_masks, "shadowed_variants", lambda tokens: frozenset())
+    prosody_processor._HANZI.clear()  # the writable-character masks are cached per vocabulary
+    prosody_processor._MASKS.clear()
+    try:
+        for name, poems in expected["poems"].items():
+            decoded = decode(name)
+            assert [text for text, _ in decoded] == [text for text, _ in poems], name
+            torch.testing.assert_close(torch.tensor([lp for _, lp in decoded]), torch.tensor([lp for _, lp in poems]),
+                                       atol=2e-3, rtol=0)
+    finally:
+        prosody_processor._HANZI.clear()
+        prosody_processor._MASKS.clear()
