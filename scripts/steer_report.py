@@ -42,7 +42,8 @@ from poetry_vae.runs import best_checkpoint
 
 SAMPLING = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8}
 CONSTRAINED = {**SAMPLING, "rhyme": "pingshui", "tone": "auto"}
-STRENGTHS = {"mean_diff": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0), "neighbors": (0.5, 0.7, 0.8, 0.9, 1.0)}
+STRENGTHS = {"mean_diff": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0), "shell": (3.0, 4.0, 5.0, 6.0, 8.0),
+             "neighbors": (0.5, 0.7, 0.8, 0.9, 1.0)}
 THEMES = "月秋春别酒山"
 
 

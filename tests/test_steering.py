@@ -57,6 +57,18 @@ def test_mean_difference_points_at_the_theme_and_moves_by_strength() -> None:
     assert torch.equal(steering(bank, resolve_theme("月"), "mean_diff", 0.0).move(eps), eps)
 
 
+def test_shell_moves_along_the_direction_and_keeps_each_draws_norm() -> None:
+    bank = synthetic_bank()
+    steer = steering(bank, resolve_theme("月"), "shell", 4.0)
+    unit = steer.direction / steer.direction.norm()
+    eps = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    z = steer.move(eps)
+    torch.testing.assert_close(z.norm(dim=1), eps.norm(dim=1))
+    assert (z @ unit).mean() > (eps @ unit).mean() + 1.0  # moved towards the theme
+    plain = steering(bank, resolve_theme("月"), "mean_diff", 4.0).move(eps)
+    torch.testing.assert_close(z / z.norm(dim=1, keepdim=True), plain / plain.norm(dim=1, keepdim=True))
+
+
 def test_neighbors_at_full_strength_are_themed_codes() -> None:
     bank = synthetic_bank()
     steer = steering(bank, resolve_theme("月"), "neighbors", 1.0)
@@ -169,7 +181,7 @@ def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.with_suffix(".json").read_text("utf-8"))
     assert report["hard"]["山"]["hit"] == 1.0  # the forced baseline puts a marker in every poem
-    assert {row["method"] for row in report["rows"]} == {"mean_diff", "neighbors"}
+    assert {row["method"] for row in report["rows"]} == {"mean_diff", "shell", "neighbors"}
     assert report["constraints_hold"]["山"] == 1.0 and out.with_suffix(".png").is_file()
     assert "| 山 | forced marker (include=) |" in out.read_text("utf-8")
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)

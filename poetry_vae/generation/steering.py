@@ -7,6 +7,9 @@ marker against those without. Two ways to use it:
 - ``mean_diff`` (the attribute vector of Bowman et al. and Optimus): z = ε + strength · d / |d|, ε ~ N(0, I), d the
   mean code of themed poems minus that of the others; strength counts the prior's standard deviations moved along
   d (the same scale for every theme); 0 is the prior.
+- ``shell``: the ``mean_diff`` move, then the code rescaled to the prior draw's own norm, z = |ε| · m / |m| with
+  m = ε + strength · d / |d|: the code stays on the shell where the prior puts its draws (a move of 4 or 5
+  standard deviations otherwise lands codes the decoder rarely saw, where it writes stock phrases).
 - ``neighbors``: z = strength · μ_i + sqrt(1 − strength²) · ε around the posterior mean μ_i of a random themed
   training poem; strength 1 is that poem's code (close to copying it), 0 the prior.
 """
@@ -46,8 +49,8 @@ THEMES: dict[str, str] = {
     "雨": "雨",
     "江": "江",
 }
-METHODS = ("mean_diff", "neighbors")
-DEFAULT_STRENGTH = {"mean_diff": 4.0, "neighbors": 0.9}  # chosen by measurement: docs/steering.md
+METHODS = ("mean_diff", "shell", "neighbors")
+DEFAULT_STRENGTH = {"mean_diff": 4.0, "shell": 5.0, "neighbors": 0.9}  # chosen by measurement: docs/steering.md
 BANK_LIMIT = 50_000  # training poems encoded for the bank (a pretraining corpus is subsampled to this)
 BANK_FORMAT = "poetry_vae.latent_bank/1"
 MIN_THEMED = 20  # fewer themed training poems than this give no usable direction
@@ -174,8 +177,11 @@ class Steering:
     def move(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Steered codes for prior draws ``eps`` (N, Z)."""
         s = self.strength
-        if self.method == "mean_diff":
-            return eps + s * (self.direction / self.direction.norm().clamp_min(1e-12)).to(eps)
+        if self.method in ("mean_diff", "shell"):
+            moved = eps + s * (self.direction / self.direction.norm().clamp_min(1e-12)).to(eps)
+            if self.method == "shell":
+                moved = moved * (eps.norm(dim=1, keepdim=True) / moved.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            return moved
         pick = torch.randint(len(self.themed_mu), (eps.shape[0],), generator=generator,
                              device=generator.device if generator is not None else "cpu")
         anchors = self.themed_mu[pick.cpu()].to(eps)
@@ -193,7 +199,7 @@ def steering(bank: LatentBank, theme: Theme, method: str = "mean_diff", strength
     if method == "neighbors" and not 0.0 <= strength <= 1.0:
         raise PromptError(f"strength={strength} with steer_method=neighbors must be in [0, 1] (1 = a themed "
                           "training poem's code, 0 = the prior)")
-    if method == "mean_diff" and strength < 0:
+    if method in ("mean_diff", "shell") and strength < 0:
         raise PromptError(f"strength={strength} must be >= 0 (0 = no steering)")
     themed = bank.themed(theme)
     count = int(themed.sum())
