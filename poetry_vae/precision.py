@@ -11,11 +11,19 @@ validation and test numbers are fp32 whatever the training precision.
 Decoding (``precision=auto`` of the sample command) follows the same rule for its one large matmul, the
 projection onto the vocabulary: bf16 on a CPU with native bf16 where a short benchmark of that matmul is
 faster, fp32 elsewhere (and on CUDA, where the projection is not what limits sampling).
+
+Each benchmark runs once per machine (CPU model, flags, torch version) and its verdict is kept under
+``.cache/poetry_vae/``: a timing taken again in every run would flip on a loaded CPU, and with it the rounding,
+so the same seed would not always give the same poems.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
+import json
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +31,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from poetry_vae.atomic import atomic_write_text
+from poetry_vae.project_paths import anchored
+
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 BF16_MIN_SPEEDUP = 1.1  # bf16 must win by 10% to be worth its rounding
+VERDICT_DIR = ".cache/poetry_vae"  # where each benchmark's verdict is kept, under the project root
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -43,6 +55,31 @@ def cpu_has_native_bf16(flags: set[str] | None = None) -> bool:
     """True where the CPU computes bf16 in hardware (AVX512-BF16 or AMX-BF16)."""
     flags = cpu_flags() if flags is None else flags
     return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def machine_key(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """What a speed verdict depends on: the CPU model and flags, and the torch build."""
+    try:
+        model = next((line for line in cpuinfo.read_text("utf-8", "replace").splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    text = json.dumps([model, sorted(cpu_flags(cpuinfo)), torch.__version__, platform.machine()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def machine_verdict(name: str, measure: Callable[[], bool]) -> bool:
+    """``measure()``'s answer on this machine: measured once, then read from ``VERDICT_DIR`` (a damaged or
+    unwritable file only means measuring again)."""
+    path = anchored(VERDICT_DIR) / f"verdict-{name}-{machine_key()}.json"
+    try:
+        return bool(json.loads(path.read_text("utf-8"))["pays"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    pays = bool(measure())
+    with contextlib.suppress(OSError):  # a read-only project still decodes; it measures again next time
+        atomic_write_text(path, json.dumps({"pays": pays, "benchmark": name, "torch": torch.__version__}) + "\n")
+    return pays
 
 
 def _best_seconds(run: Callable[[], object], reps: int) -> float:
@@ -89,7 +126,8 @@ def resolve_precision(requested: str | int, accelerator: str = "cpu") -> str | i
         return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "32-true"
     if not cpu_has_native_bf16():
         return "32-true"
-    return "bf16-mixed" if bf16_speedup_cpu() >= BF16_MIN_SPEEDUP else "32-true"
+    pays = machine_verdict("bf16-training", lambda: bf16_speedup_cpu() >= BF16_MIN_SPEEDUP)
+    return "bf16-mixed" if pays else "32-true"
 
 
 DECODING_PRECISIONS = ("fp32", "bf16", "auto")
@@ -114,7 +152,8 @@ def bf16_projection_speedup(hidden: int = 128, vocab: int = 4672, rows: int = 51
 
 @functools.cache
 def _cpu_bf16_pays() -> bool:
-    return cpu_has_native_bf16() and bf16_projection_speedup() >= BF16_MIN_SPEEDUP
+    return cpu_has_native_bf16() and machine_verdict(
+        "bf16-decoding", lambda: bf16_projection_speedup() >= BF16_MIN_SPEEDUP)
 
 
 def decoding_dtype(requested: str, device: torch.device | str = "cpu") -> torch.dtype:

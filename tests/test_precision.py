@@ -37,7 +37,9 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     (True, 1.02, "32-true"),  # within noise of fp32: not worth the rounding
     (True, 0.7, "32-true"),
 ])
-def test_auto_on_cpu(monkeypatch: pytest.MonkeyPatch, native: bool, speedup: float, expected: str) -> None:
+def test_auto_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, native: bool, speedup: float,
+                    expected: str) -> None:
+    monkeypatch.setattr(precision, "VERDICT_DIR", str(tmp_path))  # a machine that never measured
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda flags=None: native)
     calls = []
     monkeypatch.setattr(precision, "bf16_speedup_cpu", lambda: calls.append(1) or speedup)
@@ -77,7 +79,7 @@ def test_validation_numbers_are_fp32_under_bf16_training_precision(tmp_path: Pat
     assert not torch.allclose(fp32, bf16, rtol=1e-4, atol=0)
 
 
-def test_decoding_precision(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decoding_precision(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """fp32 and bf16 as asked; auto: bf16 only on a CPU with native bf16 where the projection measures faster."""
     assert precision.bf16_projection_speedup(hidden=16, vocab=64, rows=8, reps=1) > 0
     assert precision.decoding_dtype("fp32") == torch.float32
@@ -86,6 +88,7 @@ def test_decoding_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     for native, speedup, expected in ((False, 3.0, torch.float32), (True, 1.0, torch.float32),
                                       (True, 1.8, torch.bfloat16)):  # fmt: skip
         precision._cpu_bf16_pays.cache_clear()
+        monkeypatch.setattr(precision, "VERDICT_DIR", str(tmp_path / f"{native}-{speedup}"))
         monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda native=native: native)
         monkeypatch.setattr(precision, "bf16_projection_speedup", lambda speedup=speedup: speedup)
         assert precision.decoding_dtype("auto") == expected
@@ -113,3 +116,17 @@ def test_bf16_projection_keeps_the_distribution() -> None:
             clear = gap > 0.05
             assert bool((a.argmax(1) == b.argmax(1))[clear].all())
             prev = a.argmax(1)
+
+
+def test_a_speed_verdict_is_measured_once_per_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A timing repeated in every run flips on a loaded CPU (and with it the rounding of same-seed poems): the
+    verdict is kept per machine, and a damaged file only means measuring again."""
+    monkeypatch.setattr(precision, "VERDICT_DIR", str(tmp_path))
+    calls = []
+    measure = lambda: calls.append(1) or True  # noqa: E731
+    assert precision.machine_verdict("x", measure) and precision.machine_verdict("x", lambda: False)
+    assert len(calls) == 1
+    (file,) = tmp_path.glob("verdict-x-*.json")
+    file.write_text("{not json", encoding="utf-8")
+    assert not precision.machine_verdict("x", lambda: False)
+    assert precision.machine_key() == precision.machine_key() and len(precision.machine_key()) == 16
