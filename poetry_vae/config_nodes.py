@@ -84,7 +84,7 @@ class SampleKeys:
     # neighbors: 0 (the prior) .. 1 (a themed training poem's code)
     strength: float | None = None
     # the attribute vector | the same, kept on the prior's shell | around themed codes
-    steer_method: Literal["mean_diff", "shell", "neighbors"] = "mean_diff"
+    steer_method: Literal["mean_diff", "shell", "neighbors"] = "shell"
     seed: int = 0  # same seed, same poems
     device: str = "cpu"
     out: str | None = None  # JSONL file, streamed and written whole or not at all; null = print only

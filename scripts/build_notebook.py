@@ -28,7 +28,7 @@ POEM_B = None
 HOMOTOPY_STEPS = 7
 N_RECONSTRUCT = 8  # test poems in the reconstruction table
 THEME = "月"  # steering: a shipped theme (月 秋 春 别 酒 山 雪 花 雨 江) or marker characters
-STRENGTHS = (0.0, 2.0, 4.0, 6.0)  # prior standard deviations moved along the theme (0 = unsteered)
+STRENGTHS = (0.0, 3.0, 5.0, 8.0)  # prior standard deviations moved along the theme (0 = unsteered)
 ANALOGY = None  # three poems [a, b, c]: decode z_b - z_a + z_c; None: three test poems""", ["parameters"]),
     ("code", """import os
 import random
@@ -158,7 +158,8 @@ print(prior_diversity(model, vocab, n=100, line_length=form["line_length"]))""")
 
 A theme's direction is the mean posterior code of the training poems that carry one of its marker characters minus
 that of the others (computed once per checkpoint and cached). Prior draws moved along it by `strength` standard
-deviations drift towards the theme; no character is forced. `python -m poetry_vae.sample mode=steer theme=月` does
+deviations, then scaled back to their own norm (the `shell` method, the command's default), drift towards the
+theme; no character is forced. `python -m poetry_vae.sample mode=steer theme=月` does
 the same from the command line, and `make steer-report` measures it."""),
     ("code", """from poetry_vae.generation.steering import THEMES, analogy_code, latent_bank, resolve_theme, steering
 from poetry_vae.plots import theme_map
@@ -167,7 +168,7 @@ if model.cfg.use_latent:
     bank = latent_bank(ckpt)
     theme = resolve_theme(THEME, vocab)
     for strength in STRENGTHS:
-        steer = steering(bank, theme, "mean_diff", strength)
+        steer = steering(bank, theme, "shell", strength)
         g = torch.Generator().manual_seed(0)
         many = generate(model, vocab, steer.move(sample_prior(model, 200, g), g), request(strategy="top_p"), g)
         hit = sum(theme.marks(p.text) for p in many) / len(many)

@@ -316,6 +316,8 @@ def test_the_report_rows_and_chains_are_read_from_the_presets() -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    import poetry_vae.config_nodes  # noqa: F401  registers the structured nodes train.yaml composes
+
     with initialize_config_dir(str(report.PRESETS.parent), version_base="1.3"):
         cfgs = {name: OmegaConf.to_container(compose("train", overrides=[f"experiment={name}"]))
                 for name in report.presets()}
