@@ -68,8 +68,8 @@ class Vocabulary:
         from poetry_vae.data.variants import known_spelling, spellings
 
         known = {char: i for char, i in self.index.items() if char not in SPECIALS}
-        return {char: known[known_spelling(char, known)] for char in spellings()
-                if char not in known and known_spelling(char, known) in known}
+        respelled = {char: known_spelling(char, known) for char in spellings() if char not in known}
+        return {char: known[spelling] for char, spelling in respelled.items() if spelling in known}
 
     def encode(self, text: str) -> list[int]:
         return [self.index.get(char, self.aliases.get(char, self.unk_id)) for char in text]

@@ -59,6 +59,13 @@ class ProsodyMasks:
         )
 
 
+def writable(tokens: Sequence[str]) -> list[bool]:
+    """Per token: one CJK ideograph that decoding may write, i.e. not a variant whose standard form the vocabulary
+    holds too (隠 beside 隐 is written 隐 only; see ``data.variants.shadowed_variants``)."""
+    shadowed = shadowed_variants(tokens)
+    return [is_hanzi(token) and token not in shadowed for token in tokens]
+
+
 def build_masks(tokens: Sequence[str], system: str = "pingshui") -> ProsodyMasks:
     """Masks for the vocabulary ``tokens`` (``tokens[i]`` is the string of id ``i``) under ``system``."""
     check_system(system)
@@ -69,9 +76,8 @@ def build_masks(tokens: Sequence[str], system: str = "pingshui") -> ProsodyMasks
     ping = torch.zeros(size, dtype=torch.bool)
     ze = torch.zeros(size, dtype=torch.bool)
     rhyme = torch.zeros(len(names), size, dtype=torch.bool)
-    shadowed = shadowed_variants(tokens)
-    for token_id, token in enumerate(tokens):
-        if not is_hanzi(token) or token in shadowed:  # 隠 beside 隐: written as 隐 only
+    for token_id, (token, ok) in enumerate(zip(tokens, writable(tokens), strict=True)):
+        if not ok:
             continue
         hanzi[token_id] = True
         token_tones = tones(token, system)

@@ -23,12 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from poetry_vae.data.variants import shadowed_variants
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation.processors.base import Mask, MasksCache, Processor, Setup, where
 from poetry_vae.generation.request import DecodeRequest
-from poetry_vae.layout import is_format_valid, is_hanzi, render
+from poetry_vae.layout import is_format_valid, render
 from poetry_vae.model.stepper import padded_size
 from poetry_vae.prosody import (
     LINE_LENGTHS,
@@ -41,7 +40,7 @@ from poetry_vae.prosody import (
     rhymes,
 )
 from poetry_vae.prosody import patterns as patterns_for
-from poetry_vae.prosody.masks import ProsodyMasks
+from poetry_vae.prosody.masks import ProsodyMasks, writable
 from poetry_vae.prosody.tables import RHYME_SYSTEMS, pingshui_table
 
 ANY = "*"  # pseudo-pattern: no tone constraint
@@ -73,9 +72,7 @@ def get_hanzi(vocab: Vocabulary, device: torch.device) -> Tensor:
     cache = _HANZI.setdefault(vocab, {})
     key = str(device)
     if key not in cache:
-        shadowed = shadowed_variants(vocab.tokens)
-        cache[key] = torch.tensor([is_hanzi(token) and token not in shadowed for token in vocab.tokens],
-                                  dtype=torch.bool, device=device)
+        cache[key] = torch.tensor(writable(vocab.tokens), dtype=torch.bool, device=device)
     return cache[key]
 
 
