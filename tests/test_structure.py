@@ -66,6 +66,22 @@ def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str, u
                 torch.testing.assert_close(log_probs, forced[:, t], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
+def test_bf16_stepping_stays_near_teacher_forcing(corpus, vocab, output_layer: str) -> None:
+    """precision=bf16 runs the output layer's matmuls (the softmax, or the adaptive head and tails) in bf16 and the
+    rest in fp32: the log-probabilities move by bf16 rounding only, the rhyme steps' included."""
+    model = structured(vocab, True, output_layer=output_layer, z_to_output=True, position_codes=4, place_dim=6)
+    dec_in, _ = poems_of(corpus, vocab, 3)
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        forced = model.next_token_log_probs(dec_in, z)
+        stepper = LogitStepper(model, z, 3, dtype=torch.bfloat16)
+        for t in range(dec_in.size(1)):
+            log_probs = torch.log_softmax(stepper(dec_in[:, t])[:, : len(vocab)], dim=1)
+            assert log_probs.dtype == torch.float32
+            torch.testing.assert_close(log_probs, forced[:, t], atol=0.05, rtol=0.02)
+
+
 def test_rhyme_pointer_reaches_the_rhyme_steps_only(corpus, vocab) -> None:
     """Changing line 2's last character changes what line 4's last step reads, and no other step before it except
     through the recurrence: with the LSTM's view of that character held fixed, only step 19 moves."""

@@ -34,6 +34,14 @@ def _split_z(weight: Tensor, bias: Tensor | None, hidden: int, z: Tensor | None)
     return kept, z_part if bias is None else z_part + bias
 
 
+def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """fp32 ``x @ weight + bias``; in bf16 the product is widened before the (fp32) bias is added."""
+    if weight.dtype == torch.float32:
+        return x @ weight if bias is None else torch.addmm(bias, x, weight)
+    product = (x @ weight).float()
+    return product if bias is None else product.add_(bias)
+
+
 class LogitStepper:
     """Eval-mode decoder of ``rows`` rows: ``stepper(prev)`` -> (rows, padded V) logits, state kept inside.
 
@@ -99,13 +107,15 @@ class LogitStepper:
         self.z_at_output = bool(dec.z_output)
         rows = self.state[0].shape[1]
         self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
-        self.no_rhyme = self.state[0].new_zeros(rows, dec.rhyme_dim) if dec.rhyme_dim else None
+        # the rhyme's input columns (the output layer's last) are zero but at two steps: multiplied only there
+        self.rhyme_dim = dec.rhyme_dim
         z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
             self._prepare_adaptive(dec.out, hidden, z_out)
         else:
             out_w, out_b = _split_z(dec.out.weight, dec.out.bias, hidden, z_out)  # bias (V,) or per row (R, V)
+            out_w, self.rhyme_out = self._split_rhyme(out_w)
             pad = self.width - self.vocab_size
             self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous().to(self.dtype)  # (H, Vp); zero padding rows
             self.out_b = F.pad(out_b, (0, pad), value=float("-inf")).to(self.dtype)
@@ -114,23 +124,36 @@ class LogitStepper:
     def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss, hidden: int, z_out: Tensor | None) -> None:
         """The head, and the tails' first (down-)projections stacked into one matmul."""
         head_w, self.head_b = _split_z(out.head.weight, out.head.bias, hidden, z_out)
-        self.head_w = head_w.t().contiguous()
+        head_w, self.rhyme_head = self._split_rhyme(head_w)
+        self.head_w = head_w.t().contiguous().to(self.dtype)
         self.shortlist = out.shortlist_size
         tail_down, self.tail_down_b = _split_z(torch.cat([tail[0].weight for tail in out.tail]), None, hidden, z_out)
-        self.tail_down = tail_down.t().contiguous()  # (H, sum of tail dims)
+        tail_down, self.rhyme_tail = self._split_rhyme(tail_down)
+        self.tail_down = tail_down.t().contiguous().to(self.dtype)  # (H, sum of tail dims)
         self.tail_splits = [tail[0].out_features for tail in out.tail]
-        self.tail_up = [tail[1].weight.t().contiguous() for tail in out.tail]
+        self.tail_up = [tail[1].weight.t().contiguous().to(self.dtype) for tail in out.tail]
         self.tail_spans = list(zip(out.cutoffs[:-1], out.cutoffs[1:], strict=True))
 
-    def _adaptive_log_probs(self, x: Tensor, buffer: Tensor) -> Tensor:
-        """Exact full log-distribution of an adaptive softmax, as ``AdaptiveLogSoftmaxWithLoss.log_prob``."""
-        head = x @ self.head_w if self.head_b is None else torch.addmm(self.head_b, x, self.head_w)
+    def _split_rhyme(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(out, in) -> the columns a step always multiplies, and the rhyme's (rhyme_dim, out), or None."""
+        if not self.rhyme_dim:
+            return weight, None
+        return weight[:, : -self.rhyme_dim], weight[:, -self.rhyme_dim :].t().contiguous()
+
+    def _adaptive_log_probs(self, x: Tensor, buffer: Tensor, rhyme: Tensor | None = None) -> Tensor:
+        """Full log-distribution of an adaptive softmax, as ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32;
+        in bf16 the matmuls run in bf16 and everything after them in fp32)."""
+        low = x.to(self.dtype)
+        head = _affine(low, self.head_w, self.head_b)
+        down = _affine(low, self.tail_down, self.tail_down_b)
+        if rhyme is not None:  # a rhyme step: the rhyme columns' share, in fp32
+            head = head.addmm(rhyme, self.rhyme_head)
+            down = down.addmm(rhyme, self.rhyme_tail)
         head = torch.log_softmax(head, dim=1)
         buffer[:, : self.shortlist] = head[:, : self.shortlist]
-        down = x @ self.tail_down if self.tail_down_b is None else torch.addmm(self.tail_down_b, x, self.tail_down)
-        downs = down.split(self.tail_splits, dim=1)
+        downs = down.to(self.dtype).split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
-            tail = torch.log_softmax(down @ up, dim=1)
+            tail = torch.log_softmax((down @ up).float(), dim=1)
             torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
         buffer[:, self.vocab_size :] = float("-inf")
         return buffer
@@ -172,23 +195,26 @@ class LogitStepper:
         self.state, self.spare = (h_new, c_new), (h, c)
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
-        if self.no_rhyme is not None:
-            x = torch.cat([x, self._rhyme()], dim=1)
+        rhyme = self._rhyme() if self.rhyme_dim else None
         self.position += 1
         if self.logits is None or self.logits.shape[0] != x.shape[0]:
             self.logits = x.new_empty(x.shape[0], self.width)
         if self.adaptive:
-            return self._adaptive_log_probs(x, self.logits)
+            return self._adaptive_log_probs(x, self.logits, rhyme)
         if self.dtype != torch.float32:
-            return self.logits.copy_(torch.addmm(self.out_b, x.to(self.dtype), self.out_w))
-        return torch.addmm(self.out_b, x, self.out_w, out=self.logits)
+            logits = self.logits.copy_(torch.addmm(self.out_b, x.to(self.dtype), self.out_w))
+        else:
+            logits = torch.addmm(self.out_b, x, self.out_w, out=self.logits)
+        if rhyme is not None:
+            logits[:, : self.vocab_size].addmm_(rhyme, self.rhyme_out)
+        return logits
 
-    def _rhyme(self) -> Tensor:
-        """(R, rhyme_dim): what this step's output reads of the rhyme (zeros but at the rhyme steps)."""
+    def _rhyme(self) -> Tensor | None:
+        """(R, rhyme_dim): what this step's output reads of the rhyme; None at the steps where it is zero."""
         steps = self.model.decoder.rhyme_steps
         if self.position not in steps:
-            return self.no_rhyme
-        return self.model.decoder.rhyme_features(self.anchors)[:, steps.index(self.position)]
+            return None
+        return self.model.decoder.rhyme_features(self.anchors)[:, steps.index(self.position)].float()
 
     def reorder(self, index: Tensor) -> None:
         """Beam search: row ``i`` continues row ``index[i]``."""
