@@ -130,3 +130,31 @@ def test_a_speed_verdict_is_measured_once_per_machine(monkeypatch: pytest.Monkey
     file.write_text("{not json", encoding="utf-8")
     assert not precision.machine_verdict("x", lambda: False)
     assert precision.machine_key() == precision.machine_key() and len(precision.machine_key()) == 16
+
+
+def test_decoding_flushes_subnormals_inside_only() -> None:
+    tiny = torch.tensor([1e-40])  # below float32's normal range
+    with precision.denormals_flushed():
+        flushed = float(tiny * 1.0)
+    if flushed == 0.0:  # a CPU that can flush did; afterwards arithmetic keeps subnormals again
+        assert float(tiny * 1.0) > 0.0
+    else:
+        pytest.skip("this CPU cannot flush subnormals")
+
+
+def test_flushing_subnormals_changes_no_draw(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    from poetry_vae.checkpoint import load_checkpoint
+    from poetry_vae.generation import DecodeRequest, decoding, generate, sample_prior
+
+    ckpt = load_checkpoint(tiny_checkpoint)
+    z = sample_prior(ckpt.model, 64, torch.Generator().manual_seed(0))
+    request = DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.5)
+
+    def poems() -> list[str]:
+        return [p.text for p in generate(ckpt.model, ckpt.vocab, z, request, torch.Generator().manual_seed(1))]
+
+    flushed = poems()
+    monkeypatch.setattr(decoding, "denormals_flushed", contextlib.nullcontext)
+    assert poems() == flushed

@@ -28,7 +28,7 @@ from poetry_vae.layout import render
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.poem_model import PoemModel
 from poetry_vae.model.stepper import LogitStepper
-from poetry_vae.precision import decoding_dtype
+from poetry_vae.precision import decoding_dtype, denormals_flushed
 
 
 def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = None) -> Tensor | None:
@@ -72,7 +72,7 @@ def generate(
     if z is not None:
         z = z.to(device).reshape(n, -1)
 
-    with evaluating(model), torch.inference_mode():
+    with evaluating(model), torch.inference_mode(), denormals_flushed():
         form = form_tag(model, request)
         dtype = decoding_dtype(request.precision, device)
         if beam:
