@@ -80,11 +80,12 @@ class SampleKeys:
     steps: int = field(default=5, metadata=at_least(2))  # interpolate: poems along the line, endpoints included
     spherical: bool = False  # interpolate: slerp instead of a straight line
     theme: str | None = None  # steer: a shipped theme (月 秋 春 别 酒 山 雪 花 雨 江) or marker characters
-    # steer: null = the method's default; mean_diff, shell: prior standard deviations moved along the theme;
-    # neighbors: 0 (the prior) .. 1 (a themed training poem's code)
+    # steer: null = the method's default; exemplars, mean_diff, shell: prior standard deviations moved along the
+    # theme; neighbors: 0 (the prior) .. 1 (a themed training poem's code)
     strength: float | None = None
-    # the attribute vector | the same, kept on the prior's shell | around themed codes
-    steer_method: Literal["mean_diff", "shell", "neighbors"] = "shell"
+    # themed poems' codes pushed along the theme | the attribute vector kept on the prior's shell | the attribute
+    # vector | around themed codes
+    steer_method: Literal["exemplars", "shell", "mean_diff", "neighbors"] = "exemplars"
     seed: int = 0  # same seed, same poems
     device: str = "cpu"
     out: str | None = None  # JSONL file, streamed and written whole or not at all; null = print only

@@ -28,7 +28,7 @@ POEM_B = None
 HOMOTOPY_STEPS = 7
 N_RECONSTRUCT = 8  # test poems in the reconstruction table
 THEME = "月"  # steering: a shipped theme (月 秋 春 别 酒 山 雪 花 雨 江) or marker characters
-STRENGTHS = (0.0, 3.0, 5.0, 8.0)  # prior standard deviations moved along the theme (0 = unsteered)
+STRENGTHS = (None, 0.0, 1.5, 3.0)  # None = unsteered; else exemplars pushed this many prior std devs further
 ANALOGY = None  # three poems [a, b, c]: decode z_b - z_a + z_c; None: three test poems""", ["parameters"]),
     ("code", """import os
 import random
@@ -157,10 +157,10 @@ print(prior_diversity(model, vocab, n=100, line_length=form["line_length"]))""")
     ("md", """## Steering through the latent
 
 A theme's direction is the mean posterior code of the training poems that carry one of its marker characters minus
-that of the others (computed once per checkpoint and cached). Prior draws moved along it by `strength` standard
-deviations, then scaled back to their own norm (the `shell` method, the command's default), drift towards the
-theme; no character is forced. `python -m poetry_vae.sample mode=steer theme=月` does
-the same from the command line, and `make steer-report` measures it."""),
+that of the others (computed once per checkpoint and cached). The default method, `exemplars`, decodes the codes of
+the themed training poems that lie furthest along it, pushed `strength` standard deviations further and kept at
+their own norm; no character is forced. `python -m poetry_vae.sample mode=steer theme=月` does
+the same from the command line, and `make steer-report` measures it and the other methods."""),
     ("code", """from poetry_vae.generation.steering import THEMES, analogy_code, latent_bank, resolve_theme, steering
 from poetry_vae.plots import theme_map
 
@@ -168,11 +168,14 @@ if model.cfg.use_latent:
     bank = latent_bank(ckpt)
     theme = resolve_theme(THEME, vocab)
     for strength in STRENGTHS:
-        steer = steering(bank, theme, "shell", strength)
         g = torch.Generator().manual_seed(0)
-        many = generate(model, vocab, steer.move(sample_prior(model, 200, g), g), request(strategy="top_p"), g)
+        z = sample_prior(model, 200, g)
+        if strength is not None:
+            z = steering(bank, theme, strength=strength).move(z, g)
+        many = generate(model, vocab, z, request(strategy="top_p"), g)
         hit = sum(theme.marks(p.text) for p in many) / len(many)
-        print(f"-- strength {strength:g}: a marker of {theme.markers} in {hit:.0%} of 200 poems")
+        label = "unsteered" if strength is None else f"strength {strength:g}"
+        print(f"-- {label}: a marker of {theme.markers} in {hit:.0%} of 200 poems")
         show(many[:3])
     usable = {}
     for name in THEMES:

@@ -27,6 +27,7 @@ from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.generation.steering import (
+    DEFAULT_METHOD,
     DEFAULT_STRENGTH,
     Steering,
     Theme,
@@ -42,8 +43,8 @@ from poetry_vae.runs import best_checkpoint
 
 SAMPLING = {"strategy": "top_p", "top_p": 0.9, "temperature": 0.8}
 CONSTRAINED = {**SAMPLING, "rhyme": "pingshui", "tone": "auto"}
-STRENGTHS = {"mean_diff": (1.0, 2.0, 3.0, 4.0, 5.0, 6.0), "shell": (3.0, 4.0, 5.0, 6.0, 8.0),
-             "neighbors": (0.5, 0.7, 0.8, 0.9, 1.0)}
+STRENGTHS = {"exemplars": (0.0, 0.5, 1.0, 1.5, 2.0), "shell": (3.0, 5.0, 8.0), "mean_diff": (2.0, 4.0, 6.0),
+             "neighbors": (0.9, 1.0)}
 THEMES = "月秋春别酒山"
 
 
@@ -67,10 +68,12 @@ def hard_baseline(ckpt: LoadedCheckpoint, theme: Theme, n: int, seed: int) -> li
     return decode(ckpt, n, {**SAMPLING, "include": theme.markers}, seed)
 
 
-def measure(texts: list[str], theme: Theme, judge: ThemeJudge, lm: LoadedCheckpoint) -> dict[str, float]:
+def measure(texts: list[str], theme: Theme, judge: ThemeJudge, lm: LoadedCheckpoint,
+            known_lines: set[str]) -> dict[str, float]:
     lines = [[text[i : i + 5] for i in range(0, len(text), 5)] for text in texts]
     return {"hit": sum(theme.marks(t) for t in texts) / len(texts), "judge": float(judge.judge(texts).mean()),
-            "distinct_2": distinct_n(lines, 2), "lm_nll": nll_per_char(lm.model, lm.vocab, texts)}
+            "distinct_2": distinct_n(lines, 2), "lm_nll": nll_per_char(lm.model, lm.vocab, texts),
+            "copied": sum(line in known_lines for poem in lines for line in poem) / sum(map(len, lines))}
 
 
 def steering_cost(ckpt: LoadedCheckpoint, theme: Theme, n: int, seed: int, repeats: int = 3) -> dict[str, float]:
@@ -88,20 +91,33 @@ def steering_cost(ckpt: LoadedCheckpoint, theme: Theme, n: int, seed: int, repea
 
 
 def figure(rows: list[dict], base: dict[str, dict], out: Path) -> None:
-    fig, (hit_ax, nll_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method, style in (("mean_diff", "o-"), ("neighbors", "s--")):
+    """Strength against hit rate and fluency for the methods measured in prior standard deviations, and the
+    trade-off every method faces: hit rate against distinct-2."""
+    fig, (hit_ax, nll_ax, frontier_ax) = plt.subplots(1, 3, figsize=(15, 4.2))
+    for method, style in (("exemplars", "o-"), ("shell", "s-"), ("mean_diff", "^--"), ("neighbors", "d:")):
         mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
         strengths = sorted({r["strength"] for r in mine})
+        means = {key: [statistics.mean(r[key] for r in mine if r["strength"] == s) for s in strengths]
+                 for key in ("hit", "lm_nll", "distinct_2")}
+        label = f"{method} (mean of {len({r['theme'] for r in mine})} themes)"
+        frontier_ax.plot(means["distinct_2"], means["hit"], style, label=label)
+        if method == "neighbors":  # its strength is a mixing weight, not standard deviations
+            continue
         for ax, key in ((hit_ax, "hit"), (nll_ax, "lm_nll")):
-            means = [statistics.mean(r[key] for r in mine if r["strength"] == s) for s in strengths]
-            ax.plot(strengths, means, style, label=f"{method} (mean of {len({r['theme'] for r in mine})} themes)")
+            ax.plot(strengths, means[key], style, label=label)
+    base_d2 = statistics.mean(b["distinct_2"] for b in base.values())
+    frontier_ax.axvline(0.9 * base_d2, color="red", ls=":", label="unsteered distinct-2 − 10%")
+    frontier_ax.axhline(0.6, color="grey", ls=":", label="hit 0.6")
+    frontier_ax.set(xlabel="distinct-2", ylabel="marker hit rate", ylim=(0, 1))
     hit_ax.axhline(statistics.mean(b["hit"] for b in base.values()), color="grey", ls=":", label="unsteered")
     nll_ax.axhline(statistics.mean(b["lm_nll"] for b in base.values()), color="grey", ls=":", label="unsteered")
     nll_ax.axhline(statistics.mean(b["lm_nll"] for b in base.values()) * 1.05, color="red", ls=":",
                    label="unsteered + 5%")
     hit_ax.set(xlabel="strength", ylabel="marker hit rate", ylim=(0, 1))
     nll_ax.set(xlabel="strength", ylabel="LM reference NLL / char (nats)")
-    for ax in (hit_ax, nll_ax):
+    for ax in (hit_ax, nll_ax, frontier_ax):
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -130,6 +146,7 @@ def main() -> None:
     train = [p.text for p in data.poems["train"]]
     test = [p.text for p in data.poems["test"]]
     bank = latent_bank(vae)
+    known_lines = {text[i : i + 5] for text in [*bank.texts, *train] for i in range(0, len(text), 5)}
     unsteered = decode(vae, args.n, SAMPLING, args.seed)
 
     rows, base, judges, examples, hard, constraint_checks = [], {}, {}, {}, {}, {}
@@ -137,17 +154,17 @@ def main() -> None:
         theme = resolve_theme(name, vae.vocab)
         judge = ThemeJudge.fit(theme, random.Random(args.seed).sample(train, min(len(train), 50_000)))
         judges[name] = judge.accuracy(test)
-        base[name] = measure(unsteered, theme, judge, lm)
+        base[name] = measure(unsteered, theme, judge, lm, known_lines)
         for method, strengths in STRENGTHS.items():
             for strength in strengths:
                 steer = steering(bank, theme, method, strength)
                 texts = decode(vae, args.n, SAMPLING, args.seed + 1, steer)
                 rows.append({"theme": name, "method": method, "strength": strength,
-                             **measure(texts, theme, judge, lm)})
+                             **measure(texts, theme, judge, lm, known_lines)})
                 if strength == DEFAULT_STRENGTH[method]:
                     examples.setdefault(name, {})[method] = texts[:10]
         forced = hard_baseline(vae, theme, args.n, args.seed + 2)
-        hard[name] = measure(forced, theme, judge, lm)
+        hard[name] = measure(forced, theme, judge, lm, known_lines)
         default = steering(bank, theme)
         generator = torch.Generator().manual_seed(args.seed + 3)
         poems = generate(vae.model, vae.vocab, default.move(sample_prior(vae.model, args.n, generator), generator),
@@ -163,7 +180,7 @@ def main() -> None:
     result = {"checkpoint": str(vae_path), "lm": str(lm_path), "n": args.n, "seed": args.seed,
               "sampling": SAMPLING, "rows": rows, "unsteered": base, "hard": hard, "judges": judges,
               "constraints_hold": constraint_checks, "cost": cost, "cost_poems": args.cost_poems,
-              "defaults": DEFAULT_STRENGTH, "bank_size": len(bank.texts)}
+              "default_method": DEFAULT_METHOD, "defaults": DEFAULT_STRENGTH, "bank_size": len(bank.texts)}
     atomic_write_text(out.with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1) + "\n")
     atomic_write_text(out, page(result, examples, unsteered, figure_path.name, args.command))
     print(f"wrote {out}, {out.with_suffix('.json')} and {figure_path}")
@@ -171,7 +188,7 @@ def main() -> None:
 
 def measured_row(theme: str, way: str, strength: str, m: dict) -> str:
     return (f"| {theme} | {way} | {strength} | {m['hit']:.3f} | {m['judge']:.3f} | {m['distinct_2']:.3f} | "
-            f"{m['lm_nll']:.3f} |")
+            f"{m['lm_nll']:.3f} | {m['copied']:.3f} |")
 
 
 def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, command: str) -> str:
@@ -191,9 +208,10 @@ def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, c
                      f"{j['balanced_accuracy']:.3f} |")
     lines += ["", "## Per theme and method", "",
               "hit = a marker anywhere in the poem; judge = the judge calls it themed; LM NLL = nats per character "
-              "under the LM reference (lower is more fluent).", "",
-              "| theme | method | strength | hit | judge | distinct-2 | LM NLL/char |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "under the LM reference (lower is more fluent); copied = share of lines found verbatim in the "
+              "training poems.", "",
+              "| theme | method | strength | hit | judge | distinct-2 | LM NLL/char | copied |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name in themes:
         lines.append(measured_row(name, "unsteered", "—", base[name]))
         lines += [measured_row(name, r["method"], f"{r['strength']:g}", r) for r in rows if r["theme"] == name]
@@ -207,10 +225,11 @@ def page(result: dict, examples: dict, unsteered: list[str], figure_name: str, c
               + ", ".join(f"{k} {v:.3f}" for k, v in result["constraints_hold"].items()) + ".", ""]
     lines += ["## Ten unselected poems", ""]
     for name in list(examples)[:3]:
-        lines += [f"**{name}**, steered (`mean_diff`, default strength) | unsteered", "", "| steered | unsteered |",
+        method = result["default_method"]
+        lines += [f"**{name}**, steered (`{method}`, default strength) | unsteered", "", "| steered | unsteered |",
                   "|---|---|"]
         lines += [f"| {as_written(s)} | {as_written(u)} |"
-                  for s, u in zip(examples[name]["mean_diff"], unsteered[:10], strict=True)]
+                  for s, u in zip(examples[name][method], unsteered[:10], strict=True)]
         lines.append("")
     return "\n".join(lines)
 

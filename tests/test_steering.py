@@ -79,9 +79,26 @@ def test_neighbors_at_full_strength_are_themed_codes() -> None:
     assert torch.allclose(steering(bank, resolve_theme("月"), "neighbors", 0.0).move(eps), eps)
 
 
+def test_exemplars_are_the_themed_codes_furthest_along_the_theme_pushed_further() -> None:
+    bank = synthetic_bank(themed=100, others=400)
+    steer = steering(bank, resolve_theme("月"), "exemplars", 0.0)
+    unit = steer.direction / steer.direction.norm()
+    along = bank.mu[:100] @ unit
+    assert len(steer.exemplar_mu) == 20  # the fifth of the 100 themed codes
+    threshold = along.sort(descending=True).values[19]
+    assert ((steer.exemplar_mu @ unit) >= threshold - 1e-6).all()
+    z = steer.move(torch.randn(32, 4), torch.Generator().manual_seed(0))
+    assert all(any(torch.allclose(row, code) for code in steer.exemplar_mu) for row in z)  # strength 0: as they are
+    pushed = steering(bank, resolve_theme("月"), "exemplars", 2.0).move(torch.randn(32, 4),
+                                                                      torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pushed.norm(dim=1), z.norm(dim=1))  # the same exemplars, each at its own norm
+    assert ((pushed @ unit) > (z @ unit)).all()  # each moved further along the theme
+    assert steering(bank, resolve_theme("月")).method == "exemplars"  # the default
+
+
 @pytest.mark.parametrize(("method", "strength", "expected"), [
     ("nearest", 1.0, "steer_method='nearest'"), ("neighbors", 1.5, "must be in \\[0, 1\\]"),
-    ("mean_diff", -1.0, "must be >= 0"), ("mean_diff", "high", "must be a number"),
+    ("mean_diff", -1.0, "must be >= 0"), ("exemplars", -0.5, "must be >= 0"), ("mean_diff", "high", "must be a number"),
 ])
 def test_bad_steering_options_are_one_line(method: str, strength: object, expected: str) -> None:
     with pytest.raises(PromptError, match=expected):
@@ -181,7 +198,7 @@ def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.with_suffix(".json").read_text("utf-8"))
     assert report["hard"]["山"]["hit"] == 1.0  # the forced baseline puts a marker in every poem
-    assert {row["method"] for row in report["rows"]} == {"mean_diff", "shell", "neighbors"}
+    assert {row["method"] for row in report["rows"]} == {"exemplars", "mean_diff", "shell", "neighbors"}
     assert report["constraints_hold"]["山"] == 1.0 and out.with_suffix(".png").is_file()
     assert "| 山 | forced marker (include=) |" in out.read_text("utf-8")
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
