@@ -37,11 +37,12 @@ from torch import Tensor
 
 from benchmarks.reference_program import ReferenceArgs, ReferenceTrainer, ReferenceVAE, reference_batches
 from poetry_vae.atomic import atomic_write_text
+from poetry_vae.checkpoint import load_checkpoint, shipped_model
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.generation.profile import StepProfile
-from poetry_vae.model import ModelConfig, PoemModel, build_model
+from poetry_vae.model import ModelConfig, PoemModel
 from poetry_vae.model.decoder import build_cutoffs
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.objective import LogisticBeta, elbo_terms
@@ -281,9 +282,6 @@ GENERATION_REQUESTS = {
 # the project's default output layer (adaptive softmax: ~4x fewer output FLOPs), beside the reference program's
 # full softmax
 ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched")
-# the flagship's decoder (conf/experiment/poet.yaml): places, the rhyme pointer, position codes, z at the output
-FLAGSHIP_MODEL = {"latent_dim": 32, "z_to_output": True, "position_codes": 40, "position_code_dim": 64,
-                  "line_length": 5, "place_dim": 16, "rhyme_dim": 32, "num_forms": 4, "output_layer": "adaptive"}
 
 
 def bench_reference_generation(vocab, vocab_size: int, ref_poems: int, repeats: int, log: Callable[[str], None]):
@@ -312,10 +310,13 @@ def bench_generation(
 ) -> dict[str, Any]:
     """The project's batched decoding of ``num_poems`` poems per request on ``device``, with a per-phase
     profile of one extra (untimed) run: model step, constraint masks, normalise, mask, filter, choose...
-    ``layout="poet"``: the flagship's sizes and inputs (FLAGSHIP_MODEL) instead of the reference program's."""
+    ``layout="poet"``: the shipped flagship itself (``poetry_vae/resources/poet.pt``: its decoder with places, the
+    rhyme pointer and position codes, its weights and its 8,621-character vocabulary) instead of a model of the
+    reference program's sizes: what a user's ``python -m poetry_vae.sample`` decodes."""
     out: dict[str, Any] = {}
     if layout == "poet":
-        model = build_model(FLAGSHIP_MODEL, vocab).to(device).eval()
+        flagship = load_checkpoint(shipped_model())
+        model, vocab = flagship.model.to(device).eval(), flagship.vocab
     else:
         model = PoemModel(reference_config(vocab_size, output_layer)).to(device).eval()
     generator = torch.Generator(device).manual_seed(0)
