@@ -28,7 +28,7 @@ POEM_B = None
 HOMOTOPY_STEPS = 7
 N_RECONSTRUCT = 8  # test poems in the reconstruction table
 THEME = "月"  # steering: a shipped theme (月 秋 春 别 酒 山 雪 花 雨 江) or marker characters
-STRENGTHS = (None, 0.0, 1.5, 3.0)  # None = unsteered; else exemplars pushed this many prior std devs further
+STRENGTHS = (None, 0.0, 1.0, 3.0)  # None = unsteered; else exemplars pushed this many prior std devs further
 ANALOGY = None  # three poems [a, b, c]: decode z_b - z_a + z_c; None: three test poems""", ["parameters"]),
     ("code", """import os
 import random
