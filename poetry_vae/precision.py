@@ -8,9 +8,10 @@ autocast than in fp32 here; otherwise ``32-true``. Without native bf16, autocast
 Evaluation never uses it: the LightningModule turns autocast off in its validation and test steps, so
 validation and test numbers are fp32 whatever the training precision.
 
-Decoding (``precision=auto`` of the sample command) follows the same rule for its one large matmul, the
-projection onto the vocabulary: bf16 on a CPU with native bf16 where a short benchmark of that matmul is
-faster, fp32 elsewhere (and on CUDA, where the projection is not what limits sampling).
+Decoding (``precision=auto`` of the sample command) follows the same rule for its output layer's matmuls (the
+projection onto the vocabulary, or an adaptive softmax's head and tails): bf16 on a CPU with native bf16 where a
+short benchmark of the plain projection is faster, fp32 elsewhere (and on CUDA, where the output layer is not what
+limits sampling).
 
 Each benchmark runs once per machine (CPU model, flags, torch version) and its verdict is kept under
 ``.cache/poetry_vae/``: a timing taken again in every run would flip on a loaded CPU, and with it the rounding,

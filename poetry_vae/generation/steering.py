@@ -202,7 +202,7 @@ class Steering:
     def move(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Steered codes for prior draws ``eps`` (N, Z)."""
         s = self.strength
-        unit = (self.direction / self.direction.norm().clamp_min(1e-12)).to(eps)
+        unit = _unit(self.direction).to(eps)
         if self.method in ("mean_diff", "shell"):
             return eps + s * unit if self.method == "mean_diff" else _norm_kept(eps + s * unit, eps)
         codes = self.exemplar_mu if self.method == "exemplars" else self.themed_mu
@@ -212,6 +212,10 @@ class Steering:
         if self.method == "exemplars":
             return _norm_kept(anchors + s * unit, anchors)
         return s * anchors + math.sqrt(max(0.0, 1.0 - s * s)) * eps
+
+
+def _unit(vector: Tensor) -> Tensor:
+    return vector / vector.norm().clamp_min(1e-12)
 
 
 def _norm_kept(moved: Tensor, like: Tensor) -> Tensor:
@@ -240,7 +244,7 @@ def steering(bank: LatentBank, theme: Theme, method: str = DEFAULT_METHOD, stren
                           "more common marker characters")
     direction = bank.mu[themed].mean(0) - bank.mu[~themed].mean(0)
     themed_mu = bank.mu[themed]
-    along = themed_mu @ (direction / direction.norm().clamp_min(1e-12))
+    along = themed_mu @ _unit(direction)
     exemplars = themed_mu[along.argsort(descending=True)[: max(MIN_THEMED, round(EXEMPLAR_SHARE * count))]]
     return Steering(theme, method, float(strength), direction, themed_mu, exemplars, count, len(themed))
 
