@@ -20,6 +20,7 @@ from torchmetrics import MeanMetric
 
 from poetry_vae.checkpoint import CHECKPOINT_FORMAT
 from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PoetryVAEError
 from poetry_vae.metrics.elbo import eval_epoch_logs, latent_usage, mean_positions, perplexity
 from poetry_vae.metrics.latent import iw_log_likelihood
 from poetry_vae.model import build_model
@@ -54,6 +55,8 @@ class PoemModule(pl.LightningModule):
         self.objective = ObjectiveConfig(**(objective or {}))
         self.beta_schedule = instantiate(anneal) if anneal else ConstantBeta(1.0)
         self.bow_head = BagOfWords.for_objective(self.objective, self.model.cfg, self.vocab.pad_id)
+        if self.objective.refit_encoder:
+            self._freeze_all_but_encoder()
         # Epoch-level evaluation sums; MeanMetric syncs across DDP ranks by itself.
         self.eval_means = torch.nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in _EVAL_STAGES for name in ("rec", "kl", "iw_ll", "elbo")}
@@ -66,6 +69,23 @@ class PoemModule(pl.LightningModule):
         # wall-clock minutes of training, summed over resumes (the report's quality-per-minute curves)
         self._elapsed_before_s = 0.0
         self._fit_started: float | None = None
+
+    def _freeze_all_but_encoder(self) -> None:
+        if self.model.encoder is None:
+            raise PoetryVAEError("objective.refit_encoder=true needs a model with a latent (an LM has no encoder "
+                                 "to refit): drop the option or train a VAE")
+        owned = {id(p) for p in self.model.encoder_parameters()}
+        for param in self.parameters():
+            param.requires_grad_(id(param) in owned)
+
+    def train(self, mode: bool = True) -> PoemModule:
+        """While the encoder is refitted the rest of the model runs as evaluated (no dropout): the proposal must fit
+        the decoder whose likelihood the importance-weighted bound measures."""
+        super().train(mode)
+        if mode and self.objective.refit_encoder and self.model.encoder is not None:
+            self.model.eval()
+            self.model.encoder.train()
+        return self
 
     # ---- the objective ----
 
@@ -179,7 +199,7 @@ class PoemModule(pl.LightningModule):
     # ---- optimiser ----
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.build_optimizer(self.parameters())
+        optimizer = self.build_optimizer([p for p in self.parameters() if p.requires_grad])
         if not self.hparams.scheduler:
             return optimizer
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer)

@@ -27,6 +27,7 @@ from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
 from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
 from poetry_vae.project_paths import PROJECT_ROOT, anchored
+from poetry_vae.runs import best_checkpoint
 from poetry_vae.tracking import flat_config, make_loggers, tracked
 from poetry_vae.training import recipe_callbacks
 
@@ -88,8 +89,14 @@ def check_max_epochs(checkpoint: dict[str, Any], max_epochs: int | None, ckpt_pa
 
 
 def init_checkpoint(init_from: str) -> Path:
-    """The fine-tuning checkpoint's path (relative to the project root), or a one-line error naming the key."""
+    """The fine-tuning checkpoint's path (relative to the project root; a run directory stands for its best
+    checkpoint by validation ELBO), or a one-line error naming the key."""
     path = anchored(init_from)
+    if path.is_dir():
+        if not (path / "checkpoints").is_dir():
+            raise CheckpointError(f"init_from={path} is a directory without checkpoints/: give a run directory "
+                                  "written by python -m poetry_vae.train, or a .ckpt file")
+        path = best_checkpoint(path)
     if not path.is_file():
         raise CheckpointError(f"init_from={path} not found: give a checkpoint written by python -m poetry_vae.train "
                               "(a relative path starts at the project root)")

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY_TRAIN_OVERRIDES, tiny_train_config
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -25,7 +26,7 @@ from poetry_vae.disk_full import DiskFullError
 from poetry_vae.errors import CheckpointError
 from poetry_vae.preemption import Terminated
 from poetry_vae.project_paths import PROJECT_ROOT
-from poetry_vae.train import refuse_before_writing, train
+from poetry_vae.train import init_checkpoint, refuse_before_writing, train
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +257,19 @@ def test_missing_init_from_names_the_key(tmp_path: Path, cache: Path) -> None:
         with pytest.raises(CheckpointError, match=expected):
             refuse_before_writing(run_config(tmp_path / "cli", cache, f"init_from={given}"))
     assert not (tmp_path / "cli").exists()
+
+
+def test_init_from_a_run_directory_means_its_best_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(CheckpointError, match="directory without checkpoints/") as error:
+        init_checkpoint(str(run.parent))
+    assert "\n" not in str(error.value)
+    (run / "checkpoints").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="not found"):  # nothing saved yet
+        init_checkpoint(str(run))
+    torch.save({}, run / "checkpoints" / "last.ckpt")
+    assert init_checkpoint(str(run)) == run / "checkpoints" / "last.ckpt"  # no best-*.ckpt: the last one
+    for epoch, elbo in ((3, -130.0), (7, -125.0), (9, -128.0)):
+        state = {"ModelCheckpoint{'monitor': 'val/elbo'}": {"monitor": "val/elbo", "current_score": torch.tensor(elbo)}}
+        torch.save({"callbacks": state}, run / "checkpoints" / f"best-epoch{epoch:03d}.ckpt")
+    assert init_checkpoint(str(run)) == run / "checkpoints" / "best-epoch007.ckpt"

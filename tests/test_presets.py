@@ -74,7 +74,7 @@ def test_preset_builds_module_and_data(preset: str, tmp_path_factory: pytest.Tem
     assert module.training_step(batch, 0).isfinite()
 
 
-def test_make_train_fine_tunes_the_shipped_pretrained_flagship(tmp_path: Path) -> None:
+def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         base = compose("train", overrides=["experiment=poet_finetune"])
         cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
