@@ -72,7 +72,8 @@ def report_presets() -> tuple[str, ...]:
     return tuple(name for name in presets() if "report" in (preset_value(name, "tags") or []))
 
 
-SOURCE = re.compile(r"\$\{paths\.output_root\}/([A-Za-z0-9_.-]+)/checkpoints/last\.ckpt")
+# a preset's run: its last checkpoint, or its directory (its best checkpoint)
+SOURCE = re.compile(r"\$\{paths\.output_root\}/([A-Za-z0-9_.-]+)(?:/checkpoints/last\.ckpt)?")
 
 
 def fine_tuning_chains() -> dict[str, str]:
@@ -118,11 +119,12 @@ CHAINS = fine_tuning_chains()
 PRETRAIN_SHARE = 0.7
 
 
-def train(experiment: str, args: argparse.Namespace) -> Path:
-    budget_s = args.budget_min * 60
+def train(experiment: str, args: argparse.Namespace, budget_s: float | None = None) -> Path:
+    """A row's run; a chained row first trains the stage it starts from (itself maybe chained) on its share."""
+    budget_s = args.budget_min * 60 if budget_s is None else budget_s
     extra: list[str] = []
     if experiment in CHAINS:
-        source = train_for(CHAINS[experiment], budget_s * PRETRAIN_SHARE, args)
+        source = train(CHAINS[experiment], args, budget_s * PRETRAIN_SHARE)
         extra = [f"init_from={source / 'checkpoints' / 'last.ckpt'}"]
         budget_s *= 1 - PRETRAIN_SHARE
     return train_for(experiment, budget_s, args, extra)

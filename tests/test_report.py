@@ -327,4 +327,5 @@ def test_the_report_rows_and_chains_are_read_from_the_presets() -> None:
     chains = {name: str(cfg["init_from"]).split("/")[1] for name, cfg in cfgs.items()
               if str(cfg["init_from"]).startswith("${paths.output_root}/")}
     assert chains == report.CHAINS
-    assert report.CHAINS["finetune_vae"] == "pretrain_vae" and report.CHAINS["poet_finetune"] == "poet"
+    assert report.CHAINS["finetune_vae"] == "pretrain_vae" and report.CHAINS["poet_finetune"] == "poet_cooldown"
+    assert report.CHAINS["poet_refit"] == "poet_finetune" and report.CHAINS["poet_cooldown"] == "poet"
