@@ -152,7 +152,9 @@ def main() -> None:
     rows, base, judges, examples, hard, constraint_checks = [], {}, {}, {}, {}, {}
     for name in args.themes:
         theme = resolve_theme(name, vae.vocab)
-        judge = ThemeJudge.fit(theme, random.Random(args.seed).sample(train, min(len(train), 50_000)))
+        # trained on the bank's poems (the pretraining blocks too, whichever stage the checkpoint is): the same judge
+        # for a pretrained and a fine-tuned checkpoint of one model
+        judge = ThemeJudge.fit(theme, random.Random(args.seed).sample(bank.texts, min(len(bank.texts), 50_000)))
         judges[name] = judge.accuracy(test)
         base[name] = measure(unsteered, theme, judge, lm, known_lines)
         for method, strengths in STRENGTHS.items():
