@@ -52,11 +52,38 @@ def check_device(device: str | torch.device) -> torch.device:
     return resolved
 
 
-def shipped_model() -> Path:
-    """The path of the model shipped with the package (see ``resources/*_SOURCE.md`` for how it was made)."""
+def shipped_model(name: str | None = None) -> Path:
+    """The path of a model shipped with the package (see ``resources/*_SOURCE.md`` for how each was made); no name:
+    the one every command opens by default."""
     from importlib import resources
 
-    return Path(str(resources.files("poetry_vae.resources").joinpath(SHIPPED_MODEL)))
+    return Path(str(resources.files("poetry_vae.resources").joinpath(f"{name}.pt" if name else SHIPPED_MODEL)))
+
+
+def shipped_names() -> list[str]:
+    """The shipped models by name (``poet``, ``poet_lm``, ...): what ``ckpt_path=<name>`` opens."""
+    return sorted(path.stem for path in shipped_model().parent.glob("*.pt"))
+
+
+def resolve_checkpoint(value: str | Path | None) -> Path:
+    """The checkpoint ``ckpt_path`` names: null is the default shipped model; a shipped model's name (``poet_lm``)
+    that is no file or folder here opens that model; a run dir or its checkpoints/ folder opens its last.ckpt;
+    anything else is a file (read_checkpoint says if it is missing)."""
+    if value is None:
+        return shipped_model()
+    path = Path(str(value)).expanduser()
+    if not path.exists() and str(value) in shipped_names():
+        return shipped_model(str(value))
+    if not path.exists() and not path.suffix and len(path.parts) == 1:
+        raise CheckpointError(f"ckpt_path={value} is neither a file, a run dir nor a shipped model: pass a run dir "
+                              f"(outputs/<run>), a .ckpt file or one of {', '.join(shipped_names())}")
+    if not path.is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"ckpt_path={value} is a folder with neither checkpoints/last.ckpt nor last.ckpt in it: "
+                          "pass a run dir (outputs/<run>), its checkpoints/ folder or a .ckpt file")
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -71,7 +71,7 @@ class TrainKeys:
 class SampleKeys:
     """conf/sample.yaml, beside the decoding keys of :class:`~poetry_vae.generation.DecodeRequest`."""
 
-    ckpt_path: str | None = None  # null: the model shipped with the package; or a run dir, its checkpoints/, a .ckpt
+    ckpt_path: str | None = None  # null: the shipped poet; a shipped name, a run dir, its checkpoints/, a .ckpt
     mode: Literal["prior", "reconstruct", "interpolate", "steer", "analogy"] = "prior"
     n: int = field(default=10, metadata=at_least(1))  # poems to write (prior, steer); decoded 1,024 at a time
     # input poems for reconstruct (any number), interpolate (2) and analogy (3: a:b::c:?); quote one written with

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.atomic import atomic_write_text, check_writable
-from poetry_vae.checkpoint import check_device, read_checkpoint
+from poetry_vae.checkpoint import check_device, read_checkpoint, resolve_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
@@ -32,7 +32,7 @@ COUNTS = ("global_step", "iw_samples", "active_units")  # whole numbers, printed
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     check_evaluate_config(cfg)  # the keys' types and ranges (the command has checked them; a caller in Python not)
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise PromptError("no checkpoint given: pass ckpt_path=outputs/<run>/checkpoints/last.ckpt")
+        raise PromptError("no checkpoint given: pass ckpt_path=outputs/<run>/checkpoints/last.ckpt, or poet (shipped)")
     if cfg.split not in ("val", "test"):
         raise PromptError(f"split={cfg.split!r}: use val or test")
     if cfg.torch_threads:
@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     device = check_device(cfg.device)
     started = time.monotonic()
     phase(f"loading {cfg.ckpt_path} and the {cfg.split} split of its corpus")
-    raw = read_checkpoint(cfg.ckpt_path)  # one-line errors for bad files; weights_only
+    raw = read_checkpoint(resolve_checkpoint(cfg.ckpt_path))  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
                "iw_chunk": int(cfg.iw_chunk)}
     module = PoemModule(**hparams)

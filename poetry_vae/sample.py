@@ -31,11 +31,11 @@ from rich.console import Console
 from rich.table import Table
 
 from poetry_vae.atomic import atomic_path, check_writable
-from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, shipped_model
+from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, resolve_checkpoint, shipped_model
 from poetry_vae.cli import CONFIG_DIR, hydra_command
 from poetry_vae.config_nodes import REQUEST_DEFAULTS, SampleKeys, defaults_of
 from poetry_vae.data.variants import known_spellings
-from poetry_vae.errors import CheckpointError, PoetryVAEError, PromptError
+from poetry_vae.errors import PoetryVAEError, PromptError
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import encode_texts, interpolate_at, path_weights, poem_ids, reconstruct
 from poetry_vae.generation.request import REQUEST_FIELDS, SHAPE_FIELDS, DecodeRequest, GeneratedPoem
@@ -121,7 +121,7 @@ def write_poems(cfg: DictConfig) -> Written:
     if cfg.mode in ("prior", "steer") and cfg.n < 1:
         raise PromptError(f"n={cfg.n}: ask for at least one poem")
     out = check_writable(cfg.out) if cfg.out else None  # before any work: a bad path must not cost the poems
-    ckpt = load_checkpoint(checkpoint_path(cfg.ckpt_path), map_location=cfg.device)
+    ckpt = load_checkpoint(resolve_checkpoint(cfg.ckpt_path), map_location=cfg.device)
     given = keys_given(cfg)
     strategy = chosen_strategy(cfg, given)
     request = respelled(decode_request(cfg, ckpt.data_hparams, strategy), ckpt)
@@ -143,25 +143,10 @@ def write_poems(cfg: DictConfig) -> Written:
 # ---- what the command line asks for ----
 
 
-def checkpoint_path(value: str | None) -> Path:
-    """The checkpoint ``ckpt_path`` names: null is the shipped model; a run dir or its checkpoints/ folder opens
-    its last.ckpt; anything else is a file (read_checkpoint says if it is missing)."""
-    if value is None:
-        return shipped_model()
-    path = Path(str(value)).expanduser()
-    if not path.is_dir():
-        return path
-    for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
-        if candidate.is_file():
-            return candidate
-    raise CheckpointError(f"ckpt_path={value} is a folder with neither checkpoints/last.ckpt nor last.ckpt in it: "
-                          "pass a run dir (outputs/<run>), its checkpoints/ folder or a .ckpt file")
-
-
 def opened(ckpt: LoadedCheckpoint, asked: str | None) -> str:
     """One line saying which checkpoint writes the poems."""
-    if asked is None:
-        return f"checkpoint: {ckpt.path} (the model shipped with the package; ckpt_path=<run dir> for your own)"
+    if asked is None or ckpt.path == shipped_model(str(asked)):
+        return f"checkpoint: {ckpt.path} (a model shipped with the package; ckpt_path=<run dir> for your own)"
     return f"checkpoint: {ckpt.path} (step {ckpt.global_step:,})"
 
 

@@ -18,11 +18,11 @@ and compare poetry metrics with the human test split.
 
 Everything you may change is in the parameters cell below (papermill can set it: `papermill -p CKPT_PATH ...`):
 the checkpoint (`CKPT_PATH`, else the `POETRY_VAE_CKPT` environment variable: a `.ckpt` file or a run dir, whose
-`checkpoints/last.ckpt` is opened; with neither, the model shipped with the package, so the notebook runs before
-any training) and the two poems to interpolate between. Works for 五绝 and 七绝 checkpoints alike (the form comes
-from the checkpoint)."""),
+`checkpoints/last.ckpt` is opened, or a shipped name such as `poet_qijue`; with neither, the shipped `poet`, so it
+runs before any training) and the two poems to interpolate between. Works for 五绝 and 七绝 checkpoints alike (the
+form comes from the checkpoint)."""),
     ("code", """# parameters (papermill-style: this cell is tagged `parameters`)
-CKPT_PATH = None  # a checkpoint or run dir, or None: $POETRY_VAE_CKPT, else the model shipped with the package
+CKPT_PATH = None  # a checkpoint, a run dir or a shipped name (poet_qijue), or None: $POETRY_VAE_CKPT, else poet
 POEM_A = None  # the homotopy's two endpoints (poems in the checkpoint's form); None: two test poems
 POEM_B = None
 HOMOTOPY_STEPS = 7
@@ -37,7 +37,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 
-from poetry_vae.checkpoint import load_checkpoint
+from poetry_vae.checkpoint import load_checkpoint, resolve_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.layout import render
@@ -53,9 +53,8 @@ from poetry_vae.metrics.latent_use import (
 )
 from poetry_vae.metrics.poetry import poetry_report, sentence_bleu
 from poetry_vae.plots import latent_map, read_metrics, training_curves
-from poetry_vae.sample import checkpoint_path
 
-ckpt_path = checkpoint_path(CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or None)  # None: the shipped model
+ckpt_path = resolve_checkpoint(CKPT_PATH or os.environ.get("POETRY_VAE_CKPT") or None)  # None: the shipped model
 ckpt = load_checkpoint(ckpt_path)
 model, vocab = ckpt.model, ckpt.vocab
 form = {key: int(ckpt.data_hparams.get(key, default)) for key, default in (("line_length", 5), ("num_lines", 4))}

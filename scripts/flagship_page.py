@@ -3,9 +3,12 @@ unconstrained and constrained samples beside human poems, the learned-rhyme curv
 
     python scripts/flagship_page.py --vae outputs/poet_finetune --lm outputs/poet_lm_finetune \\
         --curves outputs/poet outputs/poet_finetune outputs/poet_lm outputs/poet_lm_finetune --out docs/flagship.md
+    python scripts/flagship_page.py --vae outputs/poet_qijue_refit --lm outputs/poet_qijue_lm \\
+        --names poet_qijue poet_qijue_lm --curves outputs/poet_qijue outputs/poet_qijue_lm --out docs/flagship_qijue.md
 
-Each run directory's best checkpoint (by saved validation ELBO) is evaluated on the 五绝 test split with K = 500
-(``python -m poetry_vae.evaluate``, run as a command so the numbers are the command's own).
+Each run directory's best checkpoint (by saved validation ELBO) is evaluated on its corpus's test split (the 五绝
+or the 七绝, read from the checkpoint) with K = 500 (``python -m poetry_vae.evaluate``, run as a command so the
+numbers are the command's own).
 """
 
 from __future__ import annotations
@@ -144,10 +147,11 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 def markdown(result: dict, figure: str | None) -> str:
-    head = ["run", "step", "IW-NLL/char", "ppl", "KL", "AU", "MI", "recon", "BLEU-2", "homotopy", "endpoints/20",
-            "prior distinct-2"]
-    lines = ["## Test split (五绝, K = 500, best checkpoint by validation ELBO)", "", "| " + " | ".join(head) + " |",
-             "|---" + "|---:" * (len(head) - 1) + "|"]
+    form, chars, k = result["form"], result["chars"], result["iw_samples"]
+    head = ["run", "step", "IW-NLL/char", "ppl", "KL", "AU", "MI", "recon", "BLEU-2", "homotopy",
+            f"endpoints/{chars}", "prior distinct-2"]
+    lines = [f"## Test split ({form}, K = {k}, best checkpoint by validation ELBO)", "",
+             "| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for name, row in result["test"].items():
         values = [row.get(k) for k in LATENT_ROW]
         cells = [f"{row['global_step']:,.0f}", _fmt(values[0]), _fmt(values[1], 1), _fmt(values[2], 1),
@@ -162,12 +166,12 @@ def markdown(result: dict, figure: str | None) -> str:
                  _fmt(row["self_bleu"]), f"{100 * row.get('copied_line_rate', 0):.1f}%"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if figure:
-        lines += ["", "## Learned rhyme along training (pretraining on the blocks, then fine-tuning on the 五绝)", "",
+        lines += ["", "## Learned rhyme along training (each model's stages on one step axis)", "",
                   f"![learned rhyme]({figure})"]
     for name, poems in result["examples"].items():
         lines += ["", f"## Ten unselected poems: {name}", ""] + [f"    {p}" for p in poems]
     lines += ["", "## Ten reconstructions (greedy from the posterior mean; characters in place)", ""]
-    lines += [f"    {a} → {b} ({same}/20)" for a, b, same in result["reconstructions"]]
+    lines += [f"    {a} → {b} ({same}/{chars})" for a, b, same in result["reconstructions"]]
     lines += ["", "## Two homotopies (greedy, 7 steps between two test poems' posterior means)", ""]
     for walk in result["homotopies"]:
         lines += [f"    {p}" for p in walk] + [""]
@@ -184,18 +188,22 @@ def main() -> None:
     parser.add_argument("--iw-samples", type=int, default=500)
     parser.add_argument("--poems", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--names", nargs=2, default=["poet", "poet_lm"], help="the VAE's and the LM's row names")
     args = parser.parse_args()
-    ckpts = {"poet (VAE)": best_checkpoint(args.vae), "poet_lm (LM reference)": best_checkpoint(args.lm)}
+    vae, lm = f"{args.names[0]} (VAE)", f"{args.names[1]} (LM reference)"
+    ckpts = {vae: best_checkpoint(args.vae), lm: best_checkpoint(args.lm)}
+    width = int(load_checkpoint(ckpts[vae]).data_hparams.get("line_length", 5))
     rows = {name: evaluate(ckpt, args.iw_samples) for name, ckpt in ckpts.items()}
     poetry, examples = poetry_table(ckpts, args.poems, args.seed)
     result = {
         "checkpoints": {name: str(path) for name, path in ckpts.items()},
+        "form": {5: "五绝", 7: "七绝"}[width], "chars": 4 * width, "iw_samples": args.iw_samples,
         "test": {name: {k: rows[name].get(k) for k in LATENT_ROW} | {"global_step": rows[name]["global_step"]}
                  for name in rows},
         "poetry": poetry,
         "examples": examples,
-        "reconstructions": reconstructions(ckpts["poet (VAE)"], 10, args.seed),
-        "homotopies": homotopies(ckpts["poet (VAE)"], 2, args.seed),
+        "reconstructions": reconstructions(ckpts[vae], 10, args.seed),
+        "homotopies": homotopies(ckpts[vae], 2, args.seed),
     }
     figure = args.out.with_suffix(".png")
     if args.curves:

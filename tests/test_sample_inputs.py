@@ -76,6 +76,25 @@ def test_a_folder_without_a_checkpoint_is_one_line(capsys: pytest.CaptureFixture
     assert "\n" not in str(error.value)
 
 
+def test_a_shipped_name_opens_that_model(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no file or folder called poet_lm here
+    out = tmp_path / "poems.jsonl"
+    _, stdout, _ = run(capsys, "ckpt_path=poet_lm", "n=1", f"out={out}")
+    assert stdout.splitlines()[0] == f"checkpoint: {shipped_model('poet_lm')} (a model shipped with the package; " \
+                                     "ckpt_path=<run dir> for your own)"
+    assert records(out)[0]["checkpoint"] == str(shipped_model("poet_lm"))
+
+
+def test_an_unknown_bare_name_lists_the_shipped_models(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PoetryVAEError, match="ckpt_path=peot is neither a file, a run dir nor a shipped model") \
+            as error:
+        run(capsys, "ckpt_path=peot", "n=1")
+    assert "\n" not in str(error.value) and "poet, poet_lm" in str(error.value)
+
+
 def test_reconstruction_is_greedy_unless_asked(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     texts = []
     for seed in (1, 2):  # greedy: the seed does not matter
