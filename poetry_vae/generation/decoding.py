@@ -136,7 +136,8 @@ def _sample(
         else:
             chosen, log_prob = choose(
                 logits, keep, request.strategy, request.temperature, request.top_k, request.top_p, generator,
-                bias=bias, work=work, phase=phase, min_p=request.min_p, **pipeline.logit_args(t),
+                bias=bias, work=work, phase=phase, min_p=request.min_p, normalised=stepper.normalised,
+                **pipeline.logit_args(t),
             )  # fmt: skip
         score += log_prob
         with phase("constraint update"):

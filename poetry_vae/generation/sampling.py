@@ -223,23 +223,37 @@ def penalize_repeats(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
     return raw
 
 
-def _normalise(logits: Tensor) -> tuple[Tensor, Tensor]:
+def _softmax(logits: Tensor, work: Workspace | None, name: str) -> Tensor:
+    """``torch.softmax(logits, dim=1)``, the same kernel, written into the workspace's buffer ``name``: a fresh
+    row-sized result every step page-faults its memory in again, which took longer than the softmax itself."""
+    if work is None:
+        return torch.softmax(logits, dim=1)
+    return torch.ops.aten._softmax.out(logits, 1, False, out=work.get(name, logits))
+
+
+def _normalise(logits: Tensor, work: Workspace | None = None) -> tuple[Tensor, Tensor]:
     """Raw logits (R, W) -> (R, W) softmax and (R,) log-normaliser (log-sum-exp) of each row.
 
     One fused softmax pass (several times faster on a CPU than max, subtract, exp and sum as separate
     passes); the normaliser comes from the row's largest probability, exp(max - lse), which cannot underflow.
     """
-    probs = torch.softmax(logits, dim=1)
+    probs = _softmax(logits, work, "probs")
     return probs, logits.amax(dim=1) - probs.amax(dim=1).log()
 
 
-def _masked_weights(logits: Tensor, keep: Tensor, temperature: float, probs: Tensor) -> Tensor:
+def _masked_weights(
+    logits: Tensor, keep: Tensor, temperature: float, probs: Tensor, work: Workspace | None = None
+) -> Tensor:
     """(R, W) unnormalised masked softmax weights at ``temperature`` (``probs`` is reused at temperature 1).
 
     A row whose allowed tokens all underflowed (far below the unmasked max) is recomputed against its masked
     max.
     """
-    weights = probs if temperature == 1.0 else torch.softmax(logits / temperature, dim=1)
+    if temperature == 1.0:
+        weights = probs
+    else:
+        scaled = torch.div(logits, temperature, out=None if work is None else work.get("scaled", logits))
+        weights = _softmax(scaled, work, "weights")
     weights.mul_(keep)
     lost = weights.amax(dim=1) <= 0
     if bool(lost.any()):
@@ -267,6 +281,7 @@ def choose(
     min_p: float = 0.0,
     repetition_penalty: float = 1.0,
     history: Tensor | None = None,
+    normalised: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Raw logits (R, W) and a 0/1 float ``keep`` mask (1 or R rows) -> (R,) chosen ids, (R,) their log-probs.
 
@@ -275,11 +290,17 @@ def choose(
     over allowed tokens only. ``bias`` is ``keep`` as an additive 0/-inf mask when the caller has it (greedy
     uses it). ``history`` (R, t) holds each row's ids so far, for ``repetition_penalty``. ``logits`` is
     overwritten (greedy adds the mask in place). ``phase(name)`` times the stages (see
-    :class:`~.profile.StepProfile`).
+    :class:`~.profile.StepProfile`). ``normalised``: ``logits`` are already log-probs (an adaptive softmax's
+    output), so the full-vocabulary softmax that would only find a zero normaliser is skipped.
     """
     work = work or Workspace()
     with phase("normalise"):
-        probs, log_norm = _normalise(logits)
+        if not normalised:
+            probs, log_norm = _normalise(logits, work)
+        elif strategy == "greedy" or temperature != 1.0:  # nothing below reads probs
+            probs, log_norm = logits, logits.new_zeros(logits.shape[0])
+        else:  # log-probs: their exp is the softmax (to rounding), without its max and sum passes
+            probs, log_norm = torch.exp(logits, out=work.get("probs", logits)), logits.new_zeros(logits.shape[0])
     raw = None  # the model's logits at the history ids, while penalised ones stand in the row
     if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
         with phase("penalty"):
@@ -295,7 +316,7 @@ def choose(
             chosen = block_argmax(masked)
     elif strategy in DRAWS:
         with phase("mask"):
-            weights = _masked_weights(logits, keep, temperature, probs)
+            weights = _masked_weights(logits, keep, temperature, probs, work)
         filtered = strategy != "sample" or min_p > 0
         with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
             chosen = DRAWS[strategy](weights, top_k, top_p, min_p, generator, work)

@@ -53,6 +53,7 @@ class LogitStepper:
         self, model: nn.Module, z: Tensor | None, rows: int, form: int | None = None, dtype: torch.dtype = torch.float32
     ) -> None:
         self.model = model
+        self.buffers: dict[str, Tensor] = {}  # the adaptive softmax's per-tail results, reused step after step
         self.dtype = dtype  # of the softmax projection's matmul (bf16 where it pays); logits are always fp32
         self.z = z
         # every row of a request has the same form; None for a model trained without form tags
@@ -73,6 +74,8 @@ class LogitStepper:
         self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
         if self.fast:
             self._prepare(model, z)
+        # what a step returns is already log-probs (the slow path's model.step, the adaptive softmax), not logits
+        self.normalised = not self.fast or self.adaptive
 
     def _prepare(self, model: nn.Module, z: Tensor | None) -> None:
         dec, lstm = model.decoder, model.decoder.lstm
@@ -153,10 +156,23 @@ class LogitStepper:
         buffer[:, : self.shortlist] = head[:, : self.shortlist]
         downs = down.to(self.dtype).split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
-            tail = torch.log_softmax((down @ up).float(), dim=1)
+            # the same kernels as log_softmax((down @ up).float()), into reused buffers: fresh row-sized results
+            # every step page-fault their memory in again, which costs as much as the arithmetic
+            logits = torch.matmul(down, up, out=self._buffer(f"tail{i}", down, stop - start, self.dtype))
+            if logits.dtype != torch.float32:
+                logits = self._buffer(f"tail{i}_fp32", down, stop - start, torch.float32).copy_(logits)
+            tail = torch.ops.aten._log_softmax.out(logits, 1, False,
+                                                   out=self._buffer(f"log{i}", down, stop - start, torch.float32))
             torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
         buffer[:, self.vocab_size :] = float("-inf")
         return buffer
+
+    def _buffer(self, name: str, like: Tensor, columns: int, dtype: torch.dtype) -> Tensor:
+        """A (rows of ``like``, ``columns``) buffer kept between steps."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != (like.shape[0], columns) or buf.dtype != dtype:
+            buf = self.buffers[name] = like.new_empty(like.shape[0], columns, dtype=dtype)
+        return buf
 
     @staticmethod
     def _cell(gates: Tensor, c: Tensor, h_out: Tensor, c_out: Tensor) -> Tensor:
