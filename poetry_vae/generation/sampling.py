@@ -299,8 +299,8 @@ def choose(
             probs, log_norm = _normalise(logits, work)
         elif strategy == "greedy" or temperature != 1.0:  # nothing below reads probs
             probs, log_norm = logits, logits.new_zeros(logits.shape[0])
-        else:  # log-probs: their exp is the softmax (to rounding), without its max and sum passes
-            probs, log_norm = torch.exp(logits, out=work.get("probs", logits)), logits.new_zeros(logits.shape[0])
+        else:  # the softmax kernel, not torch.exp: its exp is several times faster on very negative log-probs
+            probs, log_norm = _softmax(logits, work, "probs"), logits.new_zeros(logits.shape[0])
     raw = None  # the model's logits at the history ids, while penalised ones stand in the row
     if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
         with phase("penalty"):
