@@ -43,6 +43,9 @@ from poetry_vae.model.stepper import BLOCK, padded_size
 
 ROUNDS = 4  # rejection rounds (top-p, top-k) before the remaining rows take the exact path
 MIN_ACCEPT = 0.5  # a first rejection round that admits fewer rows sends the rest to the exact path at once
+# rows that one fused loop takes at once: a few row-wise passes over a block of 16 rows of an 8k-column vocabulary
+# (0.5 MB) stay in the core's cache, where the same passes over all 1,024 rows stream the whole table each time
+ROW_CHUNK = 16
 
 Phase = Callable[[str], AbstractContextManager]
 
@@ -158,6 +161,18 @@ def _heavier(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
     return torch.gt(weights, weights.gather(1, drawn.unsqueeze(1)), out=buffer)
 
 
+def _mass_above(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
+    """(R,) the weight strictly above each row's drawn column: ``_heavier(...).mul_(weights).sum(1)``, fused over
+    blocks of ``ROW_CHUNK`` rows (the same row-wise operations, so the same sums)."""
+    drawn_weight = weights.gather(1, drawn.unsqueeze(1))
+    mass = weights.new_empty(weights.shape[0])
+    for start in range(0, weights.shape[0], ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        heavier = torch.gt(weights[rows], drawn_weight[rows], out=buffer[rows]).mul_(weights[rows])
+        torch.sum(heavier, dim=1, out=mass[rows])
+    return mass
+
+
 def nucleus_sample(
     weights: Tensor,
     top_p: float,
@@ -176,7 +191,7 @@ def nucleus_sample(
         return top_p * total if budget is None else budget[rows, 0]
 
     def in_nucleus(current: Tensor, drawn: Tensor, total: Tensor, buffer: Tensor, rows: Tensor) -> Tensor:
-        return _heavier(current, drawn, buffer).mul_(current).sum(dim=1) < limit(total, rows)
+        return _mass_above(current, drawn, buffer) < limit(total, rows)
 
     def nucleus(current: Tensor, rows: Tensor) -> Tensor:
         floor = _nucleus_threshold(current, top_p, None if budget is None else budget[rows])
@@ -223,22 +238,27 @@ def penalize_repeats(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
     return raw
 
 
-def _softmax(logits: Tensor, work: Workspace | None, name: str) -> Tensor:
-    """``torch.softmax(logits, dim=1)``, the same kernel, written into the workspace's buffer ``name``: a fresh
-    row-sized result every step page-faults its memory in again, which took longer than the softmax itself."""
-    if work is None:
-        return torch.softmax(logits, dim=1)
-    return torch.ops.aten._softmax.out(logits, 1, False, out=work.get(name, logits))
-
-
-def _normalise(logits: Tensor, work: Workspace | None = None) -> tuple[Tensor, Tensor]:
+def _normalise(logits: Tensor, work: Workspace | None = None, normalised: bool = False) -> tuple[Tensor, Tensor]:
     """Raw logits (R, W) -> (R, W) softmax and (R,) log-normaliser (log-sum-exp) of each row.
 
     One fused softmax pass (several times faster on a CPU than max, subtract, exp and sum as separate
     passes); the normaliser comes from the row's largest probability, exp(max - lse), which cannot underflow.
+    ``normalised``: the rows are log-probs already, the normaliser is 0. With a workspace the softmax is written
+    into its buffer (a fresh row-sized result every step page-faults its memory in again, which took longer than
+    the softmax itself) and the same row-wise kernels run over blocks of ``ROW_CHUNK`` rows that stay in cache.
     """
-    probs = _softmax(logits, work, "probs")
-    return probs, logits.amax(dim=1) - probs.amax(dim=1).log()
+    if work is None:
+        probs = torch.softmax(logits, dim=1)
+        return probs, logits.amax(dim=1) - probs.amax(dim=1).log()
+    probs = work.get("probs", logits)
+    log_norm, peak = logits.new_zeros(logits.shape[0]), logits.new_empty(logits.shape[0])
+    for start in range(0, logits.shape[0], ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        torch.ops.aten._softmax.out(logits[rows], 1, False, out=probs[rows])
+        if not normalised:
+            torch.amax(logits[rows], dim=1, out=log_norm[rows])
+            torch.amax(probs[rows], dim=1, out=peak[rows])
+    return probs, log_norm if normalised else log_norm.sub_(peak.log_())
 
 
 def _masked_weights(
@@ -249,13 +269,21 @@ def _masked_weights(
     A row whose allowed tokens all underflowed (far below the unmasked max) is recomputed against its masked
     max.
     """
-    if temperature == 1.0:
-        weights = probs
-    else:
-        scaled = torch.div(logits, temperature, out=None if work is None else work.get("scaled", logits))
-        weights = _softmax(scaled, work, "weights")
-    weights.mul_(keep)
-    lost = weights.amax(dim=1) <= 0
+    if work is None:
+        weights = probs if temperature == 1.0 else torch.softmax(logits / temperature, dim=1)
+        lost = weights.mul_(keep).amax(dim=1) <= 0
+    else:  # the same row-wise kernels, fused over blocks of rows that stay in the cache
+        weights = probs if temperature == 1.0 else work.get("weights", logits)
+        scaled = work.get("scaled", logits) if temperature != 1.0 else logits
+        peak = logits.new_empty(logits.shape[0])
+        for start in range(0, logits.shape[0], ROW_CHUNK):
+            rows = slice(start, start + ROW_CHUNK)
+            if temperature != 1.0:
+                torch.div(logits[rows], temperature, out=scaled[rows])
+                torch.ops.aten._softmax.out(scaled[rows], 1, False, out=weights[rows])
+            weights[rows].mul_(keep if keep.shape[0] == 1 else keep[rows])
+            torch.amax(weights[rows], dim=1, out=peak[rows])
+        lost = peak <= 0
     if bool(lost.any()):
         weights[lost] = _tempered(logits[lost], keep if keep.shape[0] == 1 else keep[lost], temperature)
     return weights
@@ -295,12 +323,10 @@ def choose(
     """
     work = work or Workspace()
     with phase("normalise"):
-        if not normalised:
-            probs, log_norm = _normalise(logits, work)
-        elif strategy == "greedy" or temperature != 1.0:  # nothing below reads probs
+        if normalised and (strategy == "greedy" or temperature != 1.0):  # nothing below reads probs
             probs, log_norm = logits, logits.new_zeros(logits.shape[0])
-        else:  # the softmax kernel, not torch.exp: its exp is several times faster on very negative log-probs
-            probs, log_norm = _softmax(logits, work, "probs"), logits.new_zeros(logits.shape[0])
+        else:  # log-probs too: the softmax kernel's exp is several times faster than torch.exp on very negative ones
+            probs, log_norm = _normalise(logits, work, normalised)
     raw = None  # the model's logits at the history ids, while penalised ones stand in the row
     if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
         with phase("penalty"):
