@@ -23,6 +23,7 @@ from poetry_vae.metrics.poetry import (
     sentence_bleu,
     tone_compliance,
 )
+from poetry_vae.prosody.patterns import fits_line_form
 
 DENG = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"  # 流/楼 rhyme; fits 仄起 loosely, not strictly
 JING = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"  # 霜/乡 rhyme; fits no pattern (best 10/12)
@@ -164,9 +165,10 @@ def test_tone_compliance_hand_checked() -> None:
     assert loose["position_rate"] == pytest.approx((1.0 + 1.0 + 10 / 12 + 0.0) / 4)
     strict = tone_compliance(poems, strict=True)
     assert strict["fit_rate"] == pytest.approx(1 / 4)  # only 听筝 is on pattern at every position
-    assert tone_compliance([malformed]) == {"fit_rate": 0.0, "position_rate": 0.0}
-    assert tone_compliance([QIYAN], line_length=5) == {"fit_rate": 0.0, "position_rate": 0.0}
-    assert tone_compliance([]) == {"fit_rate": 0.0, "position_rate": 0.0}
+    assert loose["cross_line_rate"] == 0.0  # 静夜思's lines 2 and 3 break their own line form
+    assert tone_compliance([malformed]) == {"fit_rate": 0.0, "position_rate": 0.0, "cross_line_rate": 0.0}
+    assert tone_compliance([QIYAN], line_length=5) == {"fit_rate": 0.0, "position_rate": 0.0, "cross_line_rate": 0.0}
+    assert tone_compliance([]) == {"fit_rate": 0.0, "position_rate": 0.0, "cross_line_rate": 0.0}
     with pytest.raises(PromptError):
         tone_compliance(poems, system="cilin")
 
@@ -178,7 +180,8 @@ def test_tone_compliance_qiyan_hand_checked() -> None:
     assert loose["fit_rate"] == pytest.approx(3 / 5)  # 凉州词's 拗句 misses 1 of 16 positions
     assert loose["position_rate"] == pytest.approx((3 + 15 / 16) / 5)
     # strict, 平水韵: 早发白帝城 misses only 千 (27/28); 平起 and 仄起 scored against the 七言 templates
-    assert tone_compliance([QIYAN], strict=True) == {"fit_rate": 0.0, "position_rate": pytest.approx(27 / 28)}
+    assert tone_compliance([QIYAN], strict=True) == {"fit_rate": 0.0, "position_rate": pytest.approx(27 / 28),
+                                                     "cross_line_rate": 0.0}
     # modern tones read the 入声 节 as 平: 清明 no longer fits
     xinyun = tone_compliance(poems, system="xinyun")
     assert xinyun["fit_rate"] == pytest.approx(2 / 5)
@@ -190,6 +193,21 @@ def test_tone_compliance_qiyan_hand_checked() -> None:
     assert tone_compliance(mixed, line_length=7)["fit_rate"] == pytest.approx(1 / 3)
     with pytest.raises(PromptError):
         tone_compliance(mixed, line_length=6)
+
+
+def test_cross_line_misfits_are_told_from_broken_lines() -> None:
+    # 听筝 fits 平起 line by line; its first two lines swapped still keep their own forms but no longer chain (粘对)
+    lines = split_lines(ZHENG)
+    assert all(fits_line_form(line) for line in lines)
+    swapped = [lines[1], lines[0], *lines[2:]]
+    assert tone_compliance([ZHENG, swapped]) == {"fit_rate": 0.5, "position_rate": pytest.approx((1 + 7 / 12) / 2),
+                                                 "cross_line_rate": 0.5}
+    # 静夜思: 疑是地上霜 breaks its own line form (地 where 平 is due), so its misfit is not a cross-line one
+    assert not fits_line_form(split_lines(JING)[1])
+    assert tone_compliance([JING])["cross_line_rate"] == 0.0
+    assert fits_line_form("朝辞白帝彩云间")  # a 七言 line, by its own length
+    with pytest.raises(ValueError, match="expected a line of 5"):
+        fits_line_form("朝辞白帝彩云间", line_length=5)
 
 
 # ---- diversity ----

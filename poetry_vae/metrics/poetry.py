@@ -18,7 +18,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from poetry_vae.layout import NUM_LINES, PoemLike, is_format_valid, render, split_lines
-from poetry_vae.prosody.patterns import LINE_LENGTHS, check_line_length, pattern_match, patterns, quatrain_line_length
+from poetry_vae.prosody.patterns import (
+    LINE_LENGTHS,
+    check_line_length,
+    fits_line_form,
+    pattern_match,
+    patterns,
+    quatrain_line_length,
+)
 from poetry_vae.prosody.tables import check_system, rhymes
 
 BLEU_EPSILON = 0.1
@@ -74,7 +81,10 @@ def rhyme_rate(poems: Sequence[PoemLike], system: str = "pingshui", line_length:
 def tone_compliance(
     poems: Sequence[PoemLike], strict: bool = False, system: str = "pingshui", line_length: int | None = None
 ) -> dict[str, float]:
-    """``fit_rate``: share of poems fitting some pattern fully; ``position_rate``: mean best-pattern score.
+    """``fit_rate``: share of poems fitting some pattern fully; ``position_rate``: mean best-pattern score;
+    ``cross_line_rate``: share of poems each of whose lines keeps a regulated line form (:func:`fits_line_form`)
+    though together they fit no pattern: the lines' tones do not chain (粘对). The rest of the misfits break a
+    line's own form.
 
     Each poem is scored against the patterns of its own line length. Free positions (0-based 0 and 2, and 4 for
     七言) are skipped unless ``strict``. Malformed poems score 0.
@@ -82,8 +92,8 @@ def tone_compliance(
     check_system(system)
     _accepted_lengths(line_length)
     if not poems:
-        return {"fit_rate": 0.0, "position_rate": 0.0}
-    fits = 0
+        return {"fit_rate": 0.0, "position_rate": 0.0, "cross_line_rate": 0.0}
+    fits = cross = 0
     score_sum = 0.0
     for poem in poems:
         quatrain = _quatrain(poem, line_length)
@@ -93,7 +103,9 @@ def tone_compliance(
         best = max(pattern_match(lines, name, strict, system, length) for name in patterns(length))
         score_sum += best
         fits += best == 1.0
-    return {"fit_rate": fits / len(poems), "position_rate": score_sum / len(poems)}
+        cross += best < 1.0 and all(fits_line_form(line, strict, system, length) for line in lines)
+    n = len(poems)
+    return {"fit_rate": fits / n, "position_rate": score_sum / n, "cross_line_rate": cross / n}
 
 
 def distinct_n(poems: Sequence[PoemLike], n: int) -> float:
@@ -228,6 +240,7 @@ def poetry_report(
         "rhyme_rate": rhyme_rate(poems, system, line_length),
         "tone_fit_rate": loose["fit_rate"],
         "tone_position_rate": loose["position_rate"],
+        "tone_cross_line_rate": loose["cross_line_rate"],
         "tone_fit_rate_strict": strict["fit_rate"],
         "tone_position_rate_strict": strict["position_rate"],
         "distinct_1": distinct_n(poems, 1),

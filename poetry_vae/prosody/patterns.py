@@ -151,6 +151,22 @@ def _counts(lines: Sequence[str], pattern: str, strict: bool, system: str, line_
     return hits, total
 
 
+def fits_line_form(
+    line: str, strict: bool = False, system: str = "pingshui", line_length: int | None = None
+) -> bool:
+    """True if one line alone keeps a regulated line form: its constrained positions match one of the line
+    templates the patterns are made of (whatever the other lines do)."""
+    length = check_line_length(len(line) if line_length is None else line_length)
+    if len(line) != length:
+        raise ValueError(f"expected a line of {length} characters, got {line!r}")
+    forms = {template for templates in patterns(length).values() for template in templates}
+    return any(
+        all(is_free(pos, strict, length) or required in tones(char, system)
+            for pos, (char, required) in enumerate(zip(line, form, strict=True)))
+        for form in forms
+    )
+
+
 def pattern_match(
     lines: Sequence[str],
     pattern: str,
