@@ -24,7 +24,7 @@ from poetry_vae.errors import PoetryVAEError
 from poetry_vae.metrics.elbo import eval_epoch_logs, latent_usage, mean_positions, perplexity
 from poetry_vae.metrics.latent import iw_log_likelihood
 from poetry_vae.model import build_model
-from poetry_vae.objective import BagOfWords, ConstantBeta, ObjectiveConfig, elbo_terms
+from poetry_vae.objective import BagOfWords, ConstantBeta, ObjectiveConfig, elbo_terms, iw_terms, log_prior_ratio
 from poetry_vae.tracking import RUN_IDS_KEY, run_ids
 
 _EVAL_STAGES = ("val", "test")
@@ -95,10 +95,16 @@ class PoemModule(pl.LightningModule):
 
     def loss_terms(self, batch: Batch, encoder_grad: bool = True) -> tuple[dict[str, Tensor], float]:
         """The training loss and its parts on ``batch`` (noise drawn from the global RNG), and the β used."""
+        samples = self.objective.iw_samples if self.model.encoder is not None else 1
         out = self.model(batch["tokens"], batch["dec_in"], batch["target"], self.objective.word_dropout,
-                         batch.get("form"), encoder_grad=encoder_grad)
+                         batch.get("form"), encoder_grad=encoder_grad, samples=samples)
         beta = self.current_beta()
-        terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)
+        if samples > 1:
+            rows = (samples, -1)
+            log_ratio = log_prior_ratio(out.z.view(*rows, out.z.size(1)), out.mu, out.logvar)
+            terms = iw_terms(out.rec.view(rows), log_ratio, out.kl, beta)
+        else:
+            terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)
         if self.bow_head is not None:
             terms = self.bow_head.add_to(terms, out.z, batch["tokens"])
         return terms, beta

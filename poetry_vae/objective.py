@@ -46,6 +46,10 @@ class ObjectiveConfig:
     # this only brings the proposal closer to the true posterior and tightens the importance-weighted bound on a
     # likelihood that does not change (Cremer et al. 2018's amortisation gap).
     refit_encoder: bool = False
+    # Burda et al. 2016: > 1 trains on the importance-weighted bound with this many codes a poem (1 = the ELBO): the
+    # bound the IW perplexity reports, tighter than the ELBO, so the decoder is paid for log p(x) and the encoder
+    # for proposals that serve it. Costs iw_samples decoder passes a poem
+    iw_samples: int = 1
 
     def __post_init__(self) -> None:
         problems = [
@@ -64,6 +68,11 @@ class ObjectiveConfig:
                                      or self.ae_steps > 0 or self.aggressive),
              "refit_encoder=true trains the proposal on the model's own ELBO: set free_bits=0, word_dropout=0 "
              "and leave bag_of_words, ae_steps and aggressive off"),
+            (self.iw_samples < 1, f"iw_samples={self.iw_samples}: must be >= 1 (1 = the ELBO)"),
+            (self.iw_samples > 1 and (self.free_bits > 0 or self.bag_of_words > 0 or self.aggressive),
+             f"iw_samples={self.iw_samples} trains on the importance-weighted bound, which has no KL term of its own "
+             "for free bits, a bag-of-words loss or aggressive encoder updates: set free_bits=0, bag_of_words=0, "
+             "aggressive=false, or iw_samples=1"),
         ]
         for bad, message in problems:
             if bad:
@@ -88,6 +97,19 @@ def aggressive_stays_on(mi_history: Sequence[float], step: int, max_steps: int =
     if max_steps and step >= max_steps:
         return False
     return not (len(mi_history) >= 2 and mi_history[-1] <= mi_history[-2])
+
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log N(z; mu, diag(exp(logvar))) summed over the last dim (broadcasting)."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
+
+
+def log_prior_ratio(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+    """log p(z) - log q(z|x) for N(0, I) and the posterior N(mu, exp(logvar)): (..., Z) -> (...)."""
+    return gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)) - gaussian_log_density(z, mu, logvar)
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -147,6 +169,18 @@ def elbo_terms(rec: Tensor, kl: Tensor, beta: float, free_bits: float = 0.0) -> 
         "kl": kl_poem.mean(),
         "elbo": -(rec + kl_poem).mean(),
     }
+
+
+def iw_terms(rec: Tensor, log_ratio: Tensor, kl: Tensor, beta: float) -> dict[str, Tensor]:
+    """The importance-weighted objective (Burda et al. 2016) of K codes a poem: rec (K, B) the poem's NLL under each
+    code, log_ratio (K, B) log p(z_k) - log q(z_k|x), kl (B, Z) the analytic KL -> scalars: loss (minus the bound
+    log (1/K) sum_k exp(-rec_k + beta log_ratio_k); at beta = 1 the IW bound), and rec, kl, elbo as
+    :func:`elbo_terms` gives them (rec averaged over the K codes)."""
+    log_w = -rec + beta * log_ratio
+    bound = torch.logsumexp(log_w, dim=0) - math.log(rec.size(0))
+    kl_poem = kl.sum(dim=1)
+    rec_mean = rec.mean(dim=0)
+    return {"loss": -bound.mean(), "rec": rec_mean.mean(), "kl": kl_poem.mean(), "elbo": -(rec_mean + kl_poem).mean()}
 
 
 # ---- KL weight schedules: pure functions of the global step, so a resumed run continues them ----

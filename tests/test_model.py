@@ -33,6 +33,25 @@ def test_shapes(output_layer: str) -> None:
     assert (out.rec > 0).all() and (out.kl >= 0).all()
 
 
+def test_several_codes_a_poem_score_each_poem_under_each_code() -> None:
+    model = tiny("adaptive", line_length=4, rhyme_dim=4, num_forms=2).eval()
+    tokens, dec_in, target = batch(b=3, seed=2)
+    form = torch.tensor([0, 1, 1])
+    torch.manual_seed(5)
+    out = model(tokens, dec_in, target, form=form, samples=4)
+    assert out.rec.shape == (12,) and out.z.shape == (12, 8) and out.mu.shape == out.kl[:, :8].shape == (3, 8)
+    for k in range(4):  # block k holds code k of every poem, each scored as that poem
+        z = out.z[3 * k : 3 * (k + 1)]
+        rec = -model.token_log_probs(dec_in, target, z, form=form).sum(dim=1)
+        assert torch.allclose(out.rec[3 * k : 3 * (k + 1)], rec, atol=1e-5)
+    # one code a poem draws exactly what it drew before the option
+    torch.manual_seed(5)
+    one = model(tokens, dec_in, target, form=form)
+    torch.manual_seed(5)
+    mu, logvar = model.encode(tokens, form)
+    assert torch.equal(one.z, model.reparameterize(mu, logvar))
+
+
 @pytest.mark.parametrize("output_layer", OUTPUTS)
 def test_step_log_probs_normalised(output_layer: str) -> None:
     model = tiny(output_layer).eval()

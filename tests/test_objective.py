@@ -12,14 +12,19 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
+from poetry_vae.errors import PoetryVAEError
 from poetry_vae.objective import (
     ConstantBeta,
     CyclicalBeta,
     LinearBeta,
     LogisticBeta,
+    ObjectiveConfig,
     elbo_terms,
     free_bits_kl,
     gaussian_kl,
+    gaussian_log_density,
+    iw_terms,
+    log_prior_ratio,
     word_dropout,
 )
 
@@ -95,6 +100,39 @@ def test_elbo_terms() -> None:
 
     # beta = 0: loss is the reconstruction alone
     assert elbo_terms(rec, kl, beta=0.0)["loss"].item() == pytest.approx(20.0)
+
+
+def test_log_prior_ratio_is_the_two_densities() -> None:
+    mu, logvar = torch.tensor([[0.5, -1.0]]), torch.tensor([[-1.0, 0.2]])
+    z = torch.tensor([[0.3, 0.1]])
+    prior, posterior = Normal(0.0, 1.0), Normal(mu, (0.5 * logvar).exp())
+    expected = prior.log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1)
+    assert log_prior_ratio(z, mu, logvar) == pytest.approx(expected, abs=1e-6)
+    assert gaussian_log_density(z, mu, logvar) == pytest.approx(posterior.log_prob(z).sum(-1), abs=1e-6)
+
+
+def test_iw_terms_is_the_log_mean_weight_and_bounds_the_elbo() -> None:
+    rec = torch.tensor([[10.0, 20.0], [12.0, 26.0], [11.0, 20.0]])  # K = 3 codes, B = 2 poems
+    log_ratio = torch.tensor([[-3.0, -1.0], [-1.0, -2.0], [-2.0, -4.0]])
+    kl = torch.tensor([[1.0, 1.0], [0.5, 2.0]])
+    out = iw_terms(rec, log_ratio, kl, beta=1.0)
+    log_w = -rec + log_ratio
+    bound = [math.log(sum(math.exp(w) for w in log_w[:, b].tolist()) / 3) for b in range(2)]
+    assert out["loss"].item() == pytest.approx(-sum(bound) / 2)
+    assert -out["loss"].item() >= log_w.mean().item()  # tighter than the K-sample ELBO (Jensen)
+    assert out["rec"].item() == pytest.approx(rec.mean().item())
+    assert out["kl"].item() == pytest.approx(2.25)
+    assert out["elbo"].item() == pytest.approx(-(rec.mean(0) + kl.sum(1)).mean().item())
+    # one code: the single-sample ELBO; beta weights the log ratio
+    one = iw_terms(rec[:1], log_ratio[:1], kl, beta=0.5)
+    assert one["loss"].item() == pytest.approx((rec[0] - 0.5 * log_ratio[0]).mean().item())
+
+
+@pytest.mark.parametrize("kwargs", [{"iw_samples": 0}, {"iw_samples": 4, "free_bits": 1.0},
+                                    {"iw_samples": 2, "bag_of_words": 0.1}, {"iw_samples": 2, "aggressive": True}])
+def test_iw_samples_rejects_what_it_cannot_serve(kwargs: dict) -> None:
+    with pytest.raises(PoetryVAEError, match="iw_samples"):
+        ObjectiveConfig(**kwargs)
 
 
 # ---- beta schedules ----

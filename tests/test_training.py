@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,16 @@ def test_checkpoint_loads_weights_only_and_matches_module(tmp_path: Path, cache:
         assert torch.equal(tensor, state[name])
     best = list((out / "checkpoints").glob("best-*.ckpt"))
     assert len(best) == 1
+
+
+def test_training_on_the_importance_weighted_bound(tmp_path: Path, cache: Path) -> None:
+    out = tmp_path / "iw"
+    metrics = train(tiny_train_config(out, cache, "trainer.max_epochs=1", "objective.iw_samples=3"))
+    losses = train_losses(out)
+    assert [step for step, _, _ in losses] == list(range(4)) and all(math.isfinite(loss) for _, loss, _ in losses)
+    assert math.isfinite(metrics["val/iw_nll_char"])
+    with pytest.raises(ConfigError, match="iw_samples"):
+        check_overrides("train", ["objective.iw_samples=2", "objective.free_bits=1"])
 
 
 def test_existing_run_is_not_overwritten(tmp_path: Path, cache: Path) -> None:

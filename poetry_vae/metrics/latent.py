@@ -11,13 +11,7 @@ import torch
 from torch import Tensor
 
 from poetry_vae.model.poem_model import PoemModel
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag(exp(logvar))) summed over the last dim (broadcasting)."""
-    return -0.5 * (_LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
+from poetry_vae.objective import LOG_2PI, gaussian_log_density
 
 
 @torch.no_grad()
@@ -51,8 +45,8 @@ def iw_log_likelihood(
         eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + (0.5 * logvar).exp() * eps  # (n, B, Z)
         log_pxz = model.token_log_probs(dec_in.repeat(n, 1), target.repeat(n, 1), z.reshape(n * B, -1))
-        log_pz = _gaussian_log_density(z, torch.zeros_like(mu), torch.zeros_like(logvar))
-        log_qz = _gaussian_log_density(z, mu, logvar)
+        log_pz = gaussian_log_density(z, torch.zeros_like(mu), torch.zeros_like(logvar))
+        log_qz = gaussian_log_density(z, mu, logvar)
         log_w.append(log_pxz.sum(dim=1).view(n, B) + log_pz - log_qz)
     return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
@@ -77,12 +71,12 @@ def mutual_information(
     """
     mu, logvar = mu.double(), logvar.double()
     N, Z = mu.shape
-    neg_entropy = (-0.5 * Z * _LOG_2PI - 0.5 * (1.0 + logvar).sum(dim=1)).mean()
+    neg_entropy = (-0.5 * Z * LOG_2PI - 0.5 * (1.0 + logvar).sum(dim=1)).mean()
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=torch.float64)
     z = mu + (0.5 * logvar).exp() * eps
     log_qz = torch.cat(
         [
-            torch.logsumexp(_gaussian_log_density(zc.unsqueeze(1), mu, logvar), dim=1) - math.log(N)
+            torch.logsumexp(gaussian_log_density(zc.unsqueeze(1), mu, logvar), dim=1) - math.log(N)
             for zc in z.split(chunk)
         ]
     )

@@ -130,16 +130,24 @@ class PoemModel(nn.Module):
         word_dropout_rate: float = 0.0,
         form: Tensor | None = None,
         encoder_grad: bool = True,
+        samples: int = 1,
     ) -> ModelOutput:
         """``encoder_grad=False`` detaches q(z|x): the loss then trains the decoder side only (He et al.'s outer
-        step in aggressive mode), and the encoder's parameters get no gradient at all."""
+        step in aggressive mode), and the encoder's parameters get no gradient at all. ``samples`` = K > 1 draws
+        K codes a poem (the importance-weighted bound's): ``rec`` (K * B,) and ``z`` (K * B, Z) then hold code k of
+        every poem in block k; ``mu``, ``logvar`` and ``kl`` stay one row a poem. The LM ignores it (exact)."""
         if self.encoder is None:
             rec = -self.token_log_probs(dec_in, target, None, word_dropout_rate, form).sum(dim=1)
             return ModelOutput(rec=rec, kl=rec.new_zeros(rec.size(0), 0))
         mu, logvar = self.encode(tokens, form)
         if not encoder_grad:
             mu, logvar = mu.detach(), logvar.detach()
-        z = self.reparameterize(mu, logvar)
+        if samples > 1:
+            z = self.reparameterize(mu.repeat(samples, 1), logvar.repeat(samples, 1))
+            dec_in, target = dec_in.repeat(samples, 1), target.repeat(samples, 1)
+            form = None if form is None else form.repeat(samples)
+        else:
+            z = self.reparameterize(mu, logvar)
         rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
         return ModelOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
