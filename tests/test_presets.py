@@ -79,7 +79,10 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
         base = compose("train", overrides=["experiment=poet_finetune"])
         cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
                                           "data.limit_train_poems=64"])
-    assert cfg.objective == base.objective and cfg.anneal == base.anneal and cfg.model == base.model
+    assert cfg.anneal == base.anneal and cfg.model == base.model
+    # the recipe's data and model, trained on the importance-weighted bound (free bits and word dropout off)
+    assert {**cfg.objective, "iw_samples": 1, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
+    assert cfg.objective.iw_samples == 5 and base.objective.free_bits == 2.0
     assert cfg.trainer.max_time == "00:00:10:00" and cfg.run_name == "make_train"
     root = CONFIG_DIR.parent
     init = load_checkpoint(root / cfg.init_from)  # shipped, weights_only, half precision
