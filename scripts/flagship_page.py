@@ -55,10 +55,15 @@ def load(ckpt: Path) -> tuple[LoadedCheckpoint, QuatrainDataModule]:
 
 
 def sample(loaded: LoadedCheckpoint, n: int, request: dict, seed: int) -> list[list[str]]:
+    """``n`` poems from the prior, in the checkpoint's own form (5- or 7-character lines)."""
     generator = torch.Generator().manual_seed(seed)
     z = sample_prior(loaded.model, n, generator)
-    return [p.lines for p in generate(loaded.model, loaded.vocab, z, DecodeRequest(**request), generator,
-                                      num_poems=n)]
+    form = DecodeRequest(**request, line_length=line_length(loaded))
+    return [p.lines for p in generate(loaded.model, loaded.vocab, z, form, generator, num_poems=n)]
+
+
+def line_length(loaded: LoadedCheckpoint) -> int:
+    return int(loaded.data_hparams.get("line_length", 5))
 
 
 def poetry_table(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
@@ -66,13 +71,14 @@ def poetry_table(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, di
     examples: dict[str, list] = {}
     for name, ckpt in runs.items():
         loaded, datamodule = load(ckpt)
+        width = line_length(loaded)
         train = [list(p.lines) for p in datamodule.poems["train"]]
         if "human test split" not in rows:
             human = random.Random(seed).sample([list(p.lines) for p in datamodule.poems["test"]], n)
-            rows["human test split"] = poetry_report(human, train)
+            rows["human test split"] = poetry_report(human, train, line_length=width)
         for label, request in (("", SAMPLING), (" +rhyme+tone", CONSTRAINED)):
             poems = sample(loaded, n, request, seed)
-            rows[name + label] = poetry_report(poems, train)
+            rows[name + label] = poetry_report(poems, train, line_length=width)
             examples[name + label] = [render(p) for p in poems[:10]]
     return rows, examples
 
@@ -192,7 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     vae, lm = f"{args.names[0]} (VAE)", f"{args.names[1]} (LM reference)"
     ckpts = {vae: best_checkpoint(args.vae), lm: best_checkpoint(args.lm)}
-    width = int(load_checkpoint(ckpts[vae]).data_hparams.get("line_length", 5))
+    width = line_length(load_checkpoint(ckpts[vae]))
     rows = {name: evaluate(ckpt, args.iw_samples) for name, ckpt in ckpts.items()}
     poetry, examples = poetry_table(ckpts, args.poems, args.seed)
     result = {
