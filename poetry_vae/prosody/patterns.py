@@ -19,6 +19,7 @@ Every function that takes a pattern name takes ``line_length`` (default 5, äº”è¨
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from poetry_vae.errors import PromptError
@@ -141,14 +142,26 @@ def _line_length(lines: Sequence[str], line_length: int | None) -> int:
 def _counts(lines: Sequence[str], pattern: str, strict: bool, system: str, line_length: int | None) -> tuple[int, int]:
     length = _line_length(lines, line_length)
     templates = check_pattern(pattern, length)
+    counts = [_line_counts(line, template, strict, system, length) for line, template in zip(lines, templates,
+                                                                                            strict=True)]
+    return sum(hits for hits, _ in counts), sum(total for _, total in counts)
+
+
+def _line_counts(line: str, template: str, strict: bool, system: str, length: int) -> tuple[int, int]:
+    """(constrained positions of ``line`` whose character admits ``template``'s tone there, constrained positions)."""
     hits = total = 0
-    for line, template in zip(lines, templates, strict=True):
-        for pos, (char, required) in enumerate(zip(line, template, strict=True)):
-            if is_free(pos, strict, length):
-                continue
-            total += 1
-            hits += required in tones(char, system)
+    for pos, (char, required) in enumerate(zip(line, template, strict=True)):
+        if is_free(pos, strict, length):
+            continue
+        total += 1
+        hits += required in tones(char, system)
     return hits, total
+
+
+@functools.cache
+def _line_forms(length: int) -> frozenset[str]:
+    """The distinct line templates the patterns of ``length`` are made of."""
+    return frozenset(template for templates in patterns(length).values() for template in templates)
 
 
 def fits_line_form(
@@ -159,12 +172,11 @@ def fits_line_form(
     length = check_line_length(len(line) if line_length is None else line_length)
     if len(line) != length:
         raise ValueError(f"expected a line of {length} characters, got {line!r}")
-    forms = {template for templates in patterns(length).values() for template in templates}
-    return any(
-        all(is_free(pos, strict, length) or required in tones(char, system)
-            for pos, (char, required) in enumerate(zip(line, form, strict=True)))
-        for form in forms
-    )
+    for form in _line_forms(length):
+        hits, total = _line_counts(line, form, strict, system, length)
+        if hits == total:
+            return True
+    return False
 
 
 def pattern_match(
