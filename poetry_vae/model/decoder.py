@@ -1,6 +1,7 @@
 """LSTM decoder: per step input [char embedding ; z ; the step's place in the poem], initial state from z, optionally
 z beside the top layer's output (a generative skip connection), a per-position code read from z and, at the rhyming
-line ends, the rhyme classes of the earlier line end they rhyme with; then softmax or adaptive softmax."""
+line ends, the rhyme classes of the earlier line end they rhyme with, and a tone context (the tones of the line so far
+and of the previous line); then softmax or adaptive softmax."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ def build_cutoffs(cfg: ModelConfig) -> list[int]:
     """Configured cutoffs that fit the vocabulary; a single cutoff at V // 2 if none does."""
     cutoffs = sorted({c for c in cfg.adaptive_cutoffs if 0 < c < cfg.vocab_size})
     return cutoffs or [max(1, cfg.vocab_size // 2)]
+
+
+def tone_slots(line_length: int) -> Tensor:
+    """(4L + 1 steps, 2L): for each step (4L characters, then <eos>), the poem positions whose tones it reads: the
+    characters before it in its line, then the whole previous line; 4L (an empty slot) where there is none."""
+    L, empty = line_length, 4 * line_length
+    rows = []
+    for step in range(4 * L + 1):
+        line, pos = divmod(step, L)
+        current = [line * L + j if j < pos else empty for j in range(L)]
+        previous = [(line - 1) * L + j if line else empty for j in range(L)]
+        rows.append(current + previous)
+    return torch.tensor(rows)
 
 
 class Decoder(nn.Module):
@@ -56,7 +70,18 @@ class Decoder(nn.Module):
             self.rhyme_from_class = nn.Linear(classes, 2 * cfg.rhyme_dim, bias=False)
             self.rhyme_from_char = nn.Embedding(cfg.vocab_size, 2 * cfg.rhyme_dim, padding_idx=cfg.pad_id)
             nn.init.zeros_(self.rhyme_from_char.weight)  # the table first; characters learn what it misses
-        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim + cfg.rhyme_dim
+        self.tone_dim = cfg.tone_dim
+        if self.tone_dim:
+            L = cfg.line_length
+            # (V, 2): each character's (平, 仄) from the shipped table (a polyphonic one may be both); filled by
+            # build_model from the vocabulary, not saved
+            self.register_buffer("char_tones", torch.zeros(cfg.vocab_size, 2), persistent=False)
+            self.register_buffer("tone_slots", tone_slots(L), persistent=False)
+            # one map a place: what the tones of the line so far and of the previous line say about this step
+            self.tone_from_context = nn.Parameter(torch.randn(4 * L + 1, 4 * L, self.tone_dim) / (4 * L) ** 0.5)
+        # the output layer reads [h; z; position code; rhyme; tone]: features added later go last, so a checkpoint
+        # without them fits the leading columns (see checkpoint.grow_state_dict)
+        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim + cfg.rhyme_dim + cfg.tone_dim
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
                 out_dim, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
@@ -96,6 +121,16 @@ class Decoder(nn.Module):
         both = self.rhyme_from_class(self.rhyme_classes[anchors]) + self.rhyme_from_char(anchors)
         return torch.stack([both[:, 0, :d], both[:, 1, d:]], dim=1)
 
+    def tone_features(self, history: Tensor, steps: Tensor) -> Tensor:
+        """history (B, >= 0): the poem's characters so far (pad where not yet written; later ones are never read),
+        steps (S,) step indices -> (B, S, tone_dim): what those steps read of the tones before them."""
+        length = 4 * self.line_length
+        poem = F.pad(history[:, :length], (0, length - min(history.size(1), length)), value=self.cfg.pad_id)
+        tones = F.pad(self.char_tones[poem], (0, 0, 0, 1))  # (B, 4L + 1, 2): the last row the empty slot's zeros
+        places = steps.clamp(max=self.tone_slots.shape[0] - 1)
+        context = tones[:, self.tone_slots[places]].flatten(2)  # (B, S, 2L slots x 2 tones)
+        return torch.einsum("bsf,sfd->bsd", context, self.tone_from_context[places])
+
     def place_codes(self, start: int, steps: int) -> Tensor:
         """(steps, place_dim): the place codes of steps ``start`` .. ``start + steps - 1``."""
         ids = torch.arange(start, start + steps, device=self.place_table.weight.device).clamp_(max=self.places - 1)
@@ -113,12 +148,19 @@ class Decoder(nn.Module):
         return slots
 
     def hidden(
-        self, emb: Tensor, state: State, z: Tensor | None, start: int = 0, anchors: Tensor | None = None
+        self,
+        emb: Tensor,
+        state: State,
+        z: Tensor | None,
+        start: int = 0,
+        anchors: Tensor | None = None,
+        history: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H), with
-        [; z] (``z_to_output``), [; step t's code] (``position_codes``) and [; the rhyme] (``rhyme_dim``; ``anchors``
-        (B, 2) the last characters of lines 1 and 2, or None), after dropout (z, codes and rhymes are never
-        dropped), and the new state."""
+        [; z] (``z_to_output``), [; step t's code] (``position_codes``), [; the rhyme] (``rhyme_dim``; ``anchors``
+        (B, 2) the last characters of lines 1 and 2, or None) and [; the tone context] (``tone_dim``; ``history``
+        (B, 4L) the poem's characters, pad where not yet written), after dropout (z, codes, rhymes and tones are
+        never dropped), and the new state."""
         x = self.dropout(emb)
         if self.z_input:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
@@ -134,6 +176,9 @@ class Decoder(nn.Module):
             out = torch.cat([out, self.position_codes(z, out.size(0))[:, steps].to(out.dtype)], dim=-1)
         if self.rhyme_dim:
             out = torch.cat([out, self._rhyme_inputs(anchors, start, out.size(1), out)], dim=-1)
+        if self.tone_dim:
+            steps = torch.arange(start, start + out.size(1), device=out.device)
+            out = torch.cat([out, self.tone_features(history, steps).to(out.dtype)], dim=-1)
         return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:

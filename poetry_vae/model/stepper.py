@@ -69,6 +69,11 @@ class LogitStepper:
         self.anchors = (
             torch.full((rows, 2), cfg.pad_id, dtype=torch.long, device=device) if getattr(cfg, "rhyme_dim", 0) else None
         )
+        # a tone context's history: the characters written so far, pad until written
+        self.history = (
+            torch.full((rows, 4 * self.line_length), cfg.pad_id, dtype=torch.long, device=device)
+            if getattr(cfg, "tone_dim", 0) else None
+        )  # fmt: skip
         dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
         output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
         self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
@@ -110,8 +115,10 @@ class LogitStepper:
         self.z_at_output = bool(dec.z_output)
         rows = self.state[0].shape[1]
         self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
-        # the rhyme's input columns (the output layer's last) are zero but at two steps: multiplied only there
-        self.rhyme_dim = dec.rhyme_dim
+        # the rhyme's input columns (before the tone context's, the output layer's last) are zero but at two steps:
+        # multiplied only there
+        self.rhyme_dim, self.tone_dim = dec.rhyme_dim, dec.tone_dim
+        self.tone_steps = torch.arange(4 * self.line_length + 1, device=w_ih0.device) if self.tone_dim else None
         z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
@@ -141,7 +148,9 @@ class LogitStepper:
         """(out, in) -> the columns a step always multiplies, and the rhyme's (rhyme_dim, out), or None."""
         if not self.rhyme_dim:
             return weight, None
-        return weight[:, : -self.rhyme_dim], weight[:, -self.rhyme_dim :].t().contiguous()
+        stop = weight.shape[1] - self.tone_dim
+        start = stop - self.rhyme_dim
+        return torch.cat([weight[:, :start], weight[:, stop:]], dim=1), weight[:, start:stop].t().contiguous()
 
     def _adaptive_log_probs(self, x: Tensor, buffer: Tensor, rhyme: Tensor | None = None) -> Tensor:
         """Full log-distribution of an adaptive softmax, as ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32;
@@ -188,6 +197,8 @@ class LogitStepper:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
         if self.anchors is not None and self.position in (self.line_length, 2 * self.line_length):
             self.anchors[:, self.position // self.line_length - 1] = prev
+        if self.history is not None and 0 < self.position <= self.history.shape[1]:
+            self.history[:, self.position - 1] = prev
         if not self.fast:
             extra = () if self.form is None else (self.form,)
             # a model of another layout may have no position argument
@@ -195,6 +206,8 @@ class LogitStepper:
             where = {"position": self.position} if getattr(cfg, "position_codes", 0) or self.line_length else {}
             if self.anchors is not None:
                 where["anchors"] = self.anchors
+            if self.history is not None:
+                where["history"] = self.history
             log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
             self.position += 1
             return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
@@ -211,6 +224,9 @@ class LogitStepper:
         self.state, self.spare = (h_new, c_new), (h, c)
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
+        if self.tone_dim:
+            steps = self.tone_steps[min(self.position, self.tone_steps.shape[0] - 1)].view(1)
+            x = torch.cat([x, self.model.decoder.tone_features(self.history, steps)[:, 0]], dim=1)
         rhyme = self._rhyme() if self.rhyme_dim else None
         self.position += 1
         if self.logits is None or self.logits.shape[0] != x.shape[0]:
@@ -237,6 +253,8 @@ class LogitStepper:
         self.state = (self.state[0].index_select(1, index), self.state[1].index_select(1, index))
         if self.anchors is not None:
             self.anchors = self.anchors.index_select(0, index)
+        if self.history is not None:
+            self.history = self.history.index_select(0, index)
         if self.z is not None:
             self.z = self.z.index_select(0, index)
         if self.fast and self.z_gates is not None:
