@@ -139,8 +139,8 @@ def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: L
 
 def start_from(module: PoemModule, init: LoadedCheckpoint) -> None:
     """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh). A
-    model that adds a tone context (``model.tone_dim``) to the checkpoint's grows from it: the new columns start at
-    zero, so the run starts from the checkpoint's own likelihood."""
+    model that adds a tone context (``model.tone_dim``) to the checkpoint's grows from it: the context's projection
+    starts at zero, so the run starts from the checkpoint's own likelihood."""
     grows = module.model.cfg.tone_dim and not init.model.cfg.tone_dim
     try:
         if grows:

@@ -39,10 +39,11 @@ class ModelConfig:
     # character of line 1 (and of line 2): a direct path from position 10 to 20 that a recurrent state does not
     # learn to keep
     rhyme_dim: int = 0
-    # > 0 (needs line_length): a tone context. At every step the output layer also reads, through a map learned per
-    # place, the tones (平/仄, from the shipped table) of the characters written so far in this line and of the
-    # whole previous line: the regulated forms' rules (2nd and 4th characters opposed, 对 and 粘 between lines)
-    # become a linear read-out instead of something the recurrent state must learn to keep
+    # > 0 (needs line_length): a tone context. At every step the top LSTM output gains a learned function (a map
+    # per place, of this width, then one shared projection) of the tones (平/仄, from the shipped table) of the
+    # characters written so far in this line and of the whole previous line: the regulated forms' rules (2nd and
+    # 4th characters opposed, 对 and 粘 between lines) become a linear read-out instead of something the recurrent
+    # state must learn to keep
     tone_dim: int = 0
     # "adaptive" (nn.AdaptiveLogSoftmaxWithLoss: exact, ~2x faster here) | "softmax"; see OLD_DEFAULTS
     output_layer: str = "adaptive"

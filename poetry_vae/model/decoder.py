@@ -1,7 +1,7 @@
 """LSTM decoder: per step input [char embedding ; z ; the step's place in the poem], initial state from z, optionally
 z beside the top layer's output (a generative skip connection), a per-position code read from z and, at the rhyming
-line ends, the rhyme classes of the earlier line end they rhyme with, and a tone context (the tones of the line so far
-and of the previous line); then softmax or adaptive softmax."""
+line ends, the rhyme classes of the earlier line end they rhyme with; a tone context (the tones of the line so far and
+of the previous line) added to the top LSTM output; then softmax or adaptive softmax."""
 
 from __future__ import annotations
 
@@ -79,9 +79,11 @@ class Decoder(nn.Module):
             self.register_buffer("tone_slots", tone_slots(L), persistent=False)
             # one map a place: what the tones of the line so far and of the previous line say about this step
             self.tone_from_context = nn.Parameter(torch.randn(4 * L + 1, 4 * L, self.tone_dim) / (4 * L) ** 0.5)
-        # the output layer reads [h; z; position code; rhyme; tone]: features added later go last, so a checkpoint
-        # without them fits the leading columns (see checkpoint.grow_state_dict)
-        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim + cfg.rhyme_dim + cfg.tone_dim
+            # added to the top LSTM output, so it speaks through the output layer's trained weights; zero at first,
+            # so a model grown from a checkpoint without it starts as that checkpoint (model.grow)
+            self.tone_to_hidden = nn.Linear(self.tone_dim, H, bias=False)
+            nn.init.zeros_(self.tone_to_hidden.weight)
+        out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim + cfg.rhyme_dim
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
                 out_dim, cfg.vocab_size, build_cutoffs(cfg), div_value=cfg.adaptive_div_value
@@ -156,11 +158,11 @@ class Decoder(nn.Module):
         anchors: Tensor | None = None,
         history: Tensor | None = None,
     ) -> tuple[Tensor, State]:
-        """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H), with
-        [; z] (``z_to_output``), [; step t's code] (``position_codes``), [; the rhyme] (``rhyme_dim``; ``anchors``
-        (B, 2) the last characters of lines 1 and 2, or None) and [; the tone context] (``tone_dim``; ``history``
-        (B, 4L) the poem's characters, pad where not yet written), after dropout (z, codes, rhymes and tones are
-        never dropped), and the new state."""
+        """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H) [+ the
+        tone context] (``tone_dim``; ``history`` (B, 4L) the poem's characters, pad where not yet written), with
+        [; z] (``z_to_output``), [; step t's code] (``position_codes``) and [; the rhyme] (``rhyme_dim``; ``anchors``
+        (B, 2) the last characters of lines 1 and 2, or None), after dropout (z, codes, rhymes and tones are never
+        dropped), and the new state."""
         x = self.dropout(emb)
         if self.z_input:
             x = torch.cat([x, z.unsqueeze(1).expand(-1, x.size(1), -1)], dim=-1)
@@ -169,6 +171,9 @@ class Decoder(nn.Module):
             x = torch.cat([x, places.unsqueeze(0).expand(x.size(0), -1, -1)], dim=-1)
         out, state = self.lstm(x, state)
         out = self.dropout(out)
+        if self.tone_dim:
+            steps = torch.arange(start, start + out.size(1), device=out.device)
+            out = out + self.tone_to_hidden(self.tone_features(history, steps).to(out.dtype))
         if self.z_output:  # in out's dtype: under bf16 autocast a float32 z would promote the output layer's input
             out = torch.cat([out, z.to(out.dtype).unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
         if self.positions:
@@ -176,9 +181,6 @@ class Decoder(nn.Module):
             out = torch.cat([out, self.position_codes(z, out.size(0))[:, steps].to(out.dtype)], dim=-1)
         if self.rhyme_dim:
             out = torch.cat([out, self._rhyme_inputs(anchors, start, out.size(1), out)], dim=-1)
-        if self.tone_dim:
-            steps = torch.arange(start, start + out.size(1), device=out.device)
-            out = torch.cat([out, self.tone_features(history, steps).to(out.dtype)], dim=-1)
         return out, state
 
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:

@@ -115,8 +115,7 @@ class LogitStepper:
         self.z_at_output = bool(dec.z_output)
         rows = self.state[0].shape[1]
         self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
-        # the rhyme's input columns (before the tone context's, the output layer's last) are zero but at two steps:
-        # multiplied only there
+        # the rhyme's input columns (the output layer's last) are zero but at two steps: multiplied only there
         self.rhyme_dim, self.tone_dim = dec.rhyme_dim, dec.tone_dim
         self.tone_steps = torch.arange(4 * self.line_length + 1, device=w_ih0.device) if self.tone_dim else None
         z_out = z if self.z_at_output else None
@@ -148,9 +147,7 @@ class LogitStepper:
         """(out, in) -> the columns a step always multiplies, and the rhyme's (rhyme_dim, out), or None."""
         if not self.rhyme_dim:
             return weight, None
-        stop = weight.shape[1] - self.tone_dim
-        start = stop - self.rhyme_dim
-        return torch.cat([weight[:, :start], weight[:, stop:]], dim=1), weight[:, start:stop].t().contiguous()
+        return weight[:, : -self.rhyme_dim], weight[:, -self.rhyme_dim :].t().contiguous()
 
     def _adaptive_log_probs(self, x: Tensor, buffer: Tensor, rhyme: Tensor | None = None) -> Tensor:
         """Full log-distribution of an adaptive softmax, as ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32;
@@ -222,11 +219,12 @@ class LogitStepper:
         for k, (weight, bias) in enumerate(self.upper, start=1):
             x = self._cell(torch.addmm(bias, torch.cat([x, h[k]], dim=1), weight), c[k], h_new[k], c_new[k])
         self.state, self.spare = (h_new, c_new), (h, c)
+        if self.tone_dim:
+            dec = self.model.decoder
+            steps = self.tone_steps[min(self.position, self.tone_steps.shape[0] - 1)].view(1)
+            x = x + dec.tone_to_hidden(dec.tone_features(self.history, steps)[:, 0])
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
-        if self.tone_dim:
-            steps = self.tone_steps[min(self.position, self.tone_steps.shape[0] - 1)].view(1)
-            x = torch.cat([x, self.model.decoder.tone_features(self.history, steps)[:, 0]], dim=1)
         rhyme = self._rhyme() if self.rhyme_dim else None
         self.position += 1
         if self.logits is None or self.logits.shape[0] != x.shape[0]:
