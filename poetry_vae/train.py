@@ -23,7 +23,6 @@ from poetry_vae.disk_full import one_line_when_full
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemModule
-from poetry_vae.model.grow import load_grown
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
 from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
@@ -138,19 +137,13 @@ def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: L
 
 
 def start_from(module: PoemModule, init: LoadedCheckpoint) -> None:
-    """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh). A
-    model that adds a tone context (``model.tone_dim``) to the checkpoint's grows from it: the context's projection
-    starts at zero, so the run starts from the checkpoint's own likelihood."""
-    grows = module.model.cfg.tone_dim and not init.model.cfg.tone_dim
+    """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh)."""
     try:
-        if grows:
-            load_grown(module.model, init.model.state_dict())
-        else:
-            module.model.load_state_dict(init.model.state_dict())
-    except (RuntimeError, ValueError) as error:
-        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()] or [str(error)]
+        module.model.load_state_dict(init.model.state_dict())
+    except RuntimeError as error:
+        details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
         raise CheckpointError(
-            f"init_from={init.path}: its weights do not fit this run's model ({details[0]}); "
+            f"init_from={init.path}: its weights do not fit this run's model ({details[0] if details else error}); "
             "use the model config it was trained with (same sizes, latent and output layer)"
         ) from None
 

@@ -19,17 +19,13 @@ def vocab(corpus) -> Vocabulary:
     return Vocabulary.build([p.text for p in corpus], min_count=5)
 
 
-def structured(vocab: Vocabulary, use_latent: bool = True, fresh: bool = False, **kw) -> PoemModel:
+def structured(vocab: Vocabulary, use_latent: bool = True, **kw) -> PoemModel:
     torch.manual_seed(0)
     sizes = dict(embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16, dropout=0.2, line_length=L,
-                 place_dim=6, rhyme_dim=5, tone_dim=3, adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2])  # fmt: skip
+                 place_dim=6, rhyme_dim=5, adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2])  # fmt: skip
     model = build_model({**sizes, "use_latent": use_latent, **kw}, vocab)
-    if fresh:  # as built
-        return model.eval()
     with torch.no_grad():  # the learned parts start at zero; make every path visible to the tests
         model.decoder.rhyme_from_char.weight.normal_()
-        if model.decoder.tone_dim:
-            model.decoder.tone_to_hidden.weight.normal_()
     return model.eval()
 
 
@@ -92,13 +88,11 @@ def test_rhyme_pointer_reaches_the_rhyme_steps_only(corpus, vocab) -> None:
     model = structured(vocab, use_latent=False)
     dec_in, _ = poems_of(corpus, vocab, 2)
     with torch.no_grad():
-        history = model.history(dec_in)
         hidden, _ = model.decoder.hidden(model._embed(dec_in), model.initial_state(None, 2), None,
-                                         anchors=model.anchors(dec_in), history=history)  # fmt: skip
+                                         anchors=model.anchors(dec_in))  # fmt: skip
         other = model.anchors(dec_in).clone()
         other[:, 1] = vocab.index["西"] if vocab.tokens[int(other[0, 1])] != "西" else vocab.index["东"]
-        moved, _ = model.decoder.hidden(model._embed(dec_in), model.initial_state(None, 2), None, anchors=other,
-                                        history=history)  # fmt: skip
+        moved, _ = model.decoder.hidden(model._embed(dec_in), model.initial_state(None, 2), None, anchors=other)
     changed = (hidden != moved).any(dim=2).any(dim=0)
     assert changed.nonzero().flatten().tolist() == [4 * L - 1]
 
@@ -123,52 +117,9 @@ def test_beams_move_the_anchors(corpus, vocab) -> None:
         torch.testing.assert_close(moved(dec_in[perm, 4 * L - 1]), built(dec_in[perm, 4 * L - 1]))
 
 
-def test_tone_table_rows_are_the_shipped_tones(vocab) -> None:
-    table = structured(vocab).decoder.char_tones
-    assert table[vocab.index["东"]].tolist() == [1.0, 0.0]  # 平
-    assert table[vocab.index["月"]].tolist() == [0.0, 1.0]  # 仄 (入声)
-    assert table[vocab.pad_id].tolist() == [0.0, 0.0]
-
-
-def test_tone_context_reads_only_the_tones_before_it(corpus, vocab) -> None:
-    """Turning the 2nd character's tone over moves what the rest of line 1 and all of line 2 read, and nothing
-    else: no earlier step, and not line 3 (which reads line 2)."""
-    model = structured(vocab, use_latent=False)
-    dec_in, _ = poems_of(corpus, vocab, 2)
-    history = model.history(dec_in)
-    steps = torch.arange(4 * L + 1)
-    other = history.clone()
-    for row in range(2):
-        other[row, 1] = vocab.index["东"] if model.decoder.char_tones[history[row, 1], 1] else vocab.index["月"]
-    with torch.no_grad():
-        before, after = model.decoder.tone_features(history, steps), model.decoder.tone_features(other, steps)
-    changed = (before != after).any(dim=2).all(dim=0)
-    assert changed.nonzero().flatten().tolist() == list(range(2, 2 * L))
-
-
-def test_a_model_grows_a_tone_context_from_a_checkpoint_without_one(corpus, vocab) -> None:
-    """The tone context's projection starts at zero: the grown model scores every poem as the old one did."""
-    from poetry_vae.model.grow import load_grown
-
-    sizes = dict(z_to_output=True, position_codes=4, output_layer="adaptive")
-    old = structured(vocab, tone_dim=0, **sizes)
-    grown = structured(vocab, tone_dim=3, fresh=True, **sizes)
-    added = load_grown(grown, old.state_dict())
-    assert added == ["decoder.tone_from_context", "decoder.tone_to_hidden.weight"]
-    dec_in, _ = poems_of(corpus, vocab, 3)
-    z = torch.randn(3, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(grown.next_token_log_probs(dec_in, z), old.next_token_log_probs(dec_in, z))
-    wider = structured(vocab, tone_dim=0, decoder_hidden=24, **sizes)
-    with pytest.raises(ValueError, match="has shape"):
-        load_grown(grown, wider.state_dict())
-
-
 def test_structure_config_errors() -> None:
     with pytest.raises(PoetryVAEError, match="rhyme_dim > 0 needs line_length"):
         ModelConfig(vocab_size=50, rhyme_dim=8)
-    with pytest.raises(PoetryVAEError, match="tone_dim > 0 needs line_length"):
-        ModelConfig(vocab_size=50, tone_dim=8)
     with pytest.raises(PoetryVAEError, match="line_length=-1"):
         ModelConfig(vocab_size=50, line_length=-1)
     with pytest.raises(PoetryVAEError, match="place_dim=-2"):
@@ -179,5 +130,5 @@ def test_a_model_without_structure_is_unchanged(vocab) -> None:
     """Checkpoints of the earlier layout hold no place or rhyme weights and build the same parameter set."""
     plain = build_model({"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16}, vocab)
     names = set(plain.state_dict())
-    assert not any("place" in n or "rhyme" in n or "tone" in n for n in names)
+    assert not any("place" in n or "rhyme" in n for n in names)
     assert plain.decoder.lstm.input_size == 16 + 8

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
@@ -19,15 +18,7 @@ def build_model(model: dict[str, Any], vocab: Vocabulary) -> PoemModel:
     built = PoemModel(ModelConfig.from_dict({**model, **ids, "vocab_size": len(vocab)}))
     if built.cfg.rhyme_dim:
         built.decoder.rhyme_classes.copy_(rhyme_class_table(vocab.tokens))
-    if built.cfg.tone_dim:
-        built.decoder.char_tones.copy_(tone_table(vocab.tokens))
     return built
-
-
-def tone_table(tokens: list[str]) -> Tensor:
-    """(len(tokens), 2): each character's (平, 仄) as 0/1 (both for a polyphonic one; zeros: no tone known)."""
-    masks = build_masks(tokens, "pingshui")
-    return torch.stack([masks.ping, masks.ze], dim=1).float()
 
 
 def rhyme_class_table(tokens: list[str]) -> Tensor:

@@ -39,12 +39,6 @@ class ModelConfig:
     # character of line 1 (and of line 2): a direct path from position 10 to 20 that a recurrent state does not
     # learn to keep
     rhyme_dim: int = 0
-    # > 0 (needs line_length): a tone context. At every step the top LSTM output gains a learned function (a map
-    # per place, of this width, then one shared projection) of the tones (平/仄, from the shipped table) of the
-    # characters written so far in this line and of the whole previous line: the regulated forms' rules (2nd and
-    # 4th characters opposed, 对 and 粘 between lines) become a linear read-out instead of something the recurrent
-    # state must learn to keep
-    tone_dim: int = 0
     # "adaptive" (nn.AdaptiveLogSoftmaxWithLoss: exact, ~2x faster here) | "softmax"; see OLD_DEFAULTS
     output_layer: str = "adaptive"
     adaptive_cutoffs: tuple[int, ...] = (1000, 3000)  # those >= vocab_size are dropped at build time
@@ -71,8 +65,6 @@ class ModelConfig:
             (self.position_codes < 0, f"position_codes={self.position_codes} must be >= 0 (0 = off)"),
             (self.line_length < 0, f"line_length={self.line_length} must be >= 0 (0 = off)"),
             (self.rhyme_dim < 0, f"rhyme_dim={self.rhyme_dim} must be >= 0 (0 = off)"),
-            (self.tone_dim < 0, f"tone_dim={self.tone_dim} must be >= 0 (0 = off)"),
-            (self.tone_dim > 0 and not self.line_length, "tone_dim > 0 needs line_length (5 or 7)"),
             (self.place_dim < 0, f"place_dim={self.place_dim} must be >= 0 (0 = no place code)"),
             (self.rhyme_dim > 0 and not self.line_length, "rhyme_dim > 0 needs line_length (5 or 7)"),
             (

@@ -1,7 +1,6 @@
 """LSTM decoder: per step input [char embedding ; z ; the step's place in the poem], initial state from z, optionally
 z beside the top layer's output (a generative skip connection), a per-position code read from z and, at the rhyming
-line ends, the rhyme classes of the earlier line end they rhyme with; a tone context (the tones of the line so far and
-of the previous line) added to the top LSTM output; then softmax or adaptive softmax."""
+line ends, the rhyme classes of the earlier line end they rhyme with; then softmax or adaptive softmax."""
 
 from __future__ import annotations
 
@@ -18,19 +17,6 @@ def build_cutoffs(cfg: ModelConfig) -> list[int]:
     """Configured cutoffs that fit the vocabulary; a single cutoff at V // 2 if none does."""
     cutoffs = sorted({c for c in cfg.adaptive_cutoffs if 0 < c < cfg.vocab_size})
     return cutoffs or [max(1, cfg.vocab_size // 2)]
-
-
-def tone_slots(line_length: int) -> Tensor:
-    """(4L + 1 steps, 2L): for each step (4L characters, then <eos>), the poem positions whose tones it reads: the
-    characters before it in its line, then the whole previous line; 4L (an empty slot) where there is none."""
-    L, empty = line_length, 4 * line_length
-    rows = []
-    for step in range(4 * L + 1):
-        line, pos = divmod(step, L)
-        current = [line * L + j if j < pos else empty for j in range(L)]
-        previous = [(line - 1) * L + j if line else empty for j in range(L)]
-        rows.append(current + previous)
-    return torch.tensor(rows)
 
 
 class Decoder(nn.Module):
@@ -70,19 +56,6 @@ class Decoder(nn.Module):
             self.rhyme_from_class = nn.Linear(classes, 2 * cfg.rhyme_dim, bias=False)
             self.rhyme_from_char = nn.Embedding(cfg.vocab_size, 2 * cfg.rhyme_dim, padding_idx=cfg.pad_id)
             nn.init.zeros_(self.rhyme_from_char.weight)  # the table first; characters learn what it misses
-        self.tone_dim = cfg.tone_dim
-        if self.tone_dim:
-            L = cfg.line_length
-            # (V, 2): each character's (平, 仄) from the shipped table (a polyphonic one may be both); filled by
-            # build_model from the vocabulary, not saved
-            self.register_buffer("char_tones", torch.zeros(cfg.vocab_size, 2), persistent=False)
-            self.register_buffer("tone_slots", tone_slots(L), persistent=False)
-            # one map a place: what the tones of the line so far and of the previous line say about this step
-            self.tone_from_context = nn.Parameter(torch.randn(4 * L + 1, 4 * L, self.tone_dim) / (4 * L) ** 0.5)
-            # added to the top LSTM output, so it speaks through the output layer's trained weights; zero at first,
-            # so a model grown from a checkpoint without it starts as that checkpoint (model.grow)
-            self.tone_to_hidden = nn.Linear(self.tone_dim, H, bias=False)
-            nn.init.zeros_(self.tone_to_hidden.weight)
         out_dim = H + (cfg.latent_dim if self.z_output else 0) + code_dim + cfg.rhyme_dim
         if cfg.output_layer == "adaptive":
             self.out: nn.Module = nn.AdaptiveLogSoftmaxWithLoss(
@@ -123,16 +96,6 @@ class Decoder(nn.Module):
         both = self.rhyme_from_class(self.rhyme_classes[anchors]) + self.rhyme_from_char(anchors)
         return torch.stack([both[:, 0, :d], both[:, 1, d:]], dim=1)
 
-    def tone_features(self, history: Tensor, steps: Tensor) -> Tensor:
-        """history (B, >= 0): the poem's characters so far (pad where not yet written; later ones are never read),
-        steps (S,) step indices -> (B, S, tone_dim): what those steps read of the tones before them."""
-        length = 4 * self.line_length
-        poem = F.pad(history[:, :length], (0, length - min(history.size(1), length)), value=self.cfg.pad_id)
-        tones = F.pad(self.char_tones[poem], (0, 0, 0, 1))  # (B, 4L + 1, 2): the last row the empty slot's zeros
-        places = steps.clamp(max=self.tone_slots.shape[0] - 1)
-        context = tones[:, self.tone_slots[places]].flatten(2)  # (B, S, 2L slots x 2 tones)
-        return torch.einsum("bsf,sfd->bsd", context, self.tone_from_context[places])
-
     def place_codes(self, start: int, steps: int) -> Tensor:
         """(steps, place_dim): the place codes of steps ``start`` .. ``start + steps - 1``."""
         ids = torch.arange(start, start + steps, device=self.place_table.weight.device).clamp_(max=self.places - 1)
@@ -150,18 +113,11 @@ class Decoder(nn.Module):
         return slots
 
     def hidden(
-        self,
-        emb: Tensor,
-        state: State,
-        z: Tensor | None,
-        start: int = 0,
-        anchors: Tensor | None = None,
-        history: Tensor | None = None,
+        self, emb: Tensor, state: State, z: Tensor | None, start: int = 0, anchors: Tensor | None = None
     ) -> tuple[Tensor, State]:
-        """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H) [+ the
-        tone context] (``tone_dim``; ``history`` (B, 4L) the poem's characters, pad where not yet written), with
+        """emb (B, T, E) of steps ``start`` .. ``start + T - 1`` -> what the output layer reads: (B, T, H), with
         [; z] (``z_to_output``), [; step t's code] (``position_codes``) and [; the rhyme] (``rhyme_dim``; ``anchors``
-        (B, 2) the last characters of lines 1 and 2, or None), after dropout (z, codes, rhymes and tones are never
+        (B, 2) the last characters of lines 1 and 2, or None), after dropout (z, codes and rhymes are never
         dropped), and the new state."""
         x = self.dropout(emb)
         if self.z_input:
@@ -171,9 +127,6 @@ class Decoder(nn.Module):
             x = torch.cat([x, places.unsqueeze(0).expand(x.size(0), -1, -1)], dim=-1)
         out, state = self.lstm(x, state)
         out = self.dropout(out)
-        if self.tone_dim:
-            steps = torch.arange(start, start + out.size(1), device=out.device)
-            out = out + self.tone_to_hidden(self.tone_features(history, steps).to(out.dtype))
         if self.z_output:  # in out's dtype: under bf16 autocast a float32 z would promote the output layer's input
             out = torch.cat([out, z.to(out.dtype).unsqueeze(1).expand(-1, out.size(1), -1)], dim=-1)
         if self.positions:

@@ -92,18 +92,17 @@ class PoemModel(nn.Module):
         """
         self._check_z(z)
         cfg = self.cfg
-        # the true line ends and tones: word dropout hides inputs, not the rhyme and tones to keep
-        anchors, history = self.anchors(dec_in), self.history(dec_in)
+        anchors = self.anchors(dec_in)  # the true line ends: word dropout hides inputs, not the rhyme to keep
         if word_dropout_rate > 0:
             dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
-        hidden = self._forced_hidden(dec_in, z, form, anchors, history)
+        hidden = self._forced_hidden(dec_in, z, form, anchors)
         logp = self.decoder.target_log_probs(hidden, target.reshape(-1))
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
     def next_token_log_probs(self, dec_in: Tensor, z: Tensor | None = None, form: Tensor | None = None) -> Tensor:
         """Teacher forcing, full distributions: log p(. | dec_in_<=t, z) for each position, (B, T, V)."""
         self._check_z(z)
-        hidden = self._forced_hidden(dec_in, z, form, self.anchors(dec_in), self.history(dec_in))
+        hidden = self._forced_hidden(dec_in, z, form, self.anchors(dec_in))
         return self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
 
     def anchors(self, dec_in: Tensor) -> Tensor | None:
@@ -115,22 +114,12 @@ class PoemModel(nn.Module):
         padded = F.pad(dec_in, (0, int(steps.max()) + 1 - dec_in.size(1)), value=self.cfg.pad_id)
         return padded[:, steps]
 
-    def history(self, dec_in: Tensor) -> Tensor | None:
-        """The poem's characters in ``dec_in`` (B, T) after ``<bos>`` (B, T - 1), what a tone context reads (each
-        step only those before it); None for a decoder without one."""
-        return dec_in[:, 1:] if self.cfg.tone_dim else None
-
     def _forced_hidden(
-        self,
-        dec_in: Tensor,
-        z: Tensor | None,
-        form: Tensor | None,
-        anchors: Tensor | None = None,
-        history: Tensor | None = None,
+        self, dec_in: Tensor, z: Tensor | None, form: Tensor | None, anchors: Tensor | None = None
     ) -> Tensor:
         """What the output layer reads at every position of ``dec_in`` (B, T), flattened to (B * T, width)."""
         state = self.decoder.initial_state(z, dec_in.size(0))
-        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z, anchors=anchors, history=history)
+        hidden, _ = self.decoder.hidden(self._embed(dec_in, form), state, z, anchors=anchors)
         return hidden.reshape(-1, hidden.size(-1))
 
     def forward(
@@ -170,20 +159,18 @@ class PoemModel(nn.Module):
         form: Tensor | None = None,
         position: int = 0,
         anchors: Tensor | None = None,
-        history: Tensor | None = None,
     ) -> tuple[Tensor, State]:
         """One decoding step: prev_tokens (B,) -> full next-token log-probs (B, V) and the new state.
         ``position`` is the step's index (0 reads after ``<bos>``); only a model with ``position_codes`` or
         ``line_length`` reads it. ``anchors`` (B, 2): the last characters of lines 1 and 2 written so far (pad where
-        not yet), read by a model with ``rhyme_dim`` (see :meth:`anchors`); ``history`` (B, 4L): the characters
-        written so far (``prev_tokens`` included, pad after), read by a model with ``tone_dim``.
+        not yet), read by a model with ``rhyme_dim`` (see :meth:`anchors`).
 
         Same code path as ``token_log_probs``, so running it autoregressively
         over ``dec_in`` reproduces teacher forcing exactly in eval mode.
         """
         self._check_z(z)
         emb = self._embed(prev_tokens.unsqueeze(1), form)
-        hidden, state = self.decoder.hidden(emb, state, z, position, anchors, history)
+        hidden, state = self.decoder.hidden(emb, state, z, position, anchors)
         return self.decoder.log_probs(hidden.squeeze(1)), state
 
     def reset_decoder(self, seed: int) -> None:

@@ -69,11 +69,6 @@ class LogitStepper:
         self.anchors = (
             torch.full((rows, 2), cfg.pad_id, dtype=torch.long, device=device) if getattr(cfg, "rhyme_dim", 0) else None
         )
-        # a tone context's history: the characters written so far, pad until written
-        self.history = (
-            torch.full((rows, 4 * self.line_length), cfg.pad_id, dtype=torch.long, device=device)
-            if getattr(cfg, "tone_dim", 0) else None
-        )  # fmt: skip
         dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
         output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
         self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
@@ -116,8 +111,7 @@ class LogitStepper:
         rows = self.state[0].shape[1]
         self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
         # the rhyme's input columns (the output layer's last) are zero but at two steps: multiplied only there
-        self.rhyme_dim, self.tone_dim = dec.rhyme_dim, dec.tone_dim
-        self.tone_steps = torch.arange(4 * self.line_length + 1, device=w_ih0.device) if self.tone_dim else None
+        self.rhyme_dim = dec.rhyme_dim
         z_out = z if self.z_at_output else None
         self.adaptive = isinstance(dec.out, nn.AdaptiveLogSoftmaxWithLoss)
         if self.adaptive:
@@ -194,8 +188,6 @@ class LogitStepper:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
         if self.anchors is not None and self.position in (self.line_length, 2 * self.line_length):
             self.anchors[:, self.position // self.line_length - 1] = prev
-        if self.history is not None and 0 < self.position <= self.history.shape[1]:
-            self.history[:, self.position - 1] = prev
         if not self.fast:
             extra = () if self.form is None else (self.form,)
             # a model of another layout may have no position argument
@@ -203,8 +195,6 @@ class LogitStepper:
             where = {"position": self.position} if getattr(cfg, "position_codes", 0) or self.line_length else {}
             if self.anchors is not None:
                 where["anchors"] = self.anchors
-            if self.history is not None:
-                where["history"] = self.history
             log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
             self.position += 1
             return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
@@ -219,10 +209,6 @@ class LogitStepper:
         for k, (weight, bias) in enumerate(self.upper, start=1):
             x = self._cell(torch.addmm(bias, torch.cat([x, h[k]], dim=1), weight), c[k], h_new[k], c_new[k])
         self.state, self.spare = (h_new, c_new), (h, c)
-        if self.tone_dim:
-            dec = self.model.decoder
-            steps = self.tone_steps[min(self.position, self.tone_steps.shape[0] - 1)].view(1)
-            x = x + dec.tone_to_hidden(dec.tone_features(self.history, steps)[:, 0])
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
         rhyme = self._rhyme() if self.rhyme_dim else None
@@ -251,8 +237,6 @@ class LogitStepper:
         self.state = (self.state[0].index_select(1, index), self.state[1].index_select(1, index))
         if self.anchors is not None:
             self.anchors = self.anchors.index_select(0, index)
-        if self.history is not None:
-            self.history = self.history.index_select(0, index)
         if self.z is not None:
             self.z = self.z.index_select(0, index)
         if self.fast and self.z_gates is not None:
