@@ -34,6 +34,13 @@ class LoadedCheckpoint:
     path: Path
     data_hparams: dict[str, Any]  # the QuatrainDataModule's arguments: rebuilds the same split and vocabulary
 
+    @property
+    def form(self) -> dict[str, int]:
+        """The poem shape the model was trained on, ``line_length`` and ``num_lines`` (5 and 4 for a checkpoint
+        written before they were recorded)."""
+        return {"line_length": int(self.data_hparams.get("line_length", 5)),
+                "num_lines": int(self.data_hparams.get("num_lines", 4))}
+
 
 def check_device(device: str | torch.device) -> torch.device:
     """``device`` as a torch device, or a one-line error where it does not exist on this machine."""

@@ -58,12 +58,8 @@ def sample(loaded: LoadedCheckpoint, n: int, request: dict, seed: int) -> list[l
     """``n`` poems from the prior, in the checkpoint's own form (5- or 7-character lines)."""
     generator = torch.Generator().manual_seed(seed)
     z = sample_prior(loaded.model, n, generator)
-    form = DecodeRequest(**request, line_length=line_length(loaded))
+    form = DecodeRequest(**request, **loaded.form)
     return [p.lines for p in generate(loaded.model, loaded.vocab, z, form, generator, num_poems=n)]
-
-
-def line_length(loaded: LoadedCheckpoint) -> int:
-    return int(loaded.data_hparams.get("line_length", 5))
 
 
 def poetry_table(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
@@ -71,7 +67,7 @@ def poetry_table(runs: dict[str, Path], n: int, seed: int) -> tuple[dict[str, di
     examples: dict[str, list] = {}
     for name, ckpt in runs.items():
         loaded, datamodule = load(ckpt)
-        width = line_length(loaded)
+        width = loaded.form["line_length"]
         train = [list(p.lines) for p in datamodule.poems["train"]]
         if "human test split" not in rows:
             human = random.Random(seed).sample([list(p.lines) for p in datamodule.poems["test"]], n)
@@ -198,7 +194,7 @@ def main() -> None:
     args = parser.parse_args()
     vae, lm = f"{args.names[0]} (VAE)", f"{args.names[1]} (LM reference)"
     ckpts = {vae: best_checkpoint(args.vae), lm: best_checkpoint(args.lm)}
-    width = line_length(load_checkpoint(ckpts[vae]))
+    width = load_checkpoint(ckpts[vae]).form["line_length"]
     rows = {name: evaluate(ckpt, args.iw_samples) for name, ckpt in ckpts.items()}
     poetry, examples = poetry_table(ckpts, args.poems, args.seed)
     result = {

@@ -152,7 +152,7 @@ def bank_texts(ckpt: LoadedCheckpoint, limit: int = BANK_LIMIT) -> list[str]:
 
 def encode_bank(ckpt: LoadedCheckpoint, texts: Sequence[str], batch_size: int = 2048) -> Tensor:
     """(N, Z) posterior means; a character outside the vocabulary reads as <unk>, as in training."""
-    length = int(ckpt.data_hparams.get("line_length", 5)) * int(ckpt.data_hparams.get("num_lines", 4))
+    length = ckpt.form["line_length"] * ckpt.form["num_lines"]
     device = next(ckpt.model.parameters()).device
     rows = []
     with evaluating(ckpt.model), torch.no_grad():
