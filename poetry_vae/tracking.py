@@ -7,7 +7,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import wandb
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -72,5 +71,8 @@ def tracked(loggers: list[Logger]) -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.finalize(status)
-        if any(isinstance(logger, WandbLogger) for logger in loggers) and wandb.run is not None:
-            wandb.finish(exit_code=0 if status == "success" else 1)
+        if any(isinstance(logger, WandbLogger) for logger in loggers):
+            import wandb  # only a wandb logger needs it: a csv-only run works where wandb is not installed
+
+            if wandb.run is not None:
+                wandb.finish(exit_code=0 if status == "success" else 1)
