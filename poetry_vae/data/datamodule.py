@@ -22,7 +22,6 @@ from poetry_vae.data.forms import FORM_IDS
 from poetry_vae.data.pretrain import cached_leak_free_blocks
 from poetry_vae.data.split import SPLITS, split_poems
 from poetry_vae.data.vocab import Vocabulary, text_fingerprint
-from poetry_vae.data.word2vec import cached_embeddings
 from poetry_vae.errors import CorpusError
 
 Batch = dict[str, torch.Tensor]
@@ -217,6 +216,8 @@ class QuatrainDataModule(pl.LightningDataModule):
         """Word2Vec vectors for every vocabulary id (trained once per inputs, then read from the cache)."""
         vocab = self.prepare()
         hp = self.hparams
+        from poetry_vae.data.word2vec import cached_embeddings  # gensim: only a fresh start needs it
+
         return cached_embeddings(self.vocab_texts, vocab, dim, self.cache_dir, window=hp.word2vec_window,
                                  epochs=hp.word2vec_epochs, seed=hp.word2vec_seed)
 
