@@ -158,3 +158,26 @@ def test_flushing_subnormals_changes_no_draw(tiny_checkpoint: Path, monkeypatch:
     flushed = poems()
     monkeypatch.setattr(decoding, "denormals_flushed", contextlib.nullcontext)
     assert poems() == flushed
+
+
+def test_auto_on_a_gpu_is_fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "bf16_speedup_cpu", lambda: pytest.fail("no CPU benchmark for a GPU run"))
+    assert precision.resolve_precision("auto", "gpu") == "32-true"
+    assert precision.resolve_precision("auto", "cuda") == "32-true"
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+@pytest.mark.parametrize("input_dtype", [torch.float32, torch.bfloat16])
+def test_adaptive_softmax_log_probs_under_autocast(device: str, input_dtype: torch.dtype) -> None:
+    """Under autocast the adaptive softmax gives the fp32 log-probabilities (to bf16 rounding) instead of failing on
+    a mix of dtypes: CUDA's autocast runs log_softmax in fp32, and CPU autocast gives an fp32 input bf16 matmuls."""
+    from poetry_vae.model.decoder import adaptive_target_log_probs
+
+    torch.manual_seed(0)
+    layer = torch.nn.AdaptiveLogSoftmaxWithLoss(32, 400, [50, 200]).to(device)
+    hidden, target = torch.randn(64, 32, device=device), torch.randint(400, (64,), device=device)
+    exact = layer(hidden, target).output
+    with torch.autocast(device, dtype=torch.bfloat16):
+        mixed = adaptive_target_log_probs(layer, hidden.to(input_dtype), target)
+    torch.testing.assert_close(mixed.float(), exact, atol=0.1, rtol=0.02)

@@ -75,3 +75,14 @@ def test_training_logs_the_rhyme_curve(tmp_path) -> None:
     logged = [r for r in rows if r.get("val/rhyme_rate")]
     assert logged and all(0 <= float(r["val/rhyme_rate"]) <= 1 and 0 <= float(r["val/rhyme_mass"]) <= 1
                           for r in logged)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_rhyme_measures_run_where_the_model_is(corpus, vocab) -> None:
+    """The probe hands CPU data to a model on the GPU (a GPU run's first validation crashed on it once)."""
+    texts = [p.text for p in corpus if all(c in vocab for c in p.text)][:6]
+    ids = torch.tensor([[vocab.bos_id, *vocab.encode(t)] for t in texts])
+    model = model_of(vocab).cuda()
+    generator = torch.Generator(device="cuda").manual_seed(3)
+    assert 0 <= rhyme_mass(model, vocab, ids, L, generator) <= 1
+    assert 0 <= learned_rhyme_rate(model, vocab, 8, L, generator) <= 1

@@ -32,12 +32,13 @@ def rhyme_mass(
     (B, 1 + 4 * line_length) whose line-2 end has a known class (nan if none has)."""
     device = next(model.parameters()).device
     rhyme = build_masks(vocab.tokens, "pingshui").rhyme.to(device)  # (classes, V)
-    anchor, end = dec_in[:, 2 * line_length].to(device), 4 * line_length - 1  # line 2's last char; line 4's step
+    dec_in = dec_in.to(device)
+    anchor, end = dec_in[:, 2 * line_length], 4 * line_length - 1  # line 2's last char; line 4's step
     allowed = (rhyme[:, anchor].t().float() @ rhyme.float()) > 0  # (B, V): shares a class with the anchor
     known = allowed.any(dim=1)
     if not bool(known.any()):
         return float("nan")
-    dec_in = dec_in[known].to(device)
+    dec_in = dec_in[known]
     with evaluating(model), torch.no_grad():
         z = sample_prior(model, dec_in.size(0), generator)
         log_probs = model.next_token_log_probs(dec_in[:, : end + 1], z)[:, end]  # (B, V)

@@ -139,7 +139,7 @@ class Decoder(nn.Module):
     def target_log_probs(self, hidden: Tensor, target: Tensor) -> Tensor:
         """log p(target) for each row: hidden (N, H), target (N,) -> (N,). Normalised once."""
         if isinstance(self.out, nn.AdaptiveLogSoftmaxWithLoss):
-            return self.out(hidden, target).output
+            return adaptive_target_log_probs(self.out, hidden, target)
         return F.log_softmax(self.out(hidden), dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
 
     def log_probs(self, hidden: Tensor) -> Tensor:
@@ -147,3 +147,15 @@ class Decoder(nn.Module):
         if isinstance(self.out, nn.AdaptiveLogSoftmaxWithLoss):
             return self.out.log_prob(hidden)
         return F.log_softmax(self.out(hidden), dim=-1)
+
+
+def adaptive_target_log_probs(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor, target: Tensor) -> Tensor:
+    """``layer(hidden, target).output``, also under autocast. The layer writes each cluster's log-probabilities into a
+    buffer of its input's dtype, and index_copy_ refuses a mix: CUDA's autocast computes log_softmax in fp32 whatever
+    the input, and CPU autocast gives an fp32 input bf16 projections. There the layer runs in fp32 with autocast off;
+    a bf16 input under CPU autocast (the measured-faster training path) stays as it is."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device) and (device != "cpu" or hidden.dtype == torch.float32):
+        with torch.autocast(device, enabled=False):
+            return layer(hidden.float(), target).output
+    return layer(hidden, target).output
