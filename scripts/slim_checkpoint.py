@@ -34,11 +34,15 @@ def slim(source: Path, out: Path, command: str, commit: str | None = None) -> di
 
 
 def _relative(path: Path) -> str:
-    """The source's path relative to the repository (a machine path would say nothing elsewhere)."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return path.name
+    """The source's path relative to the repository (a machine path would say nothing elsewhere). The path as
+    given comes first: a run directory linked in from elsewhere is still outputs/<run>/..."""
+    cwd = Path.cwd().resolve()
+    for candidate in (path.absolute(), path.resolve()):
+        try:
+            return str(candidate.relative_to(cwd))
+        except ValueError:
+            continue
+    raise SystemExit(f"error: {path} lies outside the repository: copy its run directory into outputs/ first")
 
 
 def main() -> None:
