@@ -21,13 +21,14 @@ KEPT = ("hyper_parameters", "datamodule_hyper_parameters", "global_step", "epoch
 
 
 def slim(source: Path, out: Path, command: str, commit: str | None = None) -> dict:
+    relative_source = _relative(source)  # refuse a source outside the repository before reading it
     data = read_checkpoint(source)
     commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     small = {key: data[key] for key in KEPT if key in data}
     small["poetry_vae_format"] = CHECKPOINT_FORMAT
     small["state_dict"] = {name: value.half() if value.is_floating_point() else value
                            for name, value in data["state_dict"].items() if name.startswith("model.")}
-    small["provenance"] = {"command": command, "commit": commit, "source": _relative(source),
+    small["provenance"] = {"command": command, "commit": commit, "source": relative_source,
                            "global_step": int(data.get("global_step", 0))}
     atomic_write(out, lambda tmp: torch.save(small, tmp))
     return small["provenance"]
