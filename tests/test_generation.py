@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -637,3 +638,79 @@ def test_form_is_decoded_as_asked(vocab) -> None:
                                   decoder_hidden=16, output_layer="softmax"))
     with pytest.raises(PromptError, match="trained without form tags"):
         generate(plain, vocab, z, DecodeRequest(form="gushi"))
+
+
+# ---- log-prob rows (an adaptive softmax's output) and decoding by row blocks ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy", "kwargs"),
+    [("sample", {}), ("sample", {"temperature": 0.7}), ("top_p", {"top_p": 0.9}),
+     ("top_p", {"top_p": 0.5, "temperature": 1.5}), ("top_k", {"top_k": 10})],
+)  # fmt: skip
+def test_log_prob_rows_follow_the_reference_law(strategy, kwargs):
+    """Rows that are log-probs already take the exp path (no softmax): the same law as the reference, including a
+    far tail below exp's normal range (log-probs of -150 to -400) that is never drawn."""
+    log_probs, allowed = fixed_distribution()
+    log_probs = log_probs.clone()
+    log_probs[150:] = -150.0 - 5.0 * torch.arange(50.0)  # mass ~e^-150: the floored region
+    log_probs = torch.log_softmax(log_probs, 0)
+    draws = 60_000
+    rows = torch.nn.functional.pad(log_probs, (0, 56), value=float("-inf")).expand(draws, -1).contiguous()
+    keep = torch.nn.functional.pad(allowed.float(), (0, 56)).unsqueeze(0)
+    temperature = kwargs.get("temperature", 1.0)
+    top = {k: v for k, v in kwargs.items() if k != "temperature"}
+    generator = torch.Generator().manual_seed(1)
+    fast, log_prob = sampling.choose(rows.clone(), keep, strategy, temperature, generator=generator, normalised=True,
+                                     **top)
+    exact = reference_probs(log_probs.unsqueeze(0), allowed, strategy, **kwargs)[0].double()
+    freq = torch.bincount(fast, minlength=256)[:200].double() / draws
+    assert not bool(((freq > 0) & (exact == 0)).any()) and int((fast >= 150).sum()) == 0
+    assert 0.5 * (freq - exact).abs().sum() < 0.015
+    torch.testing.assert_close(log_prob, log_probs[fast])  # the model's own log-probs, whatever the temperature
+
+
+def test_log_prob_rows_whose_allowed_tokens_all_underflow_are_exact():
+    """A row whose allowed tokens all lie hundreds of nats down (a hard constraint against the model) draws them
+    in proportion to their probabilities, not uniformly from a floor; a mask banning many columns (multiplied)
+    and one banning few (zeroed by index) give the same weights."""
+    row = torch.full((1, 64), -300.0)
+    row[0, :4] = torch.tensor([-1e-3, -8.0, -9.0, -10.0])
+    row[0, 10], row[0, 11] = -400.0, -401.0  # e^1 : 1
+    only = torch.zeros(1, 64)
+    only[0, [10, 11]] = 1.0
+    drawn, log_prob = sampling.choose(row.expand(40_000, -1).clone(), only, "sample",
+                                      generator=torch.Generator().manual_seed(0), normalised=True)  # fmt: skip
+    share = float((drawn == 10).double().mean())
+    assert set(drawn.tolist()) == {10, 11} and abs(share - 1 / (1 + np.exp(-1.0))) < 0.015
+    assert bool((log_prob <= -400.0).all())
+    few, many = torch.ones(1, 64), torch.zeros(1, 64)
+    few[0, [2, 5]] = 0.0
+    many[0, :40] = 1.0
+    many[0, [2, 5]] = 0.0
+    logits = torch.log_softmax(torch.randn(3, 64), 1)
+    for keep in (few, many):
+        weights = sampling._weights_from_log_probs(logits, keep, 0.8, sampling.Workspace())
+        expected = torch.softmax(logits.masked_fill(keep <= 0, float("-inf")) / 0.8, 1)
+        torch.testing.assert_close(weights / weights.sum(1, keepdim=True), expected)
+
+
+@pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
+def test_decoding_by_row_blocks_is_decoding_by_batch(vocab, monkeypatch, output_layer):
+    """Rows are made and drawn from in blocks (decoding.ROW_BLOCK): blocks of 5 rows (the last one short) write
+    the same greedy poems with the same scores as one block, and sampled poems score their own log-probs."""
+    from poetry_vae.generation import decoding
+
+    lm = tiny_model(len(vocab), decoder_layers=2, z_to_output=True, output_layer=output_layer, position_codes=4,
+                    adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2]).eval()  # fmt: skip
+    z = sample_prior(lm, 23, torch.Generator().manual_seed(0))
+    poems = {}
+    for block in (5, 1024):
+        monkeypatch.setattr(decoding, "ROW_BLOCK", block)
+        poems[block] = run(lm, vocab, z, strategy="greedy")
+        sampled = run(lm, vocab, z, 3, strategy="top_p", temperature=0.8)
+        assert len({p.text for p in sampled}) > 20
+        recomputed = teacher_forced_log_prob(lm, vocab, z, sampled)
+        assert torch.allclose(torch.tensor([p.log_prob for p in sampled]), recomputed, atol=1e-3)
+    assert [p.text for p in poems[5]] == [p.text for p in poems[1024]]
+    assert np.allclose([p.log_prob for p in poems[5]], [p.log_prob for p in poems[1024]], atol=1e-4)

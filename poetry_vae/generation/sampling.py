@@ -46,6 +46,11 @@ MIN_ACCEPT = 0.5  # a first rejection round that admits fewer rows sends the res
 # rows that one fused loop takes at once: a few row-wise passes over a block of 16 rows of an 8k-column vocabulary
 # (0.5 MB) stay in the core's cache, where the same passes over all 1,024 rows stream the whole table each time
 ROW_CHUNK = 16
+FEW_BANNED = 16  # a shared mask banning at most 1/16 of the columns zeroes them by index, not by a full multiply
+# exp(x + EXP_SHIFT) with x floored at EXP_FLOOR - EXP_SHIFT stays a normal float32 (exp(-87) > 2^-126); a row whose
+# largest weight is at least EXP_SAFE = exp(EXP_FLOOR + 40 ln 2) holds its floored weights at <= 2^-40 of it
+EXP_SHIFT, EXP_FLOOR = 60.0, -87.0
+EXP_SAFE = float(np.exp(EXP_FLOOR + 40 * np.log(2.0)))
 
 Phase = Callable[[str], AbstractContextManager]
 
@@ -289,6 +294,43 @@ def _masked_weights(
     return weights
 
 
+def _weights_from_log_probs(log_probs: Tensor, keep: Tensor, temperature: float, work: Workspace) -> Tensor:
+    """(R, W) normalised log-probs -> (R, W) masked weights at ``temperature``, proportional to
+    ``exp(log_probs / T) * keep``.
+
+    Rows that are log-probs already need no softmax (its max and sum passes would find 0): one exp, fused over
+    blocks of ``ROW_CHUNK`` rows with the mask while they are in the cache. The exponent is shifted up by
+    ``EXP_SHIFT`` and floored where exp's result would be subnormal: there the vectorised exp takes a path ten
+    times slower, and most of a trained model's vocabulary lies there (log-probs below -87). A floored weight
+    is at most 2^-40 of the row's largest in every row this path keeps; a row whose allowed tokens all lie lower
+    is recomputed against its masked max, exactly. A mask shared by every row that bans few columns (the
+    format's) zeroes just those columns.
+    """
+    weights = work.get("weights", log_probs)
+    peak = log_probs.new_empty(log_probs.shape[0])
+    shared = keep.shape[0] == 1
+    banned = (keep[0] <= 0).nonzero().squeeze(1) if shared else None
+    few = banned is not None and banned.numel() * FEW_BANNED <= keep.shape[1]
+    floor = EXP_FLOOR - EXP_SHIFT  # in units of log_probs / T
+    for start in range(0, log_probs.shape[0], ROW_CHUNK):
+        rows = slice(start, start + ROW_CHUNK)
+        chunk = weights[rows]
+        if temperature == 1.0:
+            torch.clamp(log_probs[rows], min=floor, out=chunk)
+        else:
+            torch.mul(log_probs[rows], 1.0 / temperature, out=chunk).clamp_(min=floor)
+        chunk.add_(EXP_SHIFT).exp_()
+        if few:
+            chunk.index_fill_(1, banned, 0.0)
+        else:
+            chunk.mul_(keep if shared else keep[rows])
+        torch.amax(chunk, dim=1, out=peak[rows])
+    lost = peak < EXP_SAFE
+    if bool(lost.any()):
+        weights[lost] = _tempered(log_probs[lost], keep if shared else keep[lost], temperature)
+    return weights
+
+
 def _tempered(logits: Tensor, keep: Tensor, temperature: float) -> Tensor:
     masked = logits.masked_fill(keep <= 0, float("-inf"))
     peak = masked.amax(dim=1, keepdim=True)
@@ -322,13 +364,19 @@ def choose(
     output), so the full-vocabulary softmax that would only find a zero normaliser is skipped.
     """
     work = work or Workspace()
+    penalised = repetition_penalty != 1.0 and history is not None and history.shape[1] > 0
+    if normalised and strategy in DRAWS and not penalised:  # log-prob rows: the weights are their exp
+        with phase("mask"):
+            weights = _weights_from_log_probs(logits, keep, temperature, work)
+        return _draw(weights, logits, logits.new_zeros(logits.shape[0]), strategy, top_k, top_p, min_p, generator,
+                     work, phase)  # fmt: skip
     with phase("normalise"):
         if normalised and (strategy == "greedy" or temperature != 1.0):  # nothing below reads probs
             probs, log_norm = logits, logits.new_zeros(logits.shape[0])
         else:  # log-probs too: the softmax kernel's exp is several times faster than torch.exp on very negative ones
             probs, log_norm = _normalise(logits, work, normalised)
     raw = None  # the model's logits at the history ids, while penalised ones stand in the row
-    if repetition_penalty != 1.0 and history is not None and history.shape[1] > 0:
+    if penalised:
         with phase("penalty"):
             raw = penalize_repeats(logits, history, repetition_penalty)
             if strategy != "greedy" and temperature == 1.0:  # weights from the penalised logits (see below)
@@ -343,13 +391,33 @@ def choose(
     elif strategy in DRAWS:
         with phase("mask"):
             weights = _masked_weights(logits, keep, temperature, probs, work)
-        filtered = strategy != "sample" or min_p > 0
-        with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
-            chosen = DRAWS[strategy](weights, top_k, top_p, min_p, generator, work)
+        if raw is not None:
+            logits.scatter_(1, history, raw)
+        return _draw(weights, logits, log_norm, strategy, top_k, top_p, min_p, generator, work, phase)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
     if raw is not None:
         logits.scatter_(1, history, raw)
+    return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - log_norm
+
+
+def _draw(
+    weights: Tensor,
+    logits: Tensor,
+    log_norm: Tensor,
+    strategy: str,
+    top_k: int,
+    top_p: float,
+    min_p: float,
+    generator: torch.Generator | None,
+    work: Workspace,
+    phase: Phase,
+) -> tuple[Tensor, Tensor]:
+    """A sampling strategy's draw from masked ``weights`` -> (R,) ids and their log-probs (``logits`` at the ids,
+    less each row's ``log_norm``)."""
+    filtered = strategy != "sample" or min_p > 0
+    with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
+        chosen = DRAWS[strategy](weights, top_k, top_p, min_p, generator, work)
     return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - log_norm
 
 

@@ -34,6 +34,11 @@ def _split_z(weight: Tensor, bias: Tensor | None, hidden: int, z: Tensor | None)
     return kept, z_part if bias is None else z_part + bias
 
 
+def _bias_rows(bias: Tensor | None, rows: slice) -> Tensor | None:
+    """A bias's part for ``rows``: one shared (out,) bias as it is, a per-row (R, out) one (z folded in) sliced."""
+    return bias if bias is None or bias.dim() == 1 else bias[rows]
+
+
 def _affine(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """fp32 ``x @ weight + bias``; in bf16 the product is widened before the (fp32) bias is added."""
     if weight.dtype == torch.float32:
@@ -123,6 +128,8 @@ class LogitStepper:
             self.out_w = F.pad(out_w, (0, 0, 0, pad)).t().contiguous().to(self.dtype)  # (H, Vp); zero padding rows
             self.out_b = F.pad(out_b, (0, pad), value=float("-inf")).to(self.dtype)
         self.logits: Tensor | None = None
+        self.hidden: Tensor | None = None  # the output layer's input at the last advance, in self.dtype
+        self.rhyme: Tensor | None = None  # and the rhyme it reads there (None but at the rhyme steps)
 
     def _prepare_adaptive(self, out: nn.AdaptiveLogSoftmaxWithLoss, hidden: int, z_out: Tensor | None) -> None:
         """The head, and the tails' first (down-)projections stacked into one matmul."""
@@ -143,12 +150,12 @@ class LogitStepper:
             return weight, None
         return weight[:, : -self.rhyme_dim], weight[:, -self.rhyme_dim :].t().contiguous()
 
-    def _adaptive_log_probs(self, x: Tensor, buffer: Tensor, rhyme: Tensor | None = None) -> Tensor:
-        """Full log-distribution of an adaptive softmax, as ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32;
-        in bf16 the matmuls run in bf16 and everything after them in fp32)."""
-        low = x.to(self.dtype)
-        head = _affine(low, self.head_w, self.head_b)
-        down = _affine(low, self.tail_down, self.tail_down_b)
+    def _adaptive_log_probs(self, x: Tensor, buffer: Tensor, rows: slice, rhyme: Tensor | None = None) -> Tensor:
+        """Full log-distribution of an adaptive softmax for ``rows`` (``x`` their inputs, in ``self.dtype``), as
+        ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32; in bf16 the matmuls run in bf16 and everything
+        after them in fp32)."""
+        head = _affine(x, self.head_w, _bias_rows(self.head_b, rows))
+        down = _affine(x, self.tail_down, _bias_rows(self.tail_down_b, rows))
         if rhyme is not None:  # a rhyme step: the rhyme columns' share, in fp32
             head = head.addmm(rhyme, self.rhyme_head)
             down = down.addmm(rhyme, self.rhyme_tail)
@@ -169,6 +176,7 @@ class LogitStepper:
 
     def _buffer(self, name: str, like: Tensor, columns: int, dtype: torch.dtype) -> Tensor:
         """A (rows of ``like``, ``columns``) buffer kept between steps."""
+        name = f"{name}/{like.shape[0]}"  # a block of rows and the whole batch each keep their own
         buf = self.buffers.get(name)
         if buf is None or buf.shape != (like.shape[0], columns) or buf.dtype != dtype:
             buf = self.buffers[name] = like.new_empty(like.shape[0], columns, dtype=dtype)
@@ -186,18 +194,17 @@ class LogitStepper:
 
     def __call__(self, prev: Tensor) -> Tensor:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
-        if self.anchors is not None and self.position in (self.line_length, 2 * self.line_length):
-            self.anchors[:, self.position // self.line_length - 1] = prev
         if not self.fast:
-            extra = () if self.form is None else (self.form,)
-            # a model of another layout may have no position argument
-            cfg = self.model.cfg
-            where = {"position": self.position} if getattr(cfg, "position_codes", 0) or self.line_length else {}
-            if self.anchors is not None:
-                where["anchors"] = self.anchors
-            log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
-            self.position += 1
-            return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
+            return self._slow_step(prev)
+        self.advance(prev)
+        if self.logits is None or self.logits.shape[0] != prev.shape[0]:
+            self.logits = self.state[0].new_empty(prev.shape[0], self.width)
+        return self.project(slice(None), self.logits)
+
+    def advance(self, prev: Tensor) -> None:
+        """The recurrent part of a step (fast path only): read (R,) previous tokens, update the state, and keep
+        what the output layer reads; :meth:`project` then gives the logits of any rows."""
+        self._note_anchors(prev)
         (h, c), (h_new, c_new) = self.state, self.spare
         gates = self.token_gates.index_select(0, prev)
         if self.z_gates is not None:
@@ -211,19 +218,42 @@ class LogitStepper:
         self.state, self.spare = (h_new, c_new), (h, c)
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
-        rhyme = self._rhyme() if self.rhyme_dim else None
+        self.rhyme = self._rhyme() if self.rhyme_dim else None
         self.position += 1
-        if self.logits is None or self.logits.shape[0] != x.shape[0]:
-            self.logits = x.new_empty(x.shape[0], self.width)
+        self.hidden = x if self.dtype == torch.float32 else x.to(self.dtype)
+
+    def project(self, rows: slice, out: Tensor) -> Tensor:
+        """The last :meth:`advance`'s logits (log-probs for an adaptive softmax) of ``rows`` into ``out``
+        (rows, padded V). Row blocks that fit the cache keep the row-wise passes after it there."""
+        x = self.hidden[rows]
+        rhyme = None if self.rhyme is None else self.rhyme[rows]
         if self.adaptive:
-            return self._adaptive_log_probs(x, self.logits, rhyme)
+            return self._adaptive_log_probs(x, out, rows, rhyme)
+        out_b = _bias_rows(self.out_b, rows)
         if self.dtype != torch.float32:
-            logits = self.logits.copy_(torch.addmm(self.out_b, x.to(self.dtype), self.out_w))
+            logits = out.copy_(torch.addmm(out_b, x, self.out_w))
         else:
-            logits = torch.addmm(self.out_b, x, self.out_w, out=self.logits)
+            logits = torch.addmm(out_b, x, self.out_w, out=out)
         if rhyme is not None:
             logits[:, : self.vocab_size].addmm_(rhyme, self.rhyme_out)
         return logits
+
+    def _note_anchors(self, prev: Tensor) -> None:
+        if self.anchors is not None and self.position in (self.line_length, 2 * self.line_length):
+            self.anchors[:, self.position // self.line_length - 1] = prev
+
+    def _slow_step(self, prev: Tensor) -> Tensor:
+        """A model of another layout (or in training mode): its own ``step``, padded to the stepper's width."""
+        self._note_anchors(prev)
+        extra = () if self.form is None else (self.form,)
+        # a model of another layout may have no position argument
+        cfg = self.model.cfg
+        where = {"position": self.position} if getattr(cfg, "position_codes", 0) or self.line_length else {}
+        if self.anchors is not None:
+            where["anchors"] = self.anchors
+        log_probs, self.state = self.model.step(prev, self.state, self.z, *extra, **where)
+        self.position += 1
+        return F.pad(log_probs, (0, self.width - self.vocab_size), value=float("-inf"))
 
     def _rhyme(self) -> Tensor | None:
         """(R, rhyme_dim): what this step's output reads of the rhyme; None at the steps where it is zero."""
