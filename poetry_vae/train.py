@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -142,10 +143,28 @@ def start_from(module: PoemModule, init: LoadedCheckpoint) -> None:
         module.model.load_state_dict(init.model.state_dict())
     except RuntimeError as error:
         details = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        overrides = model_overrides(init.model.cfg, module.model.cfg)
+        fix = f"add {' '.join(overrides)}" if overrides else "use the model config it was trained with"
         raise CheckpointError(
             f"init_from={init.path}: its weights do not fit this run's model ({details[0] if details else error}); "
-            "use the model config it was trained with (same sizes, latent and output layer)"
+            f"{fix} (the sizes, latent and output layer it was trained with)"
         ) from None
+
+
+def model_overrides(trained: Any, wanted: Any) -> list[str]:
+    """The ``model.<field>=<value>`` overrides that give a run the model config a checkpoint was trained with
+    (the vocabulary comes from the checkpoint itself)."""
+    if not (dataclasses.is_dataclass(trained) and dataclasses.is_dataclass(wanted)):
+        return []
+    names = [f.name for f in dataclasses.fields(trained) if f.name != "vocab_size" and hasattr(wanted, f.name)]
+    return [f"model.{name}={_override_value(getattr(trained, name))}" for name in names
+            if getattr(trained, name) != getattr(wanted, name)]  # fmt: skip
+
+
+def _override_value(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ",".join(str(v) for v in value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = None,

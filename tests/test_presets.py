@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
+from poetry_vae.errors import CheckpointError
 from poetry_vae.train import build_module, start_from, starting_vocabulary
 
 PRESETS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -91,6 +92,24 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     start_from(module, init)  # the shipped weights fit make_train's model config
     torch.testing.assert_close(module.model.embed.weight, init.model.embed.weight)
     assert module.vocab.tokens == init.vocab.tokens
+
+
+def test_a_checkpoint_that_does_not_fit_names_the_overrides_that_would(tmp_path: Path) -> None:
+    """Fine-tuning the shipped flagship with other sizes is refused in one line that says which model.<field>=
+    overrides give the sizes it was trained with."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
+                                          "data.limit_train_poems=64", "model.decoder_hidden=48", "model.place_dim=8"])
+    init = load_checkpoint(CONFIG_DIR.parent / cfg.init_from)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
+    with pytest.raises(CheckpointError) as error:
+        start_from(module, init)
+    message = str(error.value)
+    trained = init.model.cfg
+    assert f"model.decoder_hidden={trained.decoder_hidden}" in message
+    assert f"model.place_dim={trained.place_dim}" in message
+    assert "\n" not in message and "model.latent_dim" not in message  # only what differs
 
 
 def test_sampling_a_checkpoint_needs_no_lightning(tiny_checkpoint: Path) -> None:
