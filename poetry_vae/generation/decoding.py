@@ -30,9 +30,9 @@ from poetry_vae.model.poem_model import PoemModel
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.precision import decoding_dtype, denormals_flushed
 
-# rows whose logits are made, masked and drawn from together, as a block that stays in the cache (8 MB at an
-# 8k-column vocabulary) where whole-batch passes stream every pass through memory: 256 measured best against 128 and
-# 1,024 on the shipped model, 2 threads (make bench's flagship rows)
+# rows whose logits are made, masked and drawn from together: a block (9 MB at an 8k-column vocabulary) that the
+# cache keeps between those passes, where each whole-batch pass streamed 35 MB through memory. 256 measured best
+# against 64, 128 and 1,024 on the shipped model at 2 threads (make bench's flagship rows; docs/decoding.md)
 ROW_BLOCK = 256
 
 

@@ -8,6 +8,9 @@ non-linearities and one output matmul (with ``z_to_output``, z's share of it is 
 per-row bias), and it returns raw logits (no log-softmax): the sampler normalises
 once, over the row it actually needs. Columns are padded to a multiple of ``BLOCK`` with ``-inf`` logits so
 block-wise reductions can view a row as (blocks, BLOCK) without copies.
+
+``stepper(prev)`` is both halves at once; the sampler calls them apart, :meth:`LogitStepper.advance` (the
+recurrence, every row) and then :meth:`LogitStepper.project` (the output layer) for one block of rows at a time.
 """
 
 from __future__ import annotations
