@@ -690,7 +690,7 @@ def test_log_prob_rows_whose_allowed_tokens_all_underflow_are_exact():
     many[0, [2, 5]] = 0.0
     logits = torch.log_softmax(torch.randn(3, 64), 1)
     for keep in (few, many):
-        weights = sampling._weights_from_log_probs(logits, keep, 0.8, sampling.Workspace())
+        weights = sampling._masked_weights(logits, keep, 0.8, logits, sampling.Workspace(), log_probs=True)
         expected = torch.softmax(logits.masked_fill(keep <= 0, float("-inf")) / 0.8, 1)
         torch.testing.assert_close(weights / weights.sum(1, keepdim=True), expected)
 

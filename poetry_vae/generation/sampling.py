@@ -243,91 +243,70 @@ def penalize_repeats(logits: Tensor, history: Tensor, penalty: float) -> Tensor:
     return raw
 
 
-def _normalise(logits: Tensor, work: Workspace | None = None, normalised: bool = False) -> tuple[Tensor, Tensor]:
+def _normalise(logits: Tensor, work: Workspace | None = None) -> tuple[Tensor, Tensor]:
     """Raw logits (R, W) -> (R, W) softmax and (R,) log-normaliser (log-sum-exp) of each row.
 
     One fused softmax pass (several times faster on a CPU than max, subtract, exp and sum as separate
     passes); the normaliser comes from the row's largest probability, exp(max - lse), which cannot underflow.
-    ``normalised``: the rows are log-probs already, the normaliser is 0. With a workspace the softmax is written
-    into its buffer (a fresh row-sized result every step page-faults its memory in again, which took longer than
-    the softmax itself) and the same row-wise kernels run over blocks of ``ROW_CHUNK`` rows that stay in cache.
+    With a workspace the softmax is written into its buffer (a fresh row-sized result every step page-faults its
+    memory in again, which took longer than the softmax itself) and the same row-wise kernels run over blocks of
+    ``ROW_CHUNK`` rows that stay in cache.
     """
     if work is None:
         probs = torch.softmax(logits, dim=1)
         return probs, logits.amax(dim=1) - probs.amax(dim=1).log()
     probs = work.get("probs", logits)
-    log_norm, peak = logits.new_zeros(logits.shape[0]), logits.new_empty(logits.shape[0])
+    log_norm, peak = logits.new_empty(logits.shape[0]), logits.new_empty(logits.shape[0])
     for start in range(0, logits.shape[0], ROW_CHUNK):
         rows = slice(start, start + ROW_CHUNK)
         torch.ops.aten._softmax.out(logits[rows], 1, False, out=probs[rows])
-        if not normalised:
-            torch.amax(logits[rows], dim=1, out=log_norm[rows])
-            torch.amax(probs[rows], dim=1, out=peak[rows])
-    return probs, log_norm if normalised else log_norm.sub_(peak.log_())
+        torch.amax(logits[rows], dim=1, out=log_norm[rows])
+        torch.amax(probs[rows], dim=1, out=peak[rows])
+    return probs, log_norm.sub_(peak.log_())
 
 
 def _masked_weights(
-    logits: Tensor, keep: Tensor, temperature: float, probs: Tensor, work: Workspace | None = None
+    logits: Tensor, keep: Tensor, temperature: float, probs: Tensor, work: Workspace | None = None,
+    log_probs: bool = False,
 ) -> Tensor:
     """(R, W) unnormalised masked softmax weights at ``temperature`` (``probs`` is reused at temperature 1).
 
-    A row whose allowed tokens all underflowed (far below the unmasked max) is recomputed against its masked
-    max.
+    ``log_probs``: the rows are normalised log-probs already (an adaptive softmax's), so their weights are one exp
+    rather than a softmax (whose max and sum passes would find 0). That exponent is shifted up by ``EXP_SHIFT`` and
+    floored where exp's result would be subnormal: there the vectorised exp takes a path ten times slower, and most
+    of a trained model's vocabulary lies there (log-probs below -87). A floored weight is at most 2^-40 of its row's
+    largest in every row kept. A mask shared by every row that bans few columns (the format's) zeroes just those
+    columns. A row whose allowed tokens all underflowed (or lie below the floor) is recomputed against its masked
+    max, exactly.
     """
+    shared = keep.shape[0] == 1
     if work is None:
-        weights = probs if temperature == 1.0 else torch.softmax(logits / temperature, dim=1)
+        weights = probs if temperature == 1.0 and not log_probs else torch.softmax(logits / temperature, dim=1)
         lost = weights.mul_(keep).amax(dim=1) <= 0
     else:  # the same row-wise kernels, fused over blocks of rows that stay in the cache
-        weights = probs if temperature == 1.0 else work.get("weights", logits)
-        scaled = work.get("scaled", logits) if temperature != 1.0 else logits
+        fresh = temperature != 1.0 or log_probs
+        weights = work.get("weights", logits) if fresh else probs
+        scaled = work.get("scaled", logits) if temperature != 1.0 and not log_probs else logits
+        banned = (keep[0] <= 0).nonzero().squeeze(1) if shared else None
+        few = banned is not None and banned.numel() * FEW_BANNED <= keep.shape[1]
         peak = logits.new_empty(logits.shape[0])
         for start in range(0, logits.shape[0], ROW_CHUNK):
             rows = slice(start, start + ROW_CHUNK)
-            if temperature != 1.0:
+            chunk = weights[rows]
+            if log_probs:
+                tempered = logits[rows] if temperature == 1.0 else torch.mul(logits[rows], 1 / temperature, out=chunk)
+                torch.clamp(tempered, min=EXP_FLOOR - EXP_SHIFT, out=chunk).add_(EXP_SHIFT).exp_()
+            elif temperature != 1.0:
                 torch.div(logits[rows], temperature, out=scaled[rows])
-                torch.ops.aten._softmax.out(scaled[rows], 1, False, out=weights[rows])
-            weights[rows].mul_(keep if keep.shape[0] == 1 else keep[rows])
-            torch.amax(weights[rows], dim=1, out=peak[rows])
-        lost = peak <= 0
+                torch.ops.aten._softmax.out(scaled[rows], 1, False, out=chunk)
+            if few:
+                chunk.index_fill_(1, banned, 0.0)
+            else:
+                chunk.mul_(keep if shared else keep[rows])
+            torch.amax(chunk, dim=1, out=peak[rows])
+        lost = peak < EXP_SAFE if log_probs else peak <= 0
     if bool(lost.any()):
-        weights[lost] = _tempered(logits[lost], keep if keep.shape[0] == 1 else keep[lost], temperature)
-    return weights
-
-
-def _weights_from_log_probs(log_probs: Tensor, keep: Tensor, temperature: float, work: Workspace) -> Tensor:
-    """(R, W) normalised log-probs -> (R, W) masked weights at ``temperature``, proportional to
-    ``exp(log_probs / T) * keep``.
-
-    Rows that are log-probs already need no softmax (its max and sum passes would find 0): one exp, fused over
-    blocks of ``ROW_CHUNK`` rows with the mask while they are in the cache. The exponent is shifted up by
-    ``EXP_SHIFT`` and floored where exp's result would be subnormal: there the vectorised exp takes a path ten
-    times slower, and most of a trained model's vocabulary lies there (log-probs below -87). A floored weight
-    is at most 2^-40 of the row's largest in every row this path keeps; a row whose allowed tokens all lie lower
-    is recomputed against its masked max, exactly. A mask shared by every row that bans few columns (the
-    format's) zeroes just those columns.
-    """
-    weights = work.get("weights", log_probs)
-    peak = log_probs.new_empty(log_probs.shape[0])
-    shared = keep.shape[0] == 1
-    banned = (keep[0] <= 0).nonzero().squeeze(1) if shared else None
-    few = banned is not None and banned.numel() * FEW_BANNED <= keep.shape[1]
-    floor = EXP_FLOOR - EXP_SHIFT  # in units of log_probs / T
-    for start in range(0, log_probs.shape[0], ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
-        chunk = weights[rows]
-        if temperature == 1.0:
-            torch.clamp(log_probs[rows], min=floor, out=chunk)
-        else:
-            torch.mul(log_probs[rows], 1.0 / temperature, out=chunk).clamp_(min=floor)
-        chunk.add_(EXP_SHIFT).exp_()
-        if few:
-            chunk.index_fill_(1, banned, 0.0)
-        else:
-            chunk.mul_(keep if shared else keep[rows])
-        torch.amax(chunk, dim=1, out=peak[rows])
-    lost = peak < EXP_SAFE
-    if bool(lost.any()):
-        weights[lost] = _tempered(log_probs[lost], keep if shared else keep[lost], temperature)
+        weights[lost] = _tempered(logits[lost], keep if shared else keep[lost], temperature)
     return weights
 
 
@@ -365,16 +344,11 @@ def choose(
     """
     work = work or Workspace()
     penalised = repetition_penalty != 1.0 and history is not None and history.shape[1] > 0
-    if normalised and strategy in DRAWS and not penalised:  # log-prob rows: the weights are their exp
-        with phase("mask"):
-            weights = _weights_from_log_probs(logits, keep, temperature, work)
-        return _draw(weights, logits, logits.new_zeros(logits.shape[0]), strategy, top_k, top_p, min_p, generator,
-                     work, phase)  # fmt: skip
     with phase("normalise"):
-        if normalised and (strategy == "greedy" or temperature != 1.0):  # nothing below reads probs
+        if normalised:  # log-probs already: greedy needs no softmax, and the draws take their exp (see below)
             probs, log_norm = logits, logits.new_zeros(logits.shape[0])
         else:  # log-probs too: the softmax kernel's exp is several times faster than torch.exp on very negative ones
-            probs, log_norm = _normalise(logits, work, normalised)
+            probs, log_norm = _normalise(logits, work)
     raw = None  # the model's logits at the history ids, while penalised ones stand in the row
     if penalised:
         with phase("penalty"):
@@ -389,35 +363,15 @@ def choose(
         with phase("choose"):
             chosen = block_argmax(masked)
     elif strategy in DRAWS:
-        with phase("mask"):
-            weights = _masked_weights(logits, keep, temperature, probs, work)
-        if raw is not None:
-            logits.scatter_(1, history, raw)
-        return _draw(weights, logits, log_norm, strategy, top_k, top_p, min_p, generator, work, phase)
+        with phase("mask"):  # penalised logits are no longer log-probs: their weights are a softmax's
+            weights = _masked_weights(logits, keep, temperature, probs, work, log_probs=normalised and raw is None)
+        filtered = strategy != "sample" or min_p > 0
+        with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
+            chosen = DRAWS[strategy](weights, top_k, top_p, min_p, generator, work)
     else:
         raise ValueError(f"unknown strategy {strategy!r}")
     if raw is not None:
         logits.scatter_(1, history, raw)
-    return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - log_norm
-
-
-def _draw(
-    weights: Tensor,
-    logits: Tensor,
-    log_norm: Tensor,
-    strategy: str,
-    top_k: int,
-    top_p: float,
-    min_p: float,
-    generator: torch.Generator | None,
-    work: Workspace,
-    phase: Phase,
-) -> tuple[Tensor, Tensor]:
-    """A sampling strategy's draw from masked ``weights`` -> (R,) ids and their log-probs (``logits`` at the ids,
-    less each row's ``log_norm``)."""
-    filtered = strategy != "sample" or min_p > 0
-    with phase("filter+choose" if filtered and not (strategy == "top_p" and top_p >= 1.0) else "choose"):
-        chosen = DRAWS[strategy](weights, top_k, top_p, min_p, generator, work)
     return chosen, logits.gather(1, chosen.unsqueeze(1)).squeeze(1) - log_norm
 
 
