@@ -7,6 +7,7 @@ ConfigStore as nodes that conf/ lists in its defaults lists, so a YAML file hold
 - ``sample_keys``: :class:`SampleKeys`, and ``decode_request``: the fields of
   :class:`~poetry_vae.generation.DecodeRequest` but its form's (conf/sample.yaml)
 - ``evaluate_keys``: :class:`EvaluateKeys` (conf/evaluate.yaml)
+- ``fit_prior_keys``: :class:`FitPriorKeys` (conf/fit_prior.yaml)
 
 The nodes are plain (a mapping of the defaults), not typed: a typed node would convert values at composition
 (``2`` becomes ``2.0`` in a float field, which changes what a config prints and records), refuse others in a
@@ -113,6 +114,16 @@ class EvaluateKeys:
     prior_samples: int = field(default=500, metadata=at_least(2))  # distinct-2 and self-BLEU need two poems
 
 
+@dataclass
+class FitPriorKeys:
+    """conf/fit_prior.yaml."""
+
+    ckpt_path: str = "???"  # required: a trained VAE (a run's checkpoint, or poet for the shipped one)
+    out: str = "???"  # required: the new checkpoint (a new file: an existing one is never replaced)
+    batch_size: int = field(default=512, metadata=at_least(1))  # poems encoded at once
+    torch_threads: int | None = field(default=None, metadata=at_least(1))
+
+
 # ModelConfig's fields that the model node leaves out: the vocabulary's (its size and special ids, set from the data),
 # and two that a preset or the command line adds when it uses them (their defaults are off), as
 # `+model.num_forms=4`: a node holding them would refuse that `+` and print a key more in every config.
@@ -154,3 +165,4 @@ _store.store(name="train_keys", node=defaults_of(TrainKeys))
 _store.store(name="sample_keys", node=defaults_of(SampleKeys))
 _store.store(name="decode_request", node=REQUEST_DEFAULTS)
 _store.store(name="evaluate_keys", node=defaults_of(EvaluateKeys))
+_store.store(name="fit_prior_keys", node=defaults_of(FitPriorKeys))

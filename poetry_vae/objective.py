@@ -107,11 +107,6 @@ def gaussian_log_density(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(dim=-1)
 
 
-def log_prior_ratio(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log p(z) - log q(z|x) for N(0, I) and the posterior N(mu, exp(logvar)): (..., Z) -> (...)."""
-    return gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z)) - gaussian_log_density(z, mu, logvar)
-
-
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mu, exp(logvar)) || N(0, I)) per dimension: (B, Z) -> (B, Z)."""
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)

@@ -17,7 +17,8 @@ import torch
 from poetry_vae.atomic import atomic_write
 from poetry_vae.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 
-KEPT = ("hyper_parameters", "datamodule_hyper_parameters", "global_step", "epoch")
+KEPT = ("hyper_parameters", "datamodule_hyper_parameters", "global_step", "epoch", "prior_fit")
+FULL = "model.prior."  # a fitted prior stays in float32 (4 KB): its Cholesky factor sets the density's scale
 
 
 def slim(source: Path, out: Path, command: str, commit: str | None = None) -> dict:
@@ -26,7 +27,7 @@ def slim(source: Path, out: Path, command: str, commit: str | None = None) -> di
     commit = commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     small = {key: data[key] for key in KEPT if key in data}
     small["poetry_vae_format"] = CHECKPOINT_FORMAT
-    small["state_dict"] = {name: value.half() if value.is_floating_point() else value
+    small["state_dict"] = {name: value.half() if value.is_floating_point() and not name.startswith(FULL) else value
                            for name, value in data["state_dict"].items() if name.startswith("model.")}
     small["provenance"] = {"command": command, "commit": commit, "source": relative_source,
                            "global_step": int(data.get("global_step", 0))}

@@ -33,6 +33,8 @@ from poetry_vae.schema import ConfigError
         ("evaluate", ["iw_samples=0"], "iw_samples=0: expected a value >= 1"),
         ("evaluate", ["iw_samples=abc"], "iw_samples='abc': expected an integer"),
         ("evaluate", ["split=train"], "split='train': expected one of val, test"),
+        ("fit_prior", ["batch_size=0"], "batch_size=0: expected a value >= 1"),
+        ("fit_prior", ["priors=3"], "unknown key 'priors'"),
         ("train", ["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer or null"),
         ("train", ["trainer.precision=bf17"], "trainer.precision='bf17': expected one of"),
         ("train", ["data.batch_size=x"], "data.batch_size='x': expected an integer"),
@@ -59,7 +61,7 @@ def test_wrong_type_or_range_is_one_line(command: str, args: list[str], expected
 
 
 def test_every_shipped_config_passes_its_schema() -> None:
-    for command in ("train", "sample", "evaluate"):
+    for command in ("train", "sample", "evaluate", "fit_prior"):
         check_overrides(command, [] if command == "train" else ["ckpt_path=x.ckpt"])
     options = [f"{group.name}={path.stem}" for group in CONFIG_DIR.iterdir() if group.is_dir()
                and group.name not in ("hydra", "paths") for path in group.glob("*.yaml")]
@@ -103,7 +105,7 @@ def test_evaluate_refuses_a_directory_as_output(tiny_checkpoint: Path, tmp_path:
         evaluate(cfg)
 
 
-@pytest.mark.parametrize("command", ["sample", "evaluate"])
+@pytest.mark.parametrize("command", ["sample", "evaluate", "fit_prior"])
 def test_each_command_has_its_own_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"poetry_vae.{command}", "--help"], capture_output=True,
                             text=True, timeout=120)

@@ -80,7 +80,9 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
         base = compose("train", overrides=["experiment=poet_finetune"])
         cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
                                           "data.limit_train_poems=64"])
-    assert cfg.anneal == base.anneal and cfg.model == base.model
+    # the recipe's model, with the prior the shipped model's last stage fitted (poetry_vae.fit_prior)
+    assert cfg.anneal == base.anneal and {**cfg.model, "prior": "standard"} == base.model
+    assert cfg.model.prior == "gaussian"
     # the recipe's data and model, trained on the importance-weighted bound (free bits and word dropout off)
     assert {**cfg.objective, "iw_samples": 1, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
     assert cfg.objective.iw_samples == 5 and base.objective.free_bits == 2.0
@@ -91,6 +93,8 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
     start_from(module, init)  # the shipped weights fit make_train's model config
     torch.testing.assert_close(module.model.embed.weight, init.model.embed.weight)
+    torch.testing.assert_close(module.model.prior.scale_tril, init.model.prior.scale_tril)  # the fitted prior too
+    assert not torch.equal(init.model.prior.scale_tril, torch.eye(init.model.cfg.latent_dim))
     assert module.vocab.tokens == init.vocab.tokens
 
 

@@ -37,12 +37,10 @@ ROW_BLOCK = 256
 
 
 def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = None) -> Tensor | None:
-    """``n`` codes from N(0, I) on the model's device; None for the LM baseline (then decode ``n`` poems)."""
+    """``n`` codes from the model's prior p(z) on its device; None for the LM baseline (then decode ``n`` poems)."""
     if not model.cfg.use_latent:
         return None
-    device = next(model.parameters()).device
-    gen_device = generator.device if generator is not None else device
-    return torch.randn(n, model.cfg.latent_dim, generator=generator, device=gen_device).to(device)
+    return model.prior.sample(n, generator, next(model.parameters()).device)
 
 
 def generate(

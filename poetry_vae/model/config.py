@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from poetry_vae.errors import PoetryVAEError
+from poetry_vae.model.prior import PRIORS
 
 OUTPUT_LAYERS = ("softmax", "adaptive")
 
@@ -46,6 +47,9 @@ class ModelConfig:
     use_latent: bool = True  # False => plain LSTM language-model baseline (no encoder, no z)
     num_forms: int = 0  # > 0: a learned embedding of the poem's form tag (data.forms) added to every input
     bn_gamma: float = 0.0  # BN-VAE (Zhu et al. 2020): batch norm on mu with this fixed scale; 0 = off
+    # p(z): "standard" N(0, I) | "gaussian", a full-covariance N(m, L Lᵀ) that `python -m poetry_vae.fit_prior`
+    # fits to a trained model's aggregate posterior (poetry_vae.model.prior)
+    prior: str = "standard"
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -61,6 +65,7 @@ class ModelConfig:
                 f"output_layer={self.output_layer!r}, not one of {OUTPUT_LAYERS}",
             ),
             (not 0.0 <= self.dropout < 1.0, f"dropout={self.dropout} must be in [0, 1)"),
+            (self.prior not in PRIORS, f"prior={self.prior!r}, not one of {PRIORS}"),
             (self.bn_gamma < 0, f"bn_gamma={self.bn_gamma} must be >= 0 (0 = no batch norm on mu)"),
             (self.position_codes < 0, f"position_codes={self.position_codes} must be >= 0 (0 = off)"),
             (self.line_length < 0, f"line_length={self.line_length} must be >= 0 (0 = off)"),

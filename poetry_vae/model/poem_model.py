@@ -16,7 +16,8 @@ from poetry_vae.model.config import ModelConfig
 from poetry_vae.model.decoder import Decoder, State
 from poetry_vae.model.encoder import Encoder
 from poetry_vae.model.highway import Highway
-from poetry_vae.objective import gaussian_kl, word_dropout
+from poetry_vae.model.prior import build_prior
+from poetry_vae.objective import word_dropout
 
 
 @dataclass
@@ -37,6 +38,7 @@ class PoemModel(nn.Module):
         self.form_embed = nn.Embedding(cfg.num_forms, cfg.embed_dim) if cfg.num_forms > 0 else None
         self.highway = Highway(cfg.embed_dim, cfg.highway_layers)
         self.encoder = Encoder(cfg) if cfg.use_latent else None
+        self.prior = build_prior(cfg.prior, cfg.latent_dim) if cfg.use_latent else None
         self.decoder = Decoder(cfg)
 
     def load_embeddings(self, matrix: Tensor) -> None:
@@ -149,7 +151,7 @@ class PoemModel(nn.Module):
         else:
             z = self.reparameterize(mu, logvar)
         rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
-        return ModelOutput(rec=rec, kl=gaussian_kl(mu, logvar), mu=mu, logvar=logvar, z=z)
+        return ModelOutput(rec=rec, kl=self.prior.kl(mu, logvar), mu=mu, logvar=logvar, z=z)
 
     def step(
         self,

@@ -1,0 +1,91 @@
+"""Fit a trained VAE's prior to its aggregate posterior: ``python -m poetry_vae.fit_prior ckpt_path=... out=...``.
+
+Encodes the training split of the checkpoint's corpus, moment-matches a full-covariance Gaussian to the codes'
+aggregate posterior (:class:`poetry_vae.model.prior.GaussianPrior`) and writes a new checkpoint whose model has
+that prior (``model.prior=gaussian``); the encoder and decoder are unchanged. Sampling, evaluation and further
+training (``init_from=`` with ``model.prior=gaussian``) all use it.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from poetry_vae.atomic import atomic_write, check_writable
+from poetry_vae.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint
+from poetry_vae.checkpoint_io import write_checkpoint_file
+from poetry_vae.cli import hydra_command
+from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.errors import PromptError
+from poetry_vae.model.prior import GaussianPrior
+from poetry_vae.schema import check_fit_prior_config
+
+_MODEL_PREFIX = "model."
+
+
+def fit_prior(cfg: DictConfig) -> dict[str, float]:
+    check_fit_prior_config(cfg)
+    for key in ("ckpt_path", "out"):
+        if OmegaConf.is_missing(cfg, key):
+            raise PromptError(f"no {key} given: python -m poetry_vae.fit_prior ckpt_path=<checkpoint> out=<new file>")
+    out = check_writable(cfg.out)
+    if out.exists():
+        raise PromptError(f"out={out} exists: choose a new file (a fitted checkpoint never replaces one)")
+    if cfg.torch_threads:
+        torch.set_num_threads(int(cfg.torch_threads))
+    source = resolve_checkpoint(cfg.ckpt_path)
+    loaded = load_checkpoint(source)
+    model = loaded.model.float()
+    if not model.cfg.use_latent:
+        raise PromptError(f"{cfg.ckpt_path} is a language model (no latent code): give a VAE's checkpoint")
+    datamodule = QuatrainDataModule.for_checkpoint(loaded.data_hparams, loaded.vocab, f"checkpoint {source}")
+    datamodule.setup()
+    train = datamodule.tensors["train"]
+    print(f"encoding the {len(train['tokens']):,} training poems of {cfg.ckpt_path}", flush=True)
+    mu, logvar = encode_split(model, train, int(cfg.batch_size))
+    prior = GaussianPrior(mu.shape[1])
+    prior.fit(mu, logvar)
+    # what the fit buys: the ELBO's prior term E log p(z) over one code a poem, before and after
+    codes = model.reparameterize(mu, logvar, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before, after = float(model.prior.log_prob(codes).mean()), float(prior.log_prob(codes).mean())
+    raw = read_checkpoint(source)
+    fitted = copy.copy(raw)
+    fitted["hyper_parameters"] = {**raw["hyper_parameters"],
+                                  "model": {**raw["hyper_parameters"]["model"], "prior": "gaussian"}}
+    fitted["state_dict"] = {**raw["state_dict"], **{f"{_MODEL_PREFIX}prior.{name}": value.float()
+                                                     for name, value in prior.state_dict().items()}}
+    fitted["prior_fit"] = {"command": f"python -m poetry_vae.fit_prior ckpt_path={cfg.ckpt_path} out={cfg.out}",
+                           "source": _shown(source), "poems": len(mu), "log_prior_before": before,
+                           "log_prior_after": after}
+    atomic_write(out, lambda tmp: write_checkpoint_file(fitted, tmp))
+    print(f"E log p(z) over the training codes: {before:.2f} -> {after:.2f} nats a poem; wrote {out}")
+    return {"log_prior_before": before, "log_prior_after": after}
+
+
+@torch.no_grad()
+def encode_split(model: torch.nn.Module, tensors: dict[str, torch.Tensor], batch_size: int):
+    """Posterior means and log-variances (N, Z) of a split's poems, ``batch_size`` at a time."""
+    model.eval()
+    form = tensors.get("form")
+    parts = [model.encode(tensors["tokens"][start : start + batch_size],
+                          None if form is None else form[start : start + batch_size])
+             for start in range(0, len(tensors["tokens"]), batch_size)]
+    return torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory where it lies below it (no machine paths in provenance)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
+
+
+main = hydra_command("fit_prior", fit_prior)
+
+if __name__ == "__main__":
+    main()

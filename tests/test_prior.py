@@ -1,0 +1,120 @@
+"""The latent prior: N(0, I), and the full-covariance Gaussian fitted to the aggregate posterior."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch.distributions import MultivariateNormal, Normal, kl_divergence
+
+from poetry_vae.checkpoint import load_checkpoint
+from poetry_vae.cli import CONFIG_DIR
+from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.errors import PoetryVAEError, PromptError
+from poetry_vae.fit_prior import encode_split, fit_prior
+from poetry_vae.generation import sample_prior
+from poetry_vae.metrics.latent import iw_log_likelihood
+from poetry_vae.model import ModelConfig, PoemModel
+from poetry_vae.model.prior import GaussianPrior, StandardPrior
+
+
+def _fitted(dim: int = 4, seed: int = 0) -> GaussianPrior:
+    g = torch.Generator().manual_seed(seed)
+    prior = GaussianPrior(dim)
+    mixing = torch.randn(dim, dim, generator=g)
+    mu = torch.randn(500, dim, generator=g) @ mixing + torch.randn(dim, generator=g)
+    prior.fit(mu, torch.randn(500, dim, generator=g) * 0.3 - 1.0)
+    return prior
+
+
+def test_standard_prior_is_the_unit_normal() -> None:
+    prior, z = StandardPrior(3), torch.randn(5, 3)
+    assert torch.allclose(prior.log_prob(z), Normal(0.0, 1.0).log_prob(z).sum(-1), atol=1e-6)
+    assert list(prior.state_dict()) == []  # nothing new in the checkpoints of models without a fitted prior
+
+
+def test_unfitted_gaussian_prior_equals_the_standard_one() -> None:
+    mu, logvar, z = torch.randn(6, 4), torch.randn(6, 4) * 0.5, torch.randn(2, 6, 4)
+    standard, gaussian = StandardPrior(4), GaussianPrior(4)
+    assert torch.allclose(gaussian.log_prob(z), standard.log_prob(z), atol=1e-5)
+    assert torch.allclose(gaussian.kl(mu, logvar), standard.kl(mu, logvar), atol=1e-5)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.allclose(gaussian.sample(7, g1), standard.sample(7, g2))
+
+
+def test_fit_matches_the_aggregate_posteriors_moments() -> None:
+    g = torch.Generator().manual_seed(1)
+    mu, logvar = torch.randn(4000, 3, generator=g) * torch.tensor([2.0, 0.5, 1.0]) + 1.0, torch.full((4000, 3), -1.0)
+    prior = GaussianPrior(3)
+    prior.fit(mu, logvar)
+    # codes drawn from the aggregate posterior (one per poem) have the fitted mean and covariance
+    z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)
+    covariance = prior.scale_tril @ prior.scale_tril.t()
+    assert torch.allclose(prior.mean, z.mean(0), atol=0.1)
+    assert torch.allclose(covariance, torch.cov(z.t()), atol=0.15)
+    # and it scores them higher than N(0, I) does (the ELBO's prior term grows)
+    assert prior.log_prob(z).mean() > StandardPrior(3).log_prob(z).mean() + 1.0
+
+
+def test_fitted_prior_kl_is_the_exact_full_covariance_kl() -> None:
+    prior = _fitted()
+    mu, logvar = torch.randn(8, 4), torch.randn(8, 4) * 0.4
+    posterior = MultivariateNormal(mu, scale_tril=torch.diag_embed((0.5 * logvar).exp()))
+    law = MultivariateNormal(prior.mean, scale_tril=prior.scale_tril)
+    assert torch.allclose(prior.kl(mu, logvar).sum(-1), kl_divergence(posterior, law), atol=1e-4)
+
+
+def test_fitted_prior_samples_follow_its_law() -> None:
+    prior = _fitted()
+    z = prior.sample(20000, torch.Generator().manual_seed(0))
+    covariance = prior.scale_tril @ prior.scale_tril.t()
+    assert torch.allclose(z.mean(0), prior.mean, atol=0.1 * covariance.diagonal().sqrt().max())
+    assert torch.allclose(torch.cov(z.t()), covariance, rtol=0.1, atol=0.05 * covariance.diagonal().max())
+
+
+def test_model_prior_from_config_and_state_dict() -> None:
+    cfg = ModelConfig(vocab_size=20, embed_dim=8, encoder_hidden=8, latent_dim=4, decoder_hidden=8, prior="gaussian")
+    model = PoemModel(cfg)
+    assert {"prior.mean", "prior.scale_tril"} <= set(model.state_dict())
+    plain = PoemModel(ModelConfig(vocab_size=20, embed_dim=8, encoder_hidden=8, latent_dim=4, decoder_hidden=8))
+    assert not any(key.startswith("prior.") for key in plain.state_dict())
+    with pytest.raises(PoetryVAEError, match="prior='flow'"):
+        ModelConfig(vocab_size=20, prior="flow")
+
+
+def _fit_config(ckpt: Path, out: Path):  # -> DictConfig
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("fit_prior", overrides=[f"ckpt_path={ckpt}", f"out={out}", "batch_size=100"])
+
+
+def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fitted.ckpt"
+    result = fit_prior(_fit_config(tiny_checkpoint, out))
+    source, fitted = load_checkpoint(tiny_checkpoint), load_checkpoint(out)
+    assert source.model.cfg.prior == "standard" and fitted.model.cfg.prior == "gaussian"
+    # the encoder and decoder are the source's, bit for bit; only the prior is new
+    fitted_state, source_state = fitted.model.state_dict(), source.model.state_dict()
+    assert set(fitted_state) - set(source_state) == {"prior.mean", "prior.scale_tril"}
+    assert all(torch.equal(value, fitted_state[name]) for name, value in source_state.items())
+    # fitted to the training poems' posteriors: their mean, and a higher E log p(z) than N(0, I) gives them
+    datamodule = QuatrainDataModule.for_checkpoint(source.data_hparams, source.vocab, "test")
+    datamodule.setup()
+    mu, _ = encode_split(source.model, datamodule.tensors["train"], 100)
+    assert torch.allclose(fitted.model.prior.mean, mu.mean(0), atol=1e-5)
+    assert result["log_prior_after"] > result["log_prior_before"]
+    # it evaluates and samples like any checkpoint
+    z = sample_prior(fitted.model, 4, torch.Generator().manual_seed(0))
+    assert z.shape == (4, fitted.model.cfg.latent_dim) and torch.isfinite(z).all()
+    tokens = datamodule.tensors["val"]
+    nll = iw_log_likelihood(fitted.model, tokens["tokens"][:8], tokens["dec_in"][:8], tokens["target"][:8], k=3)
+    assert torch.isfinite(nll).all()
+
+
+def test_fit_prior_never_replaces_a_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "taken.ckpt"
+    out.write_bytes(b"an earlier result")
+    with pytest.raises(PromptError, match="exists: choose a new file"):
+        fit_prior(_fit_config(tiny_checkpoint, out))
+    assert out.read_bytes() == b"an earlier result"
