@@ -120,6 +120,9 @@ class FitPriorKeys:
 
     ckpt_path: str = "???"  # required: a trained VAE (a run's checkpoint, or poet for the shipped one)
     out: str = "???"  # required: the new checkpoint (a new file: an existing one is never replaced)
+    # 1: one Gaussian, moment-matched (exact); > 1: a mixture fitted by EM to codes drawn from the posteriors
+    components: int = field(default=1, metadata=at_least(1))
+    seed: int = 0  # of those draws
     batch_size: int = field(default=512, metadata=at_least(1))  # poems encoded at once
     torch_threads: int | None = field(default=None, metadata=at_least(1))
 

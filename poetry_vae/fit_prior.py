@@ -1,9 +1,10 @@
 """Fit a trained VAE's prior to its aggregate posterior: ``python -m poetry_vae.fit_prior ckpt_path=... out=...``.
 
-Encodes the training split of the checkpoint's corpus, moment-matches a full-covariance Gaussian to the codes'
-aggregate posterior (:class:`poetry_vae.model.prior.GaussianPrior`) and writes a new checkpoint whose model has
-that prior (``model.prior=gaussian``); the encoder and decoder are unchanged. Sampling, evaluation and further
-training (``init_from=`` with ``model.prior=gaussian``) all use it.
+Encodes the training split of the checkpoint's corpus, fits full-covariance Gaussians to the codes' aggregate
+posterior (:class:`poetry_vae.model.prior.GaussianPrior`: one by moment matching, or a mixture of ``components``)
+and writes a new checkpoint whose model has that prior (``model.prior=gaussian model.prior_components=<n>``);
+the encoder and decoder are unchanged. Sampling, evaluation and further
+training (``init_from=`` with those two overrides) all use it.
 """
 
 from __future__ import annotations
@@ -46,8 +47,11 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     train = datamodule.tensors["train"]
     print(f"encoding the {len(train['tokens']):,} training poems of {cfg.ckpt_path}", flush=True)
     mu, logvar = encode_split(model, train, int(cfg.batch_size))
-    prior = GaussianPrior(mu.shape[1])
-    prior.fit(mu, logvar)
+    components = int(cfg.components)
+    print(f"fitting {'one Gaussian' if components == 1 else f'a mixture of {components} Gaussians'} to their "
+          "aggregate posterior", flush=True)
+    prior = GaussianPrior(mu.shape[1], components)
+    prior.fit(mu, logvar, torch.Generator().manual_seed(int(cfg.seed)))
     # what the fit buys: the ELBO's prior term E log p(z) over one code a poem, before and after
     codes = model.reparameterize(mu, logvar, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -55,10 +59,12 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     raw = read_checkpoint(source)
     fitted = copy.copy(raw)
     fitted["hyper_parameters"] = {**raw["hyper_parameters"],
-                                  "model": {**raw["hyper_parameters"]["model"], "prior": "gaussian"}}
+                                  "model": {**raw["hyper_parameters"]["model"], "prior": "gaussian",
+                                            "prior_components": components}}
     fitted["state_dict"] = {**raw["state_dict"], **{f"{_MODEL_PREFIX}prior.{name}": value.float()
                                                      for name, value in prior.state_dict().items()}}
-    fitted["prior_fit"] = {"command": f"python -m poetry_vae.fit_prior ckpt_path={cfg.ckpt_path} out={cfg.out}",
+    fitted["prior_fit"] = {"command": f"python -m poetry_vae.fit_prior ckpt_path={cfg.ckpt_path} out={cfg.out} "
+                                      f"components={components} seed={cfg.seed}",
                            "source": _shown(source), "poems": len(mu), "log_prior_before": before,
                            "log_prior_after": after}
     atomic_write(out, lambda tmp: write_checkpoint_file(fitted, tmp))

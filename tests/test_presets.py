@@ -81,8 +81,8 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
         cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
                                           "data.limit_train_poems=64"])
     # the recipe's model, with the prior the shipped model's last stage fitted (poetry_vae.fit_prior)
-    assert cfg.anneal == base.anneal and {**cfg.model, "prior": "standard"} == base.model
-    assert cfg.model.prior == "gaussian"
+    assert cfg.anneal == base.anneal and {**cfg.model, "prior": "standard", "prior_components": 1} == base.model
+    assert cfg.model.prior == "gaussian" and cfg.model.prior_components == 4
     # the recipe's data and model, trained on the importance-weighted bound (free bits and word dropout off)
     assert {**cfg.objective, "iw_samples": 1, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
     assert cfg.objective.iw_samples == 5 and base.objective.free_bits == 2.0
@@ -93,8 +93,8 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
     start_from(module, init)  # the shipped weights fit make_train's model config
     torch.testing.assert_close(module.model.embed.weight, init.model.embed.weight)
-    torch.testing.assert_close(module.model.prior.scale_tril, init.model.prior.scale_tril)  # the fitted prior too
-    assert not torch.equal(init.model.prior.scale_tril, torch.eye(init.model.cfg.latent_dim))
+    torch.testing.assert_close(module.model.prior.scale_trils, init.model.prior.scale_trils)  # the fitted prior too
+    assert not torch.equal(init.model.prior.scale_trils[0], torch.eye(init.model.cfg.latent_dim))
     assert module.vocab.tokens == init.vocab.tokens
 
 

@@ -18,6 +18,7 @@ from poetry_vae.generation import sample_prior
 from poetry_vae.metrics.latent import iw_log_likelihood
 from poetry_vae.model import ModelConfig, PoemModel
 from poetry_vae.model.prior import GaussianPrior, StandardPrior
+from poetry_vae.objective import gaussian_log_density
 
 
 def _fitted(dim: int = 4, seed: int = 0) -> GaussianPrior:
@@ -51,8 +52,8 @@ def test_fit_matches_the_aggregate_posteriors_moments() -> None:
     prior.fit(mu, logvar)
     # codes drawn from the aggregate posterior (one per poem) have the fitted mean and covariance
     z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=g)
-    covariance = prior.scale_tril @ prior.scale_tril.t()
-    assert torch.allclose(prior.mean, z.mean(0), atol=0.1)
+    covariance = prior.scale_trils[0] @ prior.scale_trils[0].t()
+    assert torch.allclose(prior.means[0], z.mean(0), atol=0.1)
     assert torch.allclose(covariance, torch.cov(z.t()), atol=0.15)
     # and it scores them higher than N(0, I) does (the ELBO's prior term grows)
     assert prior.log_prob(z).mean() > StandardPrior(3).log_prob(z).mean() + 1.0
@@ -62,31 +63,71 @@ def test_fitted_prior_kl_is_the_exact_full_covariance_kl() -> None:
     prior = _fitted()
     mu, logvar = torch.randn(8, 4), torch.randn(8, 4) * 0.4
     posterior = MultivariateNormal(mu, scale_tril=torch.diag_embed((0.5 * logvar).exp()))
-    law = MultivariateNormal(prior.mean, scale_tril=prior.scale_tril)
+    law = MultivariateNormal(prior.means[0], scale_tril=prior.scale_trils[0])
     assert torch.allclose(prior.kl(mu, logvar).sum(-1), kl_divergence(posterior, law), atol=1e-4)
 
 
 def test_fitted_prior_samples_follow_its_law() -> None:
     prior = _fitted()
     z = prior.sample(20000, torch.Generator().manual_seed(0))
-    covariance = prior.scale_tril @ prior.scale_tril.t()
-    assert torch.allclose(z.mean(0), prior.mean, atol=0.1 * covariance.diagonal().sqrt().max())
+    covariance = prior.scale_trils[0] @ prior.scale_trils[0].t()
+    assert torch.allclose(z.mean(0), prior.means[0], atol=0.1 * covariance.diagonal().sqrt().max())
     assert torch.allclose(torch.cov(z.t()), covariance, rtol=0.1, atol=0.05 * covariance.diagonal().max())
+
+
+def _two_clusters(n: int = 3000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posteriors of n poems whose means fall in two separated clusters (weights 0.7 and 0.3)."""
+    g = torch.Generator().manual_seed(2)
+    side = (torch.rand(n, generator=g) < 0.3).float().unsqueeze(1)
+    mu = torch.randn(n, 2, generator=g) * 0.3 + side * torch.tensor([4.0, 0.0]) - 1.0
+    return mu, torch.full((n, 2), -4.0)
+
+
+def test_mixture_prior_finds_the_clusters_and_is_a_proper_mixture() -> None:
+    mu, logvar = _two_clusters()
+    mixture, single = GaussianPrior(2, 2), GaussianPrior(2)
+    mixture.fit(mu, logvar, torch.Generator().manual_seed(0))
+    single.fit(mu, logvar)
+    weights = mixture.logits.exp()
+    assert sorted(weights.tolist()) == pytest.approx([0.3, 0.7], abs=0.03)
+    assert sorted(mixture.means[:, 0].tolist()) == pytest.approx([-1.0, 3.0], abs=0.1)
+    z = torch.randn(5, 3, 2)
+    components = MultivariateNormal(mixture.means, scale_tril=mixture.scale_trils)
+    manual = torch.logsumexp(components.log_prob(z.unsqueeze(-2)) + mixture.logits, dim=-1)
+    assert torch.allclose(mixture.log_prob(z), manual, atol=1e-4)
+    # two clusters are fitted far better by two components than by one Gaussian over both
+    assert mixture.log_prob(mu).mean() > single.log_prob(mu).mean() + 1.0
+    # samples: each component in its share, none between the clusters where one Gaussian puts many
+    draws = mixture.sample(4000, torch.Generator().manual_seed(1))
+    assert float((draws[:, 0] > 1.0).float().mean()) == pytest.approx(0.3, abs=0.03)
+    assert float(((draws[:, 0] > 0.2) & (draws[:, 0] < 1.8)).float().mean()) < 0.01
+    between = single.sample(4000, torch.Generator().manual_seed(1))[:, 0]
+    assert float(((between > 0.2) & (between < 1.8)).float().mean()) > 0.2
+
+
+def test_mixture_prior_kl_is_estimated_at_the_drawn_code() -> None:
+    mixture = GaussianPrior(2, 2)
+    mixture.fit(*_two_clusters(), torch.Generator().manual_seed(0))
+    mu, logvar, z = torch.randn(6, 2), torch.randn(6, 2) * 0.3, torch.randn(6, 2)
+    expected = gaussian_log_density(z, mu, logvar) - mixture.log_prob(z)
+    assert torch.allclose(mixture.kl(mu, logvar, z).squeeze(1), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="pass z"):
+        mixture.kl(mu, logvar)
 
 
 def test_model_prior_from_config_and_state_dict() -> None:
     cfg = ModelConfig(vocab_size=20, embed_dim=8, encoder_hidden=8, latent_dim=4, decoder_hidden=8, prior="gaussian")
     model = PoemModel(cfg)
-    assert {"prior.mean", "prior.scale_tril"} <= set(model.state_dict())
+    assert {"prior.logits", "prior.means", "prior.scale_trils"} <= set(model.state_dict())
     plain = PoemModel(ModelConfig(vocab_size=20, embed_dim=8, encoder_hidden=8, latent_dim=4, decoder_hidden=8))
     assert not any(key.startswith("prior.") for key in plain.state_dict())
     with pytest.raises(PoetryVAEError, match="prior='flow'"):
         ModelConfig(vocab_size=20, prior="flow")
 
 
-def _fit_config(ckpt: Path, out: Path):  # -> DictConfig
+def _fit_config(ckpt: Path, out: Path, *extra: str):  # -> DictConfig
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        return compose("fit_prior", overrides=[f"ckpt_path={ckpt}", f"out={out}", "batch_size=100"])
+        return compose("fit_prior", overrides=[f"ckpt_path={ckpt}", f"out={out}", "batch_size=100", *extra])
 
 
 def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, tmp_path: Path) -> None:
@@ -96,13 +137,13 @@ def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, t
     assert source.model.cfg.prior == "standard" and fitted.model.cfg.prior == "gaussian"
     # the encoder and decoder are the source's, bit for bit; only the prior is new
     fitted_state, source_state = fitted.model.state_dict(), source.model.state_dict()
-    assert set(fitted_state) - set(source_state) == {"prior.mean", "prior.scale_tril"}
+    assert set(fitted_state) - set(source_state) == {"prior.logits", "prior.means", "prior.scale_trils"}
     assert all(torch.equal(value, fitted_state[name]) for name, value in source_state.items())
     # fitted to the training poems' posteriors: their mean, and a higher E log p(z) than N(0, I) gives them
     datamodule = QuatrainDataModule.for_checkpoint(source.data_hparams, source.vocab, "test")
     datamodule.setup()
     mu, _ = encode_split(source.model, datamodule.tensors["train"], 100)
-    assert torch.allclose(fitted.model.prior.mean, mu.mean(0), atol=1e-5)
+    assert torch.allclose(fitted.model.prior.means[0], mu.mean(0), atol=1e-5)
     assert result["log_prior_after"] > result["log_prior_before"]
     # it evaluates and samples like any checkpoint
     z = sample_prior(fitted.model, 4, torch.Generator().manual_seed(0))
@@ -110,6 +151,16 @@ def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, t
     tokens = datamodule.tensors["val"]
     nll = iw_log_likelihood(fitted.model, tokens["tokens"][:8], tokens["dec_in"][:8], tokens["target"][:8], k=3)
     assert torch.isfinite(nll).all()
+
+
+def test_fit_prior_writes_a_mixture(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mixture.ckpt"
+    fit_prior(_fit_config(tiny_checkpoint, out, "components=3"))
+    fitted = load_checkpoint(out)
+    assert fitted.model.cfg.prior_components == 3 and fitted.model.prior.means.shape[0] == 3
+    assert fitted.model.prior.logits.exp().sum().item() == pytest.approx(1.0, abs=1e-5)
+    z = sample_prior(fitted.model, 6, torch.Generator().manual_seed(0))
+    assert torch.isfinite(fitted.model.prior.log_prob(z)).all()
 
 
 def test_fit_prior_never_replaces_a_file(tiny_checkpoint: Path, tmp_path: Path) -> None:

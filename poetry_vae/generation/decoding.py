@@ -27,6 +27,7 @@ from poetry_vae.generation.sampling import Phase, Workspace, choose, no_phase, p
 from poetry_vae.layout import render
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.poem_model import PoemModel
+from poetry_vae.model.prior import StandardPrior
 from poetry_vae.model.stepper import LogitStepper
 from poetry_vae.precision import decoding_dtype, denormals_flushed
 
@@ -40,7 +41,8 @@ def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = N
     """``n`` codes from the model's prior p(z) on its device; None for the LM baseline (then decode ``n`` poems)."""
     if not model.cfg.use_latent:
         return None
-    return model.prior.sample(n, generator, next(model.parameters()).device)
+    prior = getattr(model, "prior", None) or StandardPrior(model.cfg.latent_dim)  # N(0, I) for a duck-typed model
+    return prior.sample(n, generator, next(model.parameters()).device)
 
 
 def generate(

@@ -47,9 +47,10 @@ class ModelConfig:
     use_latent: bool = True  # False => plain LSTM language-model baseline (no encoder, no z)
     num_forms: int = 0  # > 0: a learned embedding of the poem's form tag (data.forms) added to every input
     bn_gamma: float = 0.0  # BN-VAE (Zhu et al. 2020): batch norm on mu with this fixed scale; 0 = off
-    # p(z): "standard" N(0, I) | "gaussian", a full-covariance N(m, L Lᵀ) that `python -m poetry_vae.fit_prior`
-    # fits to a trained model's aggregate posterior (poetry_vae.model.prior)
+    # p(z): "standard" N(0, I) | "gaussian": ``prior_components`` full-covariance Gaussians (a mixture when > 1)
+    # that `python -m poetry_vae.fit_prior` fits to a trained model's aggregate posterior (poetry_vae.model.prior)
     prior: str = "standard"
+    prior_components: int = 1
     pad_id: int = 0
     bos_id: int = 1
     eos_id: int = 2
@@ -111,6 +112,7 @@ OLD_DEFAULTS: dict[str, Any] = {"output_layer": "softmax"}
 # Keys that older checkpoints hold in the model's hyper-parameters; the objective owns them now.
 _MOVED_TO_OBJECTIVE = ("word_dropout",)
 _POSITIVE = (
+    "prior_components",
     "embed_dim",
     "encoder_hidden",
     "encoder_layers",

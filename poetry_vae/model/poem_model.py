@@ -38,7 +38,7 @@ class PoemModel(nn.Module):
         self.form_embed = nn.Embedding(cfg.num_forms, cfg.embed_dim) if cfg.num_forms > 0 else None
         self.highway = Highway(cfg.embed_dim, cfg.highway_layers)
         self.encoder = Encoder(cfg) if cfg.use_latent else None
-        self.prior = build_prior(cfg.prior, cfg.latent_dim) if cfg.use_latent else None
+        self.prior = build_prior(cfg.prior, cfg.latent_dim, cfg.prior_components) if cfg.use_latent else None
         self.decoder = Decoder(cfg)
 
     def load_embeddings(self, matrix: Tensor) -> None:
@@ -151,7 +151,7 @@ class PoemModel(nn.Module):
         else:
             z = self.reparameterize(mu, logvar)
         rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
-        return ModelOutput(rec=rec, kl=self.prior.kl(mu, logvar), mu=mu, logvar=logvar, z=z)
+        return ModelOutput(rec=rec, kl=self.prior.kl(mu, logvar, z), mu=mu, logvar=logvar, z=z)
 
     def step(
         self,
