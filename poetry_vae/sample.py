@@ -1,7 +1,8 @@
 """Write poems from a checkpoint: ``python -m poetry_vae.sample [ckpt_path=<run dir>] [n=100 strategy=top_p ...]``.
 
-Modes: ``prior`` (z ~ N(0, I)), ``reconstruct`` (decode given poems from their posterior means) and
-``interpolate`` (Bowman's homotopy between two given poems). No ``ckpt_path``: the model shipped with the package.
+Modes: ``prior`` (z from the model's prior: N(0, I) or a fitted one), ``reconstruct`` (decode given poems from their
+posterior means) and ``interpolate`` (Bowman's homotopy between two given poems). No ``ckpt_path``: the model
+shipped with the package.
 Every option: ``--help`` (their defaults: :class:`~poetry_vae.config_nodes.SampleKeys` and ``DecodeRequest``).
 
 Poems are decoded ``BATCH_SIZE`` at a time, the first ``SHOWN`` printed and every one streamed to ``out=``, so
@@ -58,7 +59,7 @@ MODE_KEYS = {
     "n": (("prior", "steer"), {"reconstruct": "it writes one poem per input poem",
                                "interpolate": "steps= sets the count",
                                "analogy": "it decodes the one code z_b - z_a + z_c"}),
-    "poems": (("reconstruct", "interpolate", "analogy"), {"prior": "it decodes codes drawn from N(0, I)",
+    "poems": (("reconstruct", "interpolate", "analogy"), {"prior": "it decodes codes drawn from the prior",
                                                            "steer": "it decodes prior draws moved towards theme="}),
     "theme": (("steer",), {}),
     "strength": (("steer",), {}),

@@ -169,3 +169,10 @@ def test_fit_prior_never_replaces_a_file(tiny_checkpoint: Path, tmp_path: Path) 
     with pytest.raises(PromptError, match="exists: choose a new file"):
         fit_prior(_fit_config(tiny_checkpoint, out))
     assert out.read_bytes() == b"an earlier result"
+
+
+def test_fit_prior_refuses_a_language_model(tmp_path: Path) -> None:
+    out = tmp_path / "lm_prior.ckpt"
+    with pytest.raises(PromptError, match="is a language model") as error:
+        fit_prior(_fit_config(Path("poet_lm"), out))
+    assert "\n" not in str(error.value) and not out.exists()

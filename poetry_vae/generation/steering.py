@@ -4,7 +4,7 @@ A theme is a set of marker characters (a shipped name such as 月, or any charac
 posterior means of the training poems (the *bank*, computed once per checkpoint and cached): poems containing a
 marker against those without. Two ways to use it:
 
-- ``mean_diff`` (the attribute vector of Bowman et al. and Optimus): z = ε + strength · d / |d|, ε ~ N(0, I), d the
+- ``mean_diff`` (the attribute vector of Bowman et al. and Optimus): z = ε + strength · d / |d|, ε ~ p(z), d the
   mean code of themed poems minus that of the others; strength counts the prior's standard deviations moved along
   d (the same scale for every theme); 0 is the prior.
 - ``shell``: the ``mean_diff`` move, then the code rescaled to the prior draw's own norm, z = |ε| · m / |m| with
