@@ -76,7 +76,8 @@ class GaussianPrior(StandardPrior):
         """KL(q(z|x) || p). One component: exact, split over the whitened coordinates (each term need not be >= 0;
         their sum is the KL and, for the identity, each is :class:`StandardPrior`'s): in w = L⁻¹(z - m) the
         posterior is N(a, B) against N(0, I), so KL = ½ Σ_j (B_jj + a_j² - 1 - log s_j² + 2 log L_jj). A mixture
-        has no closed form: log q(z|x) - log p(z) at the code drawn, (B, 1)."""
+        has no closed form: log q(z|x) - log p(z) at the code drawn, (B, 1), so free bits then floor the whole KL,
+        not each dimension's."""
         dtype = torch.promote_types(mu.dtype, torch.float32)
         with torch.autocast(mu.device.type, enabled=False):
             mu, logvar = mu.to(dtype), logvar.to(dtype)
