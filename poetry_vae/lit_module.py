@@ -24,7 +24,7 @@ from poetry_vae.errors import PoetryVAEError
 from poetry_vae.metrics.elbo import eval_epoch_logs, latent_usage, mean_positions, perplexity
 from poetry_vae.metrics.latent import iw_log_likelihood
 from poetry_vae.model import build_model
-from poetry_vae.objective import BagOfWords, ConstantBeta, ObjectiveConfig, elbo_terms, gaussian_log_density, iw_terms
+from poetry_vae.objective import BagOfWords, ConstantBeta, ObjectiveConfig, elbo_terms, iw_terms
 from poetry_vae.tracking import RUN_IDS_KEY, run_ids
 
 _EVAL_STAGES = ("val", "test")
@@ -102,7 +102,7 @@ class PoemModule(pl.LightningModule):
         if samples > 1:
             rows = (samples, -1)
             z = out.z.view(*rows, out.z.size(1))
-            log_ratio = self.model.prior.log_prob(z) - gaussian_log_density(z, out.mu, out.logvar)
+            log_ratio = self.model.prior.log_ratio(z, out.mu, out.logvar)
             terms = iw_terms(out.rec.view(rows), log_ratio, out.kl, beta)
         else:
             terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)

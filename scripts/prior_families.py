@@ -1,7 +1,7 @@
-"""Which prior family to fit to a trained VAE's aggregate posterior: N(0, I), one full-covariance Gaussian (what
-``python -m poetry_vae.fit_prior`` fits), or Gaussian mixtures (scikit-learn, fitted by EM to codes drawn from
-the training poems' posteriors), each scored by the importance-weighted bound on validation poems with the same
-codes and decoder passes (only log p(z) differs between rows).
+"""Which prior family to fit to a trained VAE's aggregate posterior: N(0, I), full-covariance Gaussians (one or a
+mixture: what ``python -m poetry_vae.fit_prior components=<n>`` fits) or mixtures of diagonal ones (scikit-learn's
+EM on codes drawn from the training poems' posteriors), each scored by the importance-weighted bound on validation
+poems with the same codes and decoder passes (only log p(z) differs between rows).
 
     python scripts/prior_families.py --ckpt poet --val-poems 600 --iw-samples 100
 """
@@ -20,7 +20,8 @@ from poetry_vae.fit_prior import encode_split
 from poetry_vae.model.prior import GaussianPrior, StandardPrior
 from poetry_vae.objective import gaussian_log_density
 
-FAMILIES = (("full", (4, 16, 64)), ("diag", (16, 64, 256)))
+FULL = (1, 4, 16, 64)  # components of the full-covariance mixtures (GaussianPrior, as fit_prior fits them)
+DIAGONAL = (16, 64, 256)
 
 
 def main() -> None:
@@ -36,15 +37,15 @@ def main() -> None:
     datamodule.setup()
     generator = torch.Generator().manual_seed(0)
     mu, logvar = encode_split(model, datamodule.tensors["train"], 512)
+    priors = {"N(0, I)": StandardPrior(mu.shape[1]).log_prob}
+    for size in FULL:
+        prior = GaussianPrior(mu.shape[1], size)
+        prior.fit(mu, logvar, torch.Generator().manual_seed(0), draws=args.codes_per_poem)
+        priors[f"{size} full-covariance Gaussian{'s' if size > 1 else ''}"] = prior.log_prob
     codes = torch.cat([model.reparameterize(mu, logvar, generator) for _ in range(args.codes_per_poem)]).double()
-    gaussian = GaussianPrior(mu.shape[1])
-    gaussian.fit(mu, logvar)
-    priors = {"N(0, I)": StandardPrior(mu.shape[1]).log_prob, "one full Gaussian (fit_prior)": gaussian.log_prob}
-    for kind, sizes in FAMILIES:
-        for size in sizes:
-            mixture = GaussianMixture(size, covariance_type=kind, random_state=0, max_iter=200, reg_covar=1e-4)
-            mixture.fit(codes.numpy())
-            priors[f"{size} {kind}-covariance Gaussians"] = mixture_log_prob(mixture)
+    for size in DIAGONAL:
+        mixture = GaussianMixture(size, covariance_type="diag", random_state=0, max_iter=200, reg_covar=1e-4)
+        priors[f"{size} diagonal Gaussians"] = mixture_log_prob(mixture.fit(codes.numpy()))
     val = {name: tensor[: args.val_poems] for name, tensor in datamodule.tensors["val"].items()}
     positions = int((val["target"] != loaded.vocab.pad_id).sum())
     with torch.no_grad():

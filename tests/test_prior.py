@@ -36,6 +36,18 @@ def test_standard_prior_is_the_unit_normal() -> None:
     assert list(prior.state_dict()) == []  # nothing new in the checkpoints of models without a fitted prior
 
 
+def test_log_ratio_is_the_prior_over_the_posterior() -> None:
+    mu, logvar = torch.tensor([[0.5, -1.0]]), torch.tensor([[-1.0, 0.2]])
+    z = torch.tensor([[0.3, 0.1]])
+    posterior = Normal(mu, (0.5 * logvar).exp())
+    expected = Normal(0.0, 1.0).log_prob(z).sum(-1) - posterior.log_prob(z).sum(-1)
+    assert StandardPrior(2).log_ratio(z, mu, logvar) == pytest.approx(expected, abs=1e-6)
+    prior = _fitted(dim=2)
+    law = MultivariateNormal(prior.means[0], scale_tril=prior.scale_trils[0])
+    expected = law.log_prob(z) - posterior.log_prob(z).sum(-1)
+    assert prior.log_ratio(z, mu, logvar) == pytest.approx(expected, abs=1e-5)
+
+
 def test_unfitted_gaussian_prior_equals_the_standard_one() -> None:
     mu, logvar, z = torch.randn(6, 4), torch.randn(6, 4) * 0.5, torch.randn(2, 6, 4)
     standard, gaussian = StandardPrior(4), GaussianPrior(4)

@@ -347,7 +347,7 @@ def choose(
     with phase("normalise"):
         if normalised:  # log-probs already: greedy needs no softmax, and the draws take their exp (see below)
             probs, log_norm = logits, logits.new_zeros(logits.shape[0])
-        else:  # log-probs too: the softmax kernel's exp is several times faster than torch.exp on very negative ones
+        else:  # raw logits: one fused softmax pass gives the probabilities and the normaliser
             probs, log_norm = _normalise(logits, work)
     raw = None  # the model's logits at the history ids, while penalised ones stand in the row
     if penalised:

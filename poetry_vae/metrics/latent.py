@@ -45,9 +45,7 @@ def iw_log_likelihood(
         eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + (0.5 * logvar).exp() * eps  # (n, B, Z)
         log_pxz = model.token_log_probs(dec_in.repeat(n, 1), target.repeat(n, 1), z.reshape(n * B, -1))
-        log_pz = model.prior.log_prob(z)
-        log_qz = gaussian_log_density(z, mu, logvar)
-        log_w.append(log_pxz.sum(dim=1).view(n, B) + log_pz - log_qz)
+        log_w.append(log_pxz.sum(dim=1).view(n, B) + model.prior.log_ratio(z, mu, logvar))
     return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
 
 

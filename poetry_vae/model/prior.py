@@ -35,6 +35,10 @@ class StandardPrior(nn.Module):
         gen_device = generator.device if generator is not None else device
         return torch.randn(n, self.dim, generator=generator, device=gen_device).to(device)
 
+    def log_ratio(self, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
+        """log p(z) - log q(z|x) for codes z (..., Z) of the posteriors N(mu, exp(logvar)): an importance weight."""
+        return self.log_prob(z) - gaussian_log_density(z, mu, logvar)
+
     def kl(self, mu: Tensor, logvar: Tensor, z: Tensor | None = None) -> Tensor:
         """KL(N(mu, exp(logvar)) || p) per dimension: (B, Z) -> (B, Z) (``z``, the codes drawn, unused)."""
         return gaussian_kl(mu, logvar)
@@ -85,7 +89,7 @@ class GaussianPrior(StandardPrior):
                 if z is None:
                     raise ValueError("a mixture prior's KL is estimated at a code: pass z")
                 z = z[: mu.shape[0]].to(dtype)  # the first code of each poem (the IW bound draws K a poem)
-                return (gaussian_log_density(z, mu, logvar) - self.log_prob(z)).unsqueeze(1)
+                return -self.log_ratio(z, mu, logvar).unsqueeze(1)
             scale_tril = self.scale_trils[0].to(dtype)
             centred = torch.linalg.solve_triangular(scale_tril, (mu - self.means[0].to(dtype)).t(), upper=False).t()
             spread = logvar.exp() @ torch.linalg.inv(scale_tril).pow(2).t()  # B_jj = Σ_k (L⁻¹)_jk² s_k²
