@@ -6,6 +6,7 @@ from the decoder's masks, and is checked by the independent checkers in metrics/
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ from poetry_vae.layout import is_format_valid, is_hanzi, split_lines
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.model.config import ModelConfig
 from poetry_vae.model.poem_model import PoemModel
-from poetry_vae.model.stepper import LogitStepper
+from poetry_vae.model.stepper import LogitStepper, padded_size
 from poetry_vae.prosody import PATTERNS, fits_pattern, rhyme_classes, rhymes
 
 N = 48
@@ -714,3 +715,114 @@ def test_decoding_by_row_blocks_is_decoding_by_batch(vocab, monkeypatch, output_
         assert torch.allclose(torch.tensor([p.log_prob for p in sampled]), recomputed, atol=1e-3)
     assert [p.text for p in poems[5]] == [p.text for p in poems[1024]]
     assert np.allclose([p.log_prob for p in poems[5]], [p.log_prob for p in poems[1024]], atol=1e-4)
+
+
+# ---- an adaptive softmax's tails made only for the rows that need them (generation.adaptive_draw) -------------
+
+
+class FixedAdaptiveRows:
+    """A stepper stand-in whose rows all hold one adaptive-softmax distribution: a 40-character shortlist (three
+    heavy characters) and two clusters of 60 and 100 characters taking 12% and 8% of the mass, each with its
+    first character heavy (so tail characters belong to a top-p nucleus) and a long light tail."""
+
+    shortlist, vocab_size, tail_spans = 40, 200, [(40, 100), (100, 200)]
+    width = padded_size(200)
+
+    def __init__(self, heavy: tuple[float, ...] = (0.2, 0.15, 0.1), clusters: tuple[float, float] = (0.12, 0.08)):
+        g = torch.Generator().manual_seed(4)
+
+        def spread(heavy: list[float], count: int, rest: float) -> torch.Tensor:
+            light = torch.rand(count - len(heavy), generator=g) + 0.5
+            return torch.cat([torch.tensor(heavy), rest * light / light.sum()]).log()
+
+        rest = 1.0 - sum(heavy) - sum(clusters)
+        self.head = torch.cat([spread(list(heavy), 40, rest), torch.tensor(clusters).log()])
+        full = torch.full((self.width,), float("-inf"))
+        full[:40] = self.head[:40]
+        full[40:100] = self.head[40] + spread([0.6], 60, 0.4)
+        full[100:200] = self.head[41] + spread([0.5], 100, 0.5)
+        self.full = full
+
+    def head_log_probs(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        count = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
+        return self.head.expand(count, -1).clone()
+
+    def project(self, rows: torch.Tensor, out: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
+        return out.copy_(self.full.expand(len(rows), -1))
+
+
+def _lazy_draws(strategy: str, rows: int, keep: torch.Tensor, monkeypatch, stepper=None, **knobs: float):
+    """``rows`` draws of one step of ``stepper`` (a :class:`FixedAdaptiveRows`) and the number of rows made
+    whole."""
+    from poetry_vae.generation import adaptive_draw
+    from poetry_vae.generation.sampling import Workspace, no_phase
+
+    stepper = stepper or FixedAdaptiveRows()
+    made_whole = []
+    whole_rows = adaptive_draw._whole_rows
+    monkeypatch.setattr(adaptive_draw, "_whole_rows", lambda *a: made_whole.append(len(a[2])) or whole_rows(*a))
+    chosen, log_prob = adaptive_draw.choose_lazily(
+        stepper, slice(0, rows), keep, None, DecodeRequest(strategy=strategy, **knobs),
+        torch.Generator().manual_seed(1), torch.empty(rows, stepper.width), Workspace(), no_phase)  # fmt: skip
+    torch.testing.assert_close(log_prob, stepper.full[chosen])  # the model's own log-probs
+    return stepper, chosen, sum(made_whole)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "knobs", "per_row_keep", "tails_drawn"),
+    [("top_p", {"temperature": 1.0, "top_p": 0.9}, False, True),
+     ("top_p", {"temperature": 0.7, "top_p": 0.9}, False, True),
+     ("top_p", {"temperature": 0.8, "top_p": 0.5}, True, True),
+     ("top_p", {"temperature": 1.0, "top_p": 0.3}, False, False),
+     ("sample", {"temperature": 1.0}, False, True), ("sample", {"temperature": 0.6}, True, True)],
+)  # fmt: skip
+def test_lazy_tail_draws_follow_the_whole_row_law(monkeypatch, strategy, knobs, per_row_keep, tails_drawn):
+    """Draws that make the tails only for the rows that need them keep the whole row's law, within 1.6x the
+    expected sampling noise of the total variation (an off-by-one nucleus, a wrong cluster offset or a missing
+    envelope test exceeds it several times over), and take both paths: rows decided from the head, rows made
+    whole. Masks ban a heavy shortlist character and a tail's heaviest, one mask for all rows or two."""
+    rows = 40_000
+    keep = torch.ones(2 if per_row_keep else 1, FixedAdaptiveRows.width)
+    keep[:, 200:] = 0.0
+    keep[0, [0, 100]] = 0.0
+    if per_row_keep:
+        keep[1, [1, 40]] = 0.0
+        keep = keep.repeat(rows // 2, 1)
+    stepper, chosen, whole = _lazy_draws(strategy, rows, keep, monkeypatch, **knobs)
+    for parity in (0, 1) if per_row_keep else (0,):
+        picked = chosen[parity::2] if per_row_keep else chosen
+        exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[parity, :200] > 0, strategy, **knobs)[0]
+        exact = exact.double()
+        freq = torch.bincount(picked, minlength=200).double() / len(picked)
+        noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(picked))).sqrt().sum())
+        assert not bool(((freq > 0) & (exact == 0)).any())
+        assert 0.5 * float((freq - exact).abs().sum()) < 1.6 * noise
+        if parity == 0:  # tail characters are in the law, or not (the second mask bans the heavy ones)
+            assert (float(exact[40:].sum()) > 0.01) == tails_drawn
+    assert 0 < whole < rows
+
+
+def test_lazy_tail_nucleus_with_a_bounded_row_mass(monkeypatch):
+    """Below T = 1 a row's mass is known only within the clusters' bounds: a shortlist character whose heavier
+    mass lies between top_p x the lower and top_p x the upper end of that range (character 4 here) is outside
+    the nucleus, and the head must not admit it."""
+    stepper = FixedAdaptiveRows(heavy=(0.2, 0.15, 0.12, 0.1, 0.08, 0.07, 0.06), clusters=(0.05, 0.04))
+    keep = torch.ones(1, stepper.width)
+    keep[:, 200:] = 0.0
+    keep[0, [0, 100]] = 0.0
+    _, chosen, _ = _lazy_draws("top_p", 20_000, keep, monkeypatch, stepper, temperature=0.7, top_p=0.6)
+    exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, "top_p", temperature=0.7,
+                            top_p=0.6)[0]  # fmt: skip
+    assert float(exact[4]) == 0.0 and set(chosen.tolist()) == set(exact.nonzero().squeeze(1).tolist())
+
+
+def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):
+    """The best shortlist character wins unless a cluster may hold a better one; then the whole row decides."""
+    keep = torch.ones(2, FixedAdaptiveRows.width)
+    keep[:, 200:] = 0.0
+    keep[1, :40] = 0.0  # no shortlist character: the tails must be made
+    stepper, chosen, whole = _lazy_draws("greedy", 2, keep, monkeypatch)
+    expected = stepper.full[:200].unsqueeze(0).masked_fill(keep[:, :200] <= 0, float("-inf")).argmax(dim=1)
+    assert chosen.tolist() == expected.tolist() and whole == 1
+
+

@@ -19,6 +19,7 @@ from torch import Tensor
 from poetry_vae.data.forms import FORM_IDS, JUEJU
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
+from poetry_vae.generation import adaptive_draw
 from poetry_vae.generation.processors import Pipeline, check_constraints
 from poetry_vae.generation.processors.base import MasksCache
 from poetry_vae.generation.profile import StepProfile
@@ -174,6 +175,7 @@ def _choose_by_row_blocks(
     would stream a (rows x vocabulary) table through memory once per pass. Rows are independent, so each draws
     from the same distribution as in one batch (a seeded generator is consumed block by block)."""
     rows = stepper.hidden.shape[0]
+    lazy = adaptive_draw.applies(stepper, request, keep.device)  # an adaptive softmax's tails only where needed
     chosen = torch.empty(rows, dtype=torch.long, device=keep.device)
     log_prob = torch.empty(rows, device=keep.device)
     for start in range(0, rows, ROW_BLOCK):
@@ -182,6 +184,10 @@ def _choose_by_row_blocks(
         if size not in blocks:
             blocks[size] = (stepper.hidden.new_empty(size, stepper.width, dtype=torch.float32), Workspace())
         buffer, work = blocks[size]
+        if lazy:
+            chosen[block], log_prob[block] = adaptive_draw.choose_lazily(
+                stepper, block, _rows(keep, block), _rows(bias, block), request, generator, buffer, work, phase)
+            continue
         with phase("model step"):
             logits = stepper.project(block, buffer)
         chosen[block], log_prob[block] = choose(

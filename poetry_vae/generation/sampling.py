@@ -60,16 +60,20 @@ def no_phase(name: str) -> AbstractContextManager:
 
 
 class Workspace:
-    """Reusable (R, W) buffers, so a step allocates (and page-faults) no new row-sized tensors."""
+    """Reusable (R, W) buffers, so a step allocates (and page-faults) no new row-sized tensors. A buffer serves
+    any number of rows up to the most it was asked for (the rows a draw picks out vary from step to step)."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, Tensor] = {}
 
     def get(self, name: str, like: Tensor) -> Tensor:
+        """An uninitialised buffer of ``like``'s (rows, columns), dtype and device."""
         buf = self._buffers.get(name)
-        if buf is None or buf.shape != like.shape or buf.dtype != like.dtype or buf.device != like.device:
-            buf = self._buffers[name] = torch.empty_like(like)
-        return buf
+        rows = like.shape[0]
+        if (buf is None or buf.shape[0] < rows or buf.shape[1:] != like.shape[1:] or buf.dtype != like.dtype
+                or buf.device != like.device):
+            buf = self._buffers[name] = torch.empty_like(like, memory_format=torch.contiguous_format)
+        return buf[:rows]
 
 
 def _uniform(rows: int, like: Tensor, generator: torch.Generator | None) -> Tensor:

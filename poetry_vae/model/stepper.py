@@ -37,7 +37,7 @@ def _split_z(weight: Tensor, bias: Tensor | None, hidden: int, z: Tensor | None)
     return kept, z_part if bias is None else z_part + bias
 
 
-def _bias_rows(bias: Tensor | None, rows: slice) -> Tensor | None:
+def _bias_rows(bias: Tensor | None, rows: slice | Tensor) -> Tensor | None:
     """A bias's part for ``rows``: one shared (out,) bias as it is, a per-row (R, out) one (z folded in) sliced."""
     return bias if bias is None or bias.dim() == 1 else bias[rows]
 
@@ -153,16 +153,23 @@ class LogitStepper:
             return weight, None
         return weight[:, : -self.rhyme_dim], weight[:, -self.rhyme_dim :].t().contiguous()
 
-    def _adaptive_log_probs(self, x: Tensor, buffer: Tensor, rows: slice, rhyme: Tensor | None = None) -> Tensor:
-        """Full log-distribution of an adaptive softmax for ``rows`` (``x`` their inputs, in ``self.dtype``), as
-        ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32; in bf16 the matmuls run in bf16 and everything
-        after them in fp32)."""
+    def head_log_probs(self, rows: slice | Tensor) -> Tensor:
+        """An adaptive softmax's head for ``rows`` of the last :meth:`advance`: (rows, shortlist + clusters) fp32
+        log-probs, the shortlist's characters first, then one entry per tail cluster (the cluster's mass)."""
+        x = self.hidden[rows]
         head = _affine(x, self.head_w, _bias_rows(self.head_b, rows))
-        down = _affine(x, self.tail_down, _bias_rows(self.tail_down_b, rows))
-        if rhyme is not None:  # a rhyme step: the rhyme columns' share, in fp32
-            head = head.addmm(rhyme, self.rhyme_head)
-            down = down.addmm(rhyme, self.rhyme_tail)
-        head = torch.log_softmax(head, dim=1)
+        if self.rhyme is not None:  # a rhyme step: the rhyme columns' share, in fp32
+            head = head.addmm(self.rhyme[rows], self.rhyme_head)
+        return torch.log_softmax(head, dim=1)
+
+    def _adaptive_log_probs(self, rows: slice | Tensor, buffer: Tensor, head: Tensor | None = None) -> Tensor:
+        """Full log-distribution of an adaptive softmax for ``rows`` (``head``: their :meth:`head_log_probs`, when
+        already made), as ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32; in bf16 the matmuls run in bf16
+        and everything after them in fp32)."""
+        head = self.head_log_probs(rows) if head is None else head
+        down = _affine(self.hidden[rows], self.tail_down, _bias_rows(self.tail_down_b, rows))
+        if self.rhyme is not None:
+            down = down.addmm(self.rhyme[rows], self.rhyme_tail)
         buffer[:, : self.shortlist] = head[:, : self.shortlist]
         downs = down.to(self.dtype).split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
@@ -178,12 +185,13 @@ class LogitStepper:
         return buffer
 
     def _buffer(self, name: str, like: Tensor, columns: int, dtype: torch.dtype) -> Tensor:
-        """A (rows of ``like``, ``columns``) buffer kept between steps."""
-        name = f"{name}/{like.shape[0]}"  # a block of rows and the whole batch each keep their own
+        """A (rows of ``like``, ``columns``) buffer kept between steps: the first rows of one that grows to the
+        most rows asked for (a block of rows, the whole batch, or the few rows whose tails a draw needs)."""
+        rows = like.shape[0]
         buf = self.buffers.get(name)
-        if buf is None or buf.shape != (like.shape[0], columns) or buf.dtype != dtype:
-            buf = self.buffers[name] = like.new_empty(like.shape[0], columns, dtype=dtype)
-        return buf
+        if buf is None or buf.shape[0] < rows or buf.shape[1] != columns or buf.dtype != dtype:
+            buf = self.buffers[name] = like.new_empty(rows, columns, dtype=dtype)
+        return buf[:rows]
 
     @staticmethod
     def _cell(gates: Tensor, c: Tensor, h_out: Tensor, c_out: Tensor) -> Tensor:
@@ -225,13 +233,14 @@ class LogitStepper:
         self.position += 1
         self.hidden = x if self.dtype == torch.float32 else x.to(self.dtype)
 
-    def project(self, rows: slice, out: Tensor) -> Tensor:
-        """The last :meth:`advance`'s logits (log-probs for an adaptive softmax) of ``rows`` into ``out``
-        (rows, padded V). Row blocks that fit the cache keep the row-wise passes after it there."""
+    def project(self, rows: slice | Tensor, out: Tensor, head: Tensor | None = None) -> Tensor:
+        """The last :meth:`advance`'s logits (log-probs for an adaptive softmax) of ``rows`` (a slice, or row
+        indices) into ``out`` (rows, padded V). Row blocks that fit the cache keep the row-wise passes after it
+        there. ``head``: the rows' :meth:`head_log_probs`, when already made (an adaptive softmax)."""
+        if self.adaptive:
+            return self._adaptive_log_probs(rows, out, head)
         x = self.hidden[rows]
         rhyme = None if self.rhyme is None else self.rhyme[rows]
-        if self.adaptive:
-            return self._adaptive_log_probs(x, out, rows, rhyme)
         out_b = _bias_rows(self.out_b, rows)
         if self.dtype != torch.float32:
             logits = out.copy_(torch.addmm(out_b, x, self.out_w))

@@ -1,0 +1,198 @@
+"""Greedy, sampling and top-p draws from an adaptive softmax that make its tails only for the rows that need them.
+
+A tail character v of cluster c has the log-prob h_c + t_v: h_c the cluster's entry in the head, t_v <= 0 its
+log-prob inside the tail. At a temperature T <= 1 its weight exp((h_c + t_v) / T) is therefore at most
+U_c = exp(h_c / T), and so is the allowed mass of the whole cluster (sum_v q_v^(1/T) <= sum_v q_v = 1). The head
+alone (the shortlist and one entry a cluster: 1,002 of the flagship's 8,621 columns) bounds all a tail can add:
+
+- greedy: the best allowed shortlist character is the row's argmax unless some cluster's h_c exceeds it (tail
+  ids come after the shortlist's, so a tie keeps the first maximum, as ``argmax`` does);
+- sampling and top-p, by rejection: draw from the envelope [shortlist weights; U_c]. A drawn cluster makes that
+  row's tails and draws inside the cluster, accepted with probability A_c / U_c (its allowed mass over its
+  bound); the draw then follows the whole row's tempered law exactly. Top-p then keeps a draw j iff the mass
+  strictly heavier than it is below top_p x the row's mass Z. When no cluster's bound exceeds w_j, no tail
+  character is heavier, and Z lies in [sum w, sum w + sum U] (exactly its upper end at T = 1 when no tail
+  character is banned), so most rows decide from the head; the others make their tails and decide on the whole
+  row. Rejected rows draw again from the envelope, then from the whole row (``sampling.nucleus_sample``).
+
+Every decision is exact, so the law is the one :func:`~.sampling.choose` draws from (``tests/test_generation.py``
+compares token frequencies). On the flagship about a quarter of the rows at a step need a tail (docs/decoding.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from poetry_vae.generation.request import DecodeRequest
+from poetry_vae.generation.sampling import (
+    EXP_FLOOR,
+    EXP_SAFE,
+    EXP_SHIFT,
+    Phase,
+    Workspace,
+    _masked_weights,
+    _mass_above,
+    _uniform,
+    block_argmax,
+    block_sample,
+    nucleus_sample,
+)
+from poetry_vae.model.stepper import LogitStepper, padded_size
+
+HEAD_ROUNDS = 2  # envelope rounds for rejected rows before they draw from their whole row
+
+
+def applies(stepper: LogitStepper, request: DecodeRequest, device: torch.device) -> bool:
+    """Whether this module draws the step: an adaptive softmax on a CPU (on a GPU the whole row is one kernel,
+    and picking rows out would cost synchronisations), greedy, or sampling / top-p at T <= 1 without min_p."""
+    if not stepper.adaptive or device.type != "cpu":
+        return False
+    if request.strategy == "greedy":
+        return True
+    return request.strategy in ("sample", "top_p") and request.temperature <= 1.0 and request.min_p == 0.0
+
+
+def choose_lazily(
+    stepper: LogitStepper, rows: slice, keep: Tensor, bias: Tensor | None, request: DecodeRequest,
+    generator: torch.Generator | None, buffer: Tensor, work: Workspace, phase: Phase,
+) -> tuple[Tensor, Tensor]:
+    """The step's (n,) chosen ids and their (unconstrained) log-probs for ``rows`` after ``stepper.advance``;
+    ``keep`` the rows' 0/1 mask (n or 1, padded V), ``buffer`` (n, padded V) room for whole rows."""
+    with phase("model step"):
+        head = stepper.head_log_probs(rows)
+    if request.strategy == "greedy":
+        return _greedy(stepper, rows, head, keep, bias, buffer, phase)
+    top_p = request.top_p if request.strategy == "top_p" else 1.0
+    return _draw(stepper, rows, head, keep, request.temperature, top_p, generator, buffer, work, phase)
+
+
+def _row_ids(rows: slice, n: int, device: torch.device) -> Tensor:
+    return torch.arange(rows.start or 0, (rows.start or 0) + n, device=device)
+
+
+def _whole_rows(
+    stepper: LogitStepper, rows: slice, which: Tensor, head: Tensor, buffer: Tensor, phase: Phase
+) -> Tensor:
+    """The full log-probs (k, padded V) of the block's rows ``which`` (indices within the block)."""
+    with phase("model step"):
+        return stepper.project(_row_ids(rows, head.shape[0], head.device)[which], buffer[: len(which)], head[which])
+
+
+def _greedy(
+    stepper: LogitStepper, rows: slice, head: Tensor, keep: Tensor, bias: Tensor | None, buffer: Tensor,
+    phase: Phase,
+) -> tuple[Tensor, Tensor]:
+    short = stepper.shortlist
+    with phase("mask"):
+        if bias is None:
+            bias = torch.zeros_like(keep).masked_fill_(keep <= 0, float("-inf"))
+        masked = head[:, :short] + bias[:, :short]
+    with phase("choose"):
+        best, chosen = masked.max(dim=1)
+        log_prob = head.gather(1, chosen.unsqueeze(1)).squeeze(1)
+        # a cluster whose own log-prob beats the best shortlist character may hold a better one
+        open_ = (head[:, short:] > best.unsqueeze(1)).any(dim=1).nonzero().squeeze(1)
+    if len(open_):
+        logits = _whole_rows(stepper, rows, open_, head, buffer, phase)
+        with phase("choose"):
+            row_bias = bias if bias.shape[0] == 1 else bias[open_]
+            full = block_argmax(logits + row_bias)
+            log_prob[open_] = logits.gather(1, full.unsqueeze(1)).squeeze(1)
+            chosen[open_] = full
+    return chosen, log_prob
+
+
+def _draw(
+    stepper: LogitStepper, rows: slice, head: Tensor, keep: Tensor, temperature: float, top_p: float,
+    generator: torch.Generator | None, buffer: Tensor, work: Workspace, phase: Phase,
+) -> tuple[Tensor, Tensor]:
+    n, short, device = head.shape[0], stepper.shortlist, head.device
+    clusters = head.shape[1] - short
+    nucleus = top_p < 1.0
+    with phase("mask"):
+        # the envelope: the shortlist's masked weights, then each cluster's bound U_c, as _masked_weights scales
+        # log-probs (shifted, floored above exp's subnormal range); zero padding to whole column blocks
+        width = padded_size(head.shape[1])
+        envelope = work.get("envelope", buffer[:, :width]).zero_()  # a buffer of the envelope's shape, reused
+        tempered = head if temperature == 1.0 else head / temperature
+        torch.clamp(tempered, min=EXP_FLOOR - EXP_SHIFT, out=envelope[:, : head.shape[1]]).add_(EXP_SHIFT).exp_()
+        envelope[:, :short].mul_(keep[:, :short])
+        bounds = envelope[:, short : short + clusters]
+        spare = envelope[:, :short].sum(dim=1)  # the shortlist's allowed mass
+        # at T = 1 with no tail character banned, each cluster's mass is exactly its bound
+        tails_open = bool(temperature == 1.0) & (keep[:, short : stepper.vocab_size] > 0).all(dim=1)
+        z_low = spare + torch.where(tails_open, bounds.sum(dim=1), 0.0)
+        z_high = spare + bounds.sum(dim=1)
+        whole = envelope.amax(dim=1) < EXP_SAFE  # every allowed weight near the floor: the whole row, exactly
+    chosen = torch.empty(n, dtype=torch.long, device=device)
+    log_prob = torch.empty(n, device=device)
+    candidate = torch.full((n,), -1, dtype=torch.long, device=device)  # an undecided draw, kept for the row
+    pending = ~whole
+    with phase("filter+choose"):
+        for _ in range(HEAD_ROUNDS):
+            ids = pending.nonzero().squeeze(1)
+            if not len(ids):
+                break
+            rows_env = envelope if len(ids) == n else envelope[ids]
+            drawn, _ = block_sample(rows_env, generator)
+            weight = rows_env.gather(1, drawn.unsqueeze(1))
+            clear = (drawn < short) & (rows_env[:, short : short + clusters] <= weight).all(dim=1)  # no tail
+            if nucleus:  # character is heavier; the bounds weigh no more than the draw there, adding nothing above
+                above = _mass_above(rows_env, drawn, work.get("envelope_scratch", rows_env))
+                accept = clear & (above < top_p * z_low[ids])
+                reject = clear & (above >= top_p * z_high[ids])
+            else:  # any shortlist draw stands; a cluster's is finished on the whole row
+                accept, reject = drawn < short, torch.zeros_like(clear)
+            unsure = ~(accept | reject)
+            done = ids[accept]
+            chosen[done] = drawn[accept]
+            log_prob[done] = head[done, drawn[accept]]
+            candidate[ids[unsure]] = drawn[unsure]
+            pending[done] = False
+            pending[ids[unsure]] = False
+            whole[ids[unsure]] = True
+        whole |= pending  # rejected in every head round
+    which = whole.nonzero().squeeze(1)
+    if len(which):
+        logits = _whole_rows(stepper, rows, which, head, buffer, phase)
+        with phase("mask"):
+            row_keep = keep if keep.shape[0] == 1 else keep[which]
+            weights = _masked_weights(logits, row_keep, temperature, logits, work, log_probs=True)
+        with phase("filter+choose"):
+            picked = _settle(weights, logits, head[which], row_keep, candidate[which], short, stepper.tail_spans,
+                             temperature, top_p, generator, work)
+            chosen[which] = picked
+            log_prob[which] = logits.gather(1, picked.unsqueeze(1)).squeeze(1)
+    return chosen, log_prob
+
+
+def _settle(
+    weights: Tensor, logits: Tensor, head: Tensor, keep: Tensor, candidate: Tensor, short: int,
+    spans: list[tuple[int, int]], temperature: float, top_p: float, generator: torch.Generator | None,
+    work: Workspace,
+) -> Tensor:
+    """Rows drawn on their whole row: finish each undecided envelope draw (``candidate``: a column, a cluster's
+    entry in the head, or -1 for none), then test it; rows left without an accepted draw draw afresh."""
+    candidate = candidate.clone()
+    for c, (start, stop) in enumerate(spans):
+        inside = (candidate == short + c).nonzero().squeeze(1)
+        if not len(inside):
+            continue
+        tail = weights.new_zeros(len(inside), padded_size(stop - start))
+        tail[:, : stop - start] = weights[inside, start:stop]
+        drawn, _ = block_sample(tail, generator)
+        # A_c / U_c: the cluster's allowed tempered mass over its bound, in the log domain (<= 1 at T <= 1)
+        inner = (logits[inside, start:stop] - head[inside, short + c : short + c + 1]) / temperature
+        cluster_keep = keep[:, start:stop] if keep.shape[0] == 1 else keep[inside, start:stop]
+        ratio = (inner.exp_() * cluster_keep).sum(dim=1, keepdim=True)
+        kept = (_uniform(len(inside), weights, generator) < ratio).squeeze(1)
+        candidate[inside] = torch.where(kept, drawn + start, -1)
+    if top_p < 1.0:
+        above = _mass_above(weights, candidate.clamp(min=0), work.get("scratch", weights))
+        candidate[(candidate >= 0) & (above >= top_p * weights.sum(dim=1))] = -1
+    fresh = (candidate < 0).nonzero().squeeze(1)
+    if len(fresh):
+        rows = weights if len(fresh) == len(candidate) else weights[fresh]
+        candidate[fresh] = nucleus_sample(rows, top_p, generator) if top_p < 1.0 else block_sample(rows, generator)[0]
+    return candidate
