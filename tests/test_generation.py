@@ -698,8 +698,9 @@ def test_log_prob_rows_whose_allowed_tokens_all_underflow_are_exact():
 
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
 def test_decoding_by_row_blocks_is_decoding_by_batch(vocab, monkeypatch, output_layer):
-    """Rows are made and drawn from in blocks (decoding.ROW_BLOCK): blocks of 5 rows (the last one short) write
-    the same greedy poems with the same scores as one block, and sampled poems score their own log-probs."""
+    """Rows are made and drawn from in blocks (decoding.ROW_BLOCK, LAZY_ROW_BLOCK for an adaptive softmax drawn
+    from its head): blocks of 5 rows (the last one short) write the same greedy poems with the same scores as one
+    block, and sampled poems score their own log-probs."""
     from poetry_vae.generation import decoding
 
     lm = tiny_model(len(vocab), decoder_layers=2, z_to_output=True, output_layer=output_layer, position_codes=4,
@@ -708,6 +709,7 @@ def test_decoding_by_row_blocks_is_decoding_by_batch(vocab, monkeypatch, output_
     poems = {}
     for block in (5, 1024):
         monkeypatch.setattr(decoding, "ROW_BLOCK", block)
+        monkeypatch.setattr(decoding, "LAZY_ROW_BLOCK", block)
         poems[block] = run(lm, vocab, z, strategy="greedy")
         sampled = run(lm, vocab, z, 3, strategy="top_p", temperature=0.8)
         assert len({p.text for p in sampled}) > 20
@@ -722,13 +724,13 @@ def test_decoding_by_row_blocks_is_decoding_by_batch(vocab, monkeypatch, output_
 
 class FixedAdaptiveRows:
     """A stepper stand-in whose rows all hold one adaptive-softmax distribution: a 40-character shortlist (three
-    heavy characters) and two clusters of 60 and 100 characters taking 12% and 8% of the mass, each with its
+    heavy characters) and two clusters of 60 and 100 characters taking 10% and 6% of the mass, each with its
     first character heavy (so tail characters belong to a top-p nucleus) and a long light tail."""
 
     shortlist, vocab_size, tail_spans = 40, 200, [(40, 100), (100, 200)]
     width = padded_size(200)
 
-    def __init__(self, heavy: tuple[float, ...] = (0.2, 0.15, 0.1), clusters: tuple[float, float] = (0.12, 0.08)):
+    def __init__(self, heavy: tuple[float, ...] = (0.3, 0.25, 0.15), clusters: tuple[float, float] = (0.1, 0.06)):
         g = torch.Generator().manual_seed(4)
 
         def spread(heavy: list[float], count: int, rest: float) -> torch.Tensor:
@@ -747,8 +749,8 @@ class FixedAdaptiveRows:
         count = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
         return self.head.expand(count, -1).clone()
 
-    def project(self, rows: torch.Tensor, out: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
-        return out.copy_(self.full.expand(len(rows), -1))
+    def project(self, rows: slice | torch.Tensor, out: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
+        return out.copy_(self.full.expand(out.shape[0], -1))
 
 
 def _lazy_draws(strategy: str, rows: int, keep: torch.Tensor, monkeypatch, stepper=None, **knobs: float):
@@ -772,7 +774,7 @@ def _lazy_draws(strategy: str, rows: int, keep: torch.Tensor, monkeypatch, stepp
     ("strategy", "knobs", "per_row_keep", "tails_drawn"),
     [("top_p", {"temperature": 1.0, "top_p": 0.9}, False, True),
      ("top_p", {"temperature": 0.7, "top_p": 0.9}, False, True),
-     ("top_p", {"temperature": 0.8, "top_p": 0.5}, True, True),
+     ("top_p", {"temperature": 0.8, "top_p": 0.95}, True, True),
      ("top_p", {"temperature": 1.0, "top_p": 0.3}, False, False),
      ("sample", {"temperature": 1.0}, False, True), ("sample", {"temperature": 0.6}, True, True)],
 )  # fmt: skip
@@ -796,7 +798,7 @@ def test_lazy_tail_draws_follow_the_whole_row_law(monkeypatch, strategy, knobs, 
         freq = torch.bincount(picked, minlength=200).double() / len(picked)
         noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(picked))).sqrt().sum())
         assert not bool(((freq > 0) & (exact == 0)).any())
-        assert 0.5 * float((freq - exact).abs().sum()) < 1.6 * noise
+        assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise  # 0 for a one-character nucleus
         if parity == 0:  # tail characters are in the law, or not (the second mask bans the heavy ones)
             assert (float(exact[40:].sum()) > 0.01) == tails_drawn
     assert 0 < whole < rows

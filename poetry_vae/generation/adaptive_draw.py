@@ -41,6 +41,7 @@ from poetry_vae.generation.sampling import (
 from poetry_vae.model.stepper import LogitStepper, padded_size
 
 HEAD_ROUNDS = 2  # envelope rounds for rejected rows before they draw from their whole row
+ROW_QUANTUM = 32  # rows made whole are projected in multiples of this (see _whole_rows)
 
 
 def applies(stepper: LogitStepper, request: DecodeRequest, device: torch.device) -> bool:
@@ -75,8 +76,15 @@ def _whole_rows(
     stepper: LogitStepper, rows: slice, which: Tensor, head: Tensor, buffer: Tensor, phase: Phase
 ) -> Tensor:
     """The full log-probs (k, padded V) of the block's rows ``which`` (indices within the block)."""
+    n, k = head.shape[0], len(which)
     with phase("model step"):
-        return stepper.project(_row_ids(rows, head.shape[0], head.device)[which], buffer[: len(which)], head[which])
+        if k == n:  # every row: the block as it is, with no rows picked out
+            return stepper.project(rows, buffer, head)
+        # a whole number of ROW_QUANTUM rows (the first repeated): a bf16 matmul compiles a kernel for each new
+        # row count, which costs more than the rows themselves
+        padded = min(n, -(-k // ROW_QUANTUM) * ROW_QUANTUM)
+        which = torch.cat([which, which[:1].expand(padded - k)])
+        return stepper.project(_row_ids(rows, n, head.device)[which], buffer[:padded], head[which])[:k]
 
 
 def _greedy(
@@ -130,21 +138,26 @@ def _draw(
     candidate = torch.full((n,), -1, dtype=torch.long, device=device)  # an undecided draw, kept for the row
     pending = ~whole
     with phase("filter+choose"):
-        for _ in range(HEAD_ROUNDS):
-            ids = pending.nonzero().squeeze(1)
+        for round_ in range(HEAD_ROUNDS):
+            # the first round draws for every row (cheaper than picking the pending ones out), then ignores
+            # the rows already set for their whole row
+            ids = torch.arange(n, device=device) if round_ == 0 else pending.nonzero().squeeze(1)
             if not len(ids):
                 break
-            rows_env = envelope if len(ids) == n else envelope[ids]
+            rows_env = envelope if round_ == 0 else envelope[ids]
             drawn, _ = block_sample(rows_env, generator)
             weight = rows_env.gather(1, drawn.unsqueeze(1))
             clear = (drawn < short) & (rows_env[:, short : short + clusters] <= weight).all(dim=1)  # no tail
             if nucleus:  # character is heavier; the bounds weigh no more than the draw there, adding nothing above
-                above = _mass_above(rows_env, drawn, work.get("envelope_scratch", rows_env))
+                scratch = work.get("envelope_scratch", rows_env)  # a narrow row: one pass, no row blocks
+                above = torch.gt(rows_env, weight, out=scratch).mul_(rows_env).sum(dim=1)
                 accept = clear & (above < top_p * z_low[ids])
                 reject = clear & (above >= top_p * z_high[ids])
             else:  # any shortlist draw stands; a cluster's is finished on the whole row
                 accept, reject = drawn < short, torch.zeros_like(clear)
-            unsure = ~(accept | reject)
+            live = pending[ids]
+            accept &= live
+            unsure = ~(accept | reject) & live
             done = ids[accept]
             chosen[done] = drawn[accept]
             log_prob[done] = head[done, drawn[accept]]
