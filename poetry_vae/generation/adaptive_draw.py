@@ -16,7 +16,7 @@ alone (the shortlist and one entry a cluster: 1,002 of the flagship's 8,621 colu
   row. Rejected rows draw again from the envelope, then from the whole row (``sampling.nucleus_sample``).
 
 Every decision is exact, so the law is the one :func:`~.sampling.choose` draws from (``tests/test_generation.py``
-compares token frequencies). On the flagship about a quarter of the rows at a step need a tail (docs/decoding.md).
+compares token frequencies). On the flagship about 22% of the rows at a step need a tail (docs/decoding.md).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from poetry_vae.precision import decoding_dtype, denormals_flushed
 # cache keeps between those passes, where each whole-batch pass streamed 35 MB through memory. 256 measured best
 # against 64, 128 and 1,024 on the shipped model at 2 threads (make bench's flagship rows; docs/decoding.md)
 ROW_BLOCK = 256
-# an adaptive softmax drawn from its head (generation.adaptive_draw) makes whole rows for a quarter of them only,
+# an adaptive softmax drawn from its head (generation.adaptive_draw) makes whole rows for about a fifth of them,
 # and its narrow passes stay in the cache anyway: there, fewer blocks of more rows pay fewer per-call overheads
 # (1,024 against 256: 1.15x on the shipped model's top-p, 2 threads)
 LAZY_ROW_BLOCK = 1024
