@@ -730,7 +730,8 @@ class FixedAdaptiveRows:
     shortlist, vocab_size, tail_spans = 40, 200, [(40, 100), (100, 200)]
     width = padded_size(200)
 
-    def __init__(self, heavy: tuple[float, ...] = (0.3, 0.25, 0.15), clusters: tuple[float, float] = (0.1, 0.06)):
+    def __init__(self, heavy: tuple[float, ...] = (0.3, 0.25, 0.15), clusters: tuple[float, float] = (0.1, 0.06),
+                 tail_heavy: tuple[tuple[float, ...], tuple[float, ...]] = ((0.6,), (0.5,))):
         g = torch.Generator().manual_seed(4)
 
         def spread(heavy: list[float], count: int, rest: float) -> torch.Tensor:
@@ -741,8 +742,8 @@ class FixedAdaptiveRows:
         self.head = torch.cat([spread(list(heavy), 40, rest), torch.tensor(clusters).log()])
         full = torch.full((self.width,), float("-inf"))
         full[:40] = self.head[:40]
-        full[40:100] = self.head[40] + spread([0.6], 60, 0.4)
-        full[100:200] = self.head[41] + spread([0.5], 100, 0.5)
+        for c, (start, stop) in enumerate(self.tail_spans):
+            full[start:stop] = self.head[40 + c] + spread(list(tail_heavy[c]), stop - start, 1 - sum(tail_heavy[c]))
         self.full = full
 
     def head_log_probs(self, rows: slice | torch.Tensor) -> torch.Tensor:
@@ -804,18 +805,33 @@ def test_lazy_tail_draws_follow_the_whole_row_law(monkeypatch, strategy, knobs, 
     assert 0 < whole < rows
 
 
-def test_lazy_tail_nucleus_with_a_bounded_row_mass(monkeypatch):
-    """Below T = 1 a row's mass is known only within the clusters' bounds: a shortlist character whose heavier
-    mass lies between top_p x the lower and top_p x the upper end of that range (character 4 here) is outside
-    the nucleus, and the head must not admit it."""
-    stepper = FixedAdaptiveRows(heavy=(0.2, 0.15, 0.12, 0.1, 0.08, 0.07, 0.06), clusters=(0.05, 0.04))
+@pytest.mark.parametrize(
+    ("rows_law", "knobs", "outside", "banned"),
+    [  # below T = 1 a row's mass is known only within the clusters' bounds: a shortlist character whose heavier
+       # mass lies between top_p x the two ends of that range is outside the nucleus, and the head must not admit it
+     ({"heavy": (0.2, 0.15, 0.12, 0.1, 0.08, 0.07, 0.06), "clusters": (0.05, 0.04)},
+      {"temperature": 0.7, "top_p": 0.6}, 4, (0, 100)),
+       # the same for a tail character, decided with its own cluster made and the other one bounded
+     ({"heavy": (0.45,), "clusters": (0.4, 0.08), "tail_heavy": ((0.5, 0.25), (0.5,))},
+      {"temperature": 0.7, "top_p": 0.85}, 41, ()),
+       # a light tail character with the other cluster's heavy one above it: only the whole row can decide
+     ({"heavy": (0.45,), "clusters": (0.2, 0.3)}, {"temperature": 1.0, "top_p": 0.7}, 45, ()),
+       # a light tail character below its own cluster's heavy one (the other cluster negligible)
+     ({"heavy": (0.45,), "clusters": (0.5, 0.001)}, {"temperature": 1.0, "top_p": 0.7}, 45, ())],
+)  # fmt: skip
+def test_lazy_tail_nucleus_edges(monkeypatch, rows_law, knobs, outside, banned):
+    """Where a nucleus's edge falls between what the head bounds, the lazy draw keeps exactly the reference's
+    nucleus (character ``outside`` is just out of it; ``banned`` characters masked) and its law."""
+    stepper = FixedAdaptiveRows(**rows_law)
     keep = torch.ones(1, stepper.width)
     keep[:, 200:] = 0.0
-    keep[0, [0, 100]] = 0.0
-    _, chosen, _ = _lazy_draws("top_p", 20_000, keep, monkeypatch, stepper, temperature=0.7, top_p=0.6)
-    exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, "top_p", temperature=0.7,
-                            top_p=0.6)[0]  # fmt: skip
-    assert float(exact[4]) == 0.0 and set(chosen.tolist()) == set(exact.nonzero().squeeze(1).tolist())
+    keep[0, list(banned)] = 0.0
+    _, chosen, _ = _lazy_draws("top_p", 20_000, keep, monkeypatch, stepper, **knobs)
+    exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, "top_p", **knobs)[0].double()
+    freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
+    noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+    assert float(exact[outside]) == 0.0 and set(chosen.tolist()) == set(exact.nonzero().squeeze(1).tolist())
+    assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
 
 
 def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):
