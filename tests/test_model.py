@@ -1,9 +1,9 @@
 import pytest
 import torch
-from torch import nn
 
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.model import Highway, ModelConfig, PoemModel
+from poetry_vae.model.dropout import Dropout
 
 V, T = 50, 20
 OUTPUTS = ["softmax", "adaptive"]
@@ -101,8 +101,8 @@ def test_encoder_has_bias_and_dropout_lm_has_no_encoder() -> None:
     model = tiny()
     assert model.encoder.lstm.bias and model.encoder.lstm.bias_ih_l0 is not None
     assert model.decoder.lstm.bias and model.decoder.lstm.dropout == pytest.approx(0.3)
-    assert any(isinstance(m, nn.Dropout) for m in model.encoder.modules())
-    assert any(isinstance(m, nn.Dropout) for m in model.decoder.modules())
+    assert any(isinstance(m, Dropout) and m.p == pytest.approx(0.3) for m in model.encoder.modules())
+    assert any(isinstance(m, Dropout) and m.p == pytest.approx(0.3) for m in model.decoder.modules())
     lm = tiny(use_latent=False)
     assert lm.encoder is None and not any("encoder" in n for n, _ in lm.named_parameters())
     assert lm.num_parameters() < model.num_parameters()

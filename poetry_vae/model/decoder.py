@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poetry_vae.model.config import ModelConfig
+from poetry_vae.model.dropout import Dropout
+from poetry_vae.model.target_log_softmax import target_log_softmax
 
 State = tuple[Tensor, Tensor]  # (h, c), each (layers, B, hidden); reorder beams with .index_select(1, idx)
 
@@ -34,7 +36,7 @@ class Decoder(nn.Module):
         self.place_table = nn.Embedding(self.places, cfg.place_dim) if self.places else None
         in_dim = cfg.embed_dim + (cfg.latent_dim if self.z_input else 0) + (cfg.place_dim if self.places else 0)
         H, L = cfg.decoder_hidden, cfg.decoder_layers
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.lstm = nn.LSTM(in_dim, H, num_layers=L, batch_first=True, dropout=cfg.dropout if L > 1 else 0.0)
         self.z_to_state = nn.Linear(cfg.latent_dim, 2 * L * H) if self.z_state else None
         # one code per position, read from z: the output layer can learn what z says about *this* step's character;
@@ -140,7 +142,7 @@ class Decoder(nn.Module):
         """log p(target) for each row: hidden (N, H), target (N,) -> (N,). Normalised once."""
         if isinstance(self.out, nn.AdaptiveLogSoftmaxWithLoss):
             return adaptive_target_log_probs(self.out, hidden, target)
-        return F.log_softmax(self.out(hidden), dim=-1).gather(1, target.unsqueeze(1)).squeeze(1)
+        return target_log_softmax(self.out(hidden), target)
 
     def log_probs(self, hidden: Tensor) -> Tensor:
         """Full next-token log-distribution: hidden (N, H) -> (N, V)."""

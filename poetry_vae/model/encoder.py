@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from poetry_vae.model.config import ModelConfig
+from poetry_vae.model.dropout import Dropout, dropout
 
 BN_EPS = 1e-12
 
@@ -35,7 +36,7 @@ def reverse_within(x: Tensor, lengths: Tensor) -> Tensor:
 class Encoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.lstm = nn.LSTM(
             cfg.embed_dim,
             cfg.encoder_hidden,
@@ -96,7 +97,7 @@ class Encoder(nn.Module):
         last = (lengths - 1).clamp(min=0).view(-1, 1, 1)
         for layer in range(self.lstm.num_layers):
             if layer > 0:
-                x = F.dropout(x, self.lstm.dropout, self.training)  # nn.LSTM's between-layer dropout
+                x = dropout(x, self.lstm.dropout, self.training)  # nn.LSTM's between-layer dropout
             forward = self._direction(x, layer, "")
             backward_rev = self._direction(reverse_within(x, lengths), layer, "_reverse")
             x = torch.cat([forward, reverse_within(backward_rev, lengths)], dim=2)
