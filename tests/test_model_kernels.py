@@ -54,3 +54,24 @@ def test_dropout_keeps_nn_dropouts_law():
     layer = Dropout(0.5).eval()
     assert layer(x) is x and dropout(x, 0.0, training=True) is x
     assert dropout(x.detach().bfloat16(), 0.5, training=True).dtype == torch.bfloat16
+
+
+def test_adaptive_target_log_probs_are_the_layers_own():
+    """The adaptive softmax's target log-probs by target_log_softmax are the layer's own output, and so are their
+    gradients for the input and every weight (targets at each cluster's edges included)."""
+    from poetry_vae.model.decoder import adaptive_target_log_probs
+
+    torch.manual_seed(0)
+    layer = torch.nn.AdaptiveLogSoftmaxWithLoss(32, 400, [50, 200], div_value=4.0)
+    hidden = torch.randn(300, 32)
+    target = torch.randint(400, (300,))
+    target[:5] = torch.tensor([0, 49, 50, 199, 399])
+    ours, theirs = hidden.clone().requires_grad_(), hidden.clone().requires_grad_()
+    weights = torch.randn(300)
+    fast = adaptive_target_log_probs(layer, ours, target)
+    grads = torch.autograd.grad((fast * weights).sum(), [ours, *layer.parameters()])
+    slow = layer(theirs, target).output
+    expected = torch.autograd.grad((slow * weights).sum(), [theirs, *layer.parameters()])
+    torch.testing.assert_close(fast, slow)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)

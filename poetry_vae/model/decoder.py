@@ -152,12 +152,27 @@ class Decoder(nn.Module):
 
 
 def adaptive_target_log_probs(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor, target: Tensor) -> Tensor:
-    """``layer(hidden, target).output``, also under autocast. The layer writes each cluster's log-probabilities into a
-    buffer of its input's dtype, and index_copy_ refuses a mix: CUDA's autocast computes log_softmax in fp32 whatever
-    the input, and CPU autocast gives an fp32 input bf16 projections. There the layer runs in fp32 with autocast off;
-    a bf16 input under CPU autocast (the measured-faster training path) stays as it is."""
+    """``layer(hidden, target).output``, each log-softmax taken by :func:`target_log_softmax` (the layer's own
+    gathers zero-fill a table the size of each log-softmax in their backward). The head gives a shortlist target's
+    log-prob, or a tail target's cluster's, to which the tail adds the target's log-prob in its cluster. Under
+    autocast: CUDA's runs log_softmax in fp32 whatever the input and CPU autocast gives an fp32 input bf16 matmuls,
+    so there the layer runs in fp32 with autocast off; a bf16 input under CPU autocast (the measured-faster training
+    path) stays as it is, normalised in fp32."""
     device = hidden.device.type
     if torch.is_autocast_enabled(device) and (device != "cpu" or hidden.dtype == torch.float32):
         with torch.autocast(device, enabled=False):
-            return layer(hidden.float(), target).output
-    return layer(hidden, target).output
+            return _adaptive_target_log_probs(layer, hidden.float(), target)
+    return _adaptive_target_log_probs(layer, hidden, target)
+
+
+def _adaptive_target_log_probs(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor, target: Tensor) -> Tensor:
+    head_target = target.clone()
+    in_tails = torch.zeros(target.shape[0], device=hidden.device)
+    for cluster, (low, high) in enumerate(zip(layer.cutoffs[:-1], layer.cutoffs[1:], strict=True)):
+        rows = ((target >= low) & (target < high)).nonzero().squeeze(1)
+        if not len(rows):
+            continue
+        head_target[rows] = layer.shortlist_size + cluster
+        local = target_log_softmax(layer.tail[cluster](hidden.index_select(0, rows)), target[rows] - low)
+        in_tails = in_tails.index_add(0, rows, local)
+    return target_log_softmax(layer.head(hidden), head_target) + in_tails
