@@ -26,16 +26,16 @@ from torch import Tensor
 
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.generation.sampling import (
-    EXP_FLOOR,
     EXP_SAFE,
-    EXP_SHIFT,
     Phase,
     Workspace,
+    _heavier,
     _masked_weights,
     _mass_above,
     _uniform,
     block_argmax,
     block_sample,
+    exp_weights,
     nucleus_sample,
 )
 from poetry_vae.model.stepper import LogitStepper, padded_size
@@ -123,15 +123,14 @@ def _draw(
         # log-probs (shifted, floored above exp's subnormal range); zero padding to whole column blocks
         width = padded_size(head.shape[1])
         envelope = work.get("envelope", buffer[:, :width]).zero_()  # a buffer of the envelope's shape, reused
-        tempered = head if temperature == 1.0 else head / temperature
-        torch.clamp(tempered, min=EXP_FLOOR - EXP_SHIFT, out=envelope[:, : head.shape[1]]).add_(EXP_SHIFT).exp_()
+        exp_weights(head, temperature, envelope[:, : head.shape[1]])
         envelope[:, :short].mul_(keep[:, :short])
         bounds = envelope[:, short : short + clusters]
         spare = envelope[:, :short].sum(dim=1)  # the shortlist's allowed mass
-        # at T = 1 with no tail character banned, each cluster's mass is exactly its bound
-        tails_open = bool(temperature == 1.0) & (keep[:, short : stepper.vocab_size] > 0).all(dim=1)
-        z_low = spare + torch.where(tails_open, bounds.sum(dim=1), 0.0)
         z_high = spare + bounds.sum(dim=1)
+        z_low = spare
+        if temperature == 1.0:  # with no tail character banned, each cluster's mass is exactly its bound
+            z_low = spare + torch.where((keep[:, short : stepper.vocab_size] > 0).all(dim=1), bounds.sum(dim=1), 0.0)
         whole = envelope.amax(dim=1) < EXP_SAFE  # every allowed weight near the floor: the whole row, exactly
     chosen = torch.empty(n, dtype=torch.long, device=device)
     log_prob = torch.empty(n, device=device)
@@ -149,8 +148,8 @@ def _draw(
             weight = rows_env.gather(1, drawn.unsqueeze(1))
             clear = (drawn < short) & (rows_env[:, short : short + clusters] <= weight).all(dim=1)  # no tail
             if nucleus:  # character is heavier; the bounds weigh no more than the draw there, adding nothing above
-                scratch = work.get("envelope_scratch", rows_env)  # a narrow row: one pass, no row blocks
-                above = torch.gt(rows_env, weight, out=scratch).mul_(rows_env).sum(dim=1)
+                # a narrow row: one pass, not _mass_above's blocks of rows
+                above = _heavier(rows_env, drawn, work.get("envelope_scratch", rows_env)).mul_(rows_env).sum(dim=1)
                 accept = clear & (above < top_p * z_low[ids])
                 reject = clear & (above >= top_p * z_high[ids])
             else:  # any shortlist draw stands; a cluster's is finished on the whole row

@@ -298,8 +298,7 @@ def _masked_weights(
             rows = slice(start, start + ROW_CHUNK)
             chunk = weights[rows]
             if log_probs:
-                tempered = logits[rows] if temperature == 1.0 else torch.mul(logits[rows], 1 / temperature, out=chunk)
-                torch.clamp(tempered, min=EXP_FLOOR - EXP_SHIFT, out=chunk).add_(EXP_SHIFT).exp_()
+                exp_weights(logits[rows], temperature, chunk)
             elif temperature != 1.0:
                 torch.div(logits[rows], temperature, out=scaled[rows])
                 torch.ops.aten._softmax.out(scaled[rows], 1, False, out=chunk)
@@ -312,6 +311,13 @@ def _masked_weights(
     if bool(lost.any()):
         weights[lost] = _tempered(logits[lost], keep if shared else keep[lost], temperature)
     return weights
+
+
+def exp_weights(log_probs: Tensor, temperature: float, out: Tensor) -> Tensor:
+    """Log-probs -> their unnormalised weights at ``temperature``, into ``out``: exp(log_prob / T + EXP_SHIFT), the
+    exponent floored where exp's result would be subnormal (see :func:`_masked_weights`)."""
+    tempered = log_probs if temperature == 1.0 else torch.mul(log_probs, 1 / temperature, out=out)
+    return torch.clamp(tempered, min=EXP_FLOOR - EXP_SHIFT, out=out).add_(EXP_SHIFT).exp_()
 
 
 def _tempered(logits: Tensor, keep: Tensor, temperature: float) -> Tensor:

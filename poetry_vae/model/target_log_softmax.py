@@ -17,19 +17,20 @@ from torch import Tensor
 ROWS = 256  # rows a block: 256 x 8,621 fp32 (8.8 MB) passes through the cache between a block's operations
 
 
-def _widened(logits: Tensor) -> Tensor:
-    """Reduced-precision logits (bf16 autocast) normalised in fp32, as log_softmax is under autocast."""
-    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+def _wide(dtype: torch.dtype) -> torch.dtype:
+    """Reduced-precision logits (bf16 autocast) are normalised in fp32, as log_softmax is under autocast."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 class _TargetLogSoftmax(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
-        out = torch.empty(logits.shape[0], dtype=_widened(logits[:1]).dtype, device=logits.device)
+        wide = _wide(logits.dtype)
+        out = torch.empty(logits.shape[0], dtype=wide, device=logits.device)
         scratch = None
         for start in range(0, logits.shape[0], ROWS):
             rows = slice(start, start + ROWS)
-            block = _widened(logits[rows])
+            block = logits[rows].to(wide)
             if scratch is None or scratch.shape[0] < block.shape[0]:
                 scratch = torch.empty_like(block)
             log_probs = torch.ops.aten._log_softmax.out(block, 1, False, out=scratch[: block.shape[0]])
@@ -40,11 +41,11 @@ class _TargetLogSoftmax(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         logits, target = ctx.saved_tensors
-        table = torch.empty(logits.shape, dtype=_widened(logits[:1]).dtype, device=logits.device)
+        table = torch.empty(logits.shape, dtype=_wide(logits.dtype), device=logits.device)
         for start in range(0, logits.shape[0], ROWS):
             rows = slice(start, start + ROWS)
             # d/dlogits of log_softmax(logits)[t] is onehot(t) - softmax: -grad * softmax, then + grad at t
-            block = torch.ops.aten._softmax.out(_widened(logits[rows]), 1, False, out=table[rows])
+            block = torch.ops.aten._softmax.out(logits[rows].to(table.dtype), 1, False, out=table[rows])
             block.mul_(grad[rows].unsqueeze(1).neg())
             block.scatter_add_(1, target[rows].unsqueeze(1), grad[rows].unsqueeze(1))
         return table.to(logits.dtype), None
