@@ -24,6 +24,7 @@ from poetry_vae.disk_full import one_line_when_full
 from poetry_vae.distributed import single_job_command_line
 from poetry_vae.errors import CheckpointError, PoetryVAEError
 from poetry_vae.lit_module import PoemModule
+from poetry_vae.model.warm_start import vae_from_lm
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
 from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
@@ -138,7 +139,14 @@ def starting_vocabulary(datamodule: Any, resumed: dict[str, Any] | None, init: L
 
 
 def start_from(module: PoemModule, init: LoadedCheckpoint) -> None:
-    """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh)."""
+    """Copy a pretrained checkpoint's weights (fine-tuning: the optimiser, step and β schedule start afresh). A VAE
+    from a language model takes its embedding and decoder, z's paths at zero (``vae_from_lm``)."""
+    if module.model.encoder is not None and init.model.encoder is None:
+        try:
+            vae_from_lm(module.model, init.model)
+        except ValueError as error:
+            raise CheckpointError(f"init_from={init.path}: {error}") from None
+        return
     try:
         module.model.load_state_dict(init.model.state_dict())
     except RuntimeError as error:
