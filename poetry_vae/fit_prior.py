@@ -46,7 +46,7 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup()
     train = datamodule.tensors["train"]
     print(f"encoding the {len(train['tokens']):,} training poems of {cfg.ckpt_path}", flush=True)
-    mu, logvar = encode_split(model, train, int(cfg.batch_size))
+    mu, logvar = model.encode_in_batches(train["tokens"], train.get("form"), int(cfg.batch_size))
     components = int(cfg.components)
     print(f"fitting {'one Gaussian' if components == 1 else f'a mixture of {components} Gaussians'} to their "
           "aggregate posterior", flush=True)
@@ -70,17 +70,6 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     atomic_write(out, lambda tmp: write_checkpoint_file(fitted, tmp))
     print(f"E log p(z) over the training codes: {before:.2f} -> {after:.2f} nats a poem; wrote {out}")
     return {"log_prior_before": before, "log_prior_after": after}
-
-
-@torch.no_grad()
-def encode_split(model: torch.nn.Module, tensors: dict[str, torch.Tensor], batch_size: int):
-    """Posterior means and log-variances (N, Z) of a split's poems, ``batch_size`` at a time."""
-    model.eval()
-    form = tensors.get("form")
-    parts = [model.encode(tensors["tokens"][start : start + batch_size],
-                          None if form is None else form[start : start + batch_size])
-             for start in range(0, len(tensors["tokens"]), batch_size)]
-    return torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
 
 
 def _shown(path: Path) -> str:

@@ -16,7 +16,6 @@ from sklearn.mixture import GaussianMixture
 
 from poetry_vae.checkpoint import load_checkpoint, resolve_checkpoint
 from poetry_vae.data.datamodule import QuatrainDataModule
-from poetry_vae.fit_prior import encode_split
 from poetry_vae.model.prior import GaussianPrior, StandardPrior
 from poetry_vae.objective import gaussian_log_density
 
@@ -36,7 +35,8 @@ def main() -> None:
     datamodule = QuatrainDataModule.for_checkpoint(loaded.data_hparams, loaded.vocab, args.ckpt)
     datamodule.setup()
     generator = torch.Generator().manual_seed(0)
-    mu, logvar = encode_split(model, datamodule.tensors["train"], 512)
+    train = datamodule.tensors["train"]
+    mu, logvar = model.encode_in_batches(train["tokens"], train.get("form"), 512)
     priors = {"N(0, I)": StandardPrior(mu.shape[1]).log_prob}
     for size in FULL:
         prior = GaussianPrior(mu.shape[1], size)

@@ -48,8 +48,10 @@ class StubVAE(nn.Module):
         self.copy, self.hashed, self.vocab_size = copy, hashed, len(vocab)
         self.fixed = torch.tensor(vocab.encode(fixed), dtype=torch.float)
 
-    def encode(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+    def encode(self, tokens: Tensor, form: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return tokens.float(), torch.zeros(tokens.shape)
+
+    encode_in_batches = PoemModel.encode_in_batches  # the model's batching over the stub's encode
 
     def initial_state(self, z: Tensor, n: int) -> tuple[Tensor, Tensor]:
         return z.clone(), torch.zeros(n, dtype=torch.long)

@@ -292,3 +292,18 @@ def test_lm_learns_a_fixed_code_per_position(output_layer: str) -> None:
         logp, state = model.step(dec_in[:, t], state, None, position=t)
         stepped.append(logp.gather(1, target[:, t : t + 1]).squeeze(1))
     torch.testing.assert_close(torch.stack(stepped, 1), forced, atol=1e-5, rtol=1e-5)
+
+
+def test_encoding_in_batches_is_encoding_at_once_in_eval_mode() -> None:
+    model = tiny(num_forms=2, bn_gamma=0.7)  # BN-VAE: eval mode reads the running statistics
+    tokens, _, _ = batch(b=7)
+    form = torch.tensor([0, 1, 1, 0, 1, 0, 0])
+    model.train()
+    mu, logvar = model.encode_in_batches(tokens, form, batch_size=3)
+    assert model.training  # the caller's mode is restored
+    model.eval()
+    with torch.no_grad():
+        whole_mu, whole_logvar = model.encode(tokens, form)
+    torch.testing.assert_close(mu, whole_mu)
+    torch.testing.assert_close(logvar, whole_logvar)
+    assert not mu.requires_grad

@@ -13,7 +13,7 @@ from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError, PromptError
-from poetry_vae.fit_prior import encode_split, fit_prior
+from poetry_vae.fit_prior import fit_prior
 from poetry_vae.generation import sample_prior
 from poetry_vae.metrics.latent import iw_log_likelihood
 from poetry_vae.model import ModelConfig, PoemModel
@@ -154,7 +154,8 @@ def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, t
     # fitted to the training poems' posteriors: their mean, and a higher E log p(z) than N(0, I) gives them
     datamodule = QuatrainDataModule.for_checkpoint(source.data_hparams, source.vocab, "test")
     datamodule.setup()
-    mu, _ = encode_split(source.model, datamodule.tensors["train"], 100)
+    train = datamodule.tensors["train"]
+    mu, _ = source.model.encode_in_batches(train["tokens"], train.get("form"), 100)
     assert torch.allclose(fitted.model.prior.means[0], mu.mean(0), atol=1e-5)
     assert result["log_prior_after"] > result["log_prior_before"]
     # it evaluates and samples like any checkpoint

@@ -41,7 +41,6 @@ from poetry_vae.checkpoint import LoadedCheckpoint
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.layout import written_chars
-from poetry_vae.model.modes import evaluating
 from poetry_vae.project_paths import anchored
 
 # The shipped themes: a name and its marker characters (simplified script, as the corpora are).
@@ -154,13 +153,8 @@ def encode_bank(ckpt: LoadedCheckpoint, texts: Sequence[str], batch_size: int = 
     """(N, Z) posterior means; a character outside the vocabulary reads as <unk>, as in training."""
     length = ckpt.form["line_length"] * ckpt.form["num_lines"]
     device = next(ckpt.model.parameters()).device
-    rows = []
-    with evaluating(ckpt.model), torch.no_grad():
-        for start in range(0, len(texts), batch_size):
-            ids = ckpt.vocab.encode_many(list(texts[start : start + batch_size]), length)
-            tokens = torch.as_tensor(ids, dtype=torch.long, device=device)
-            rows.append(ckpt.model.encode(tokens)[0].float().cpu())
-    return torch.cat(rows)
+    tokens = torch.as_tensor(ckpt.vocab.encode_many(list(texts), length), dtype=torch.long, device=device)
+    return ckpt.model.encode_in_batches(tokens, batch_size=batch_size)[0].float().cpu()
 
 
 def latent_bank(ckpt: LoadedCheckpoint, cache_dir: str | Path | None = None,

@@ -75,9 +75,7 @@ def greedy_decode(
 @torch.no_grad()
 def posterior_means(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
     """mu of q(z|x) for each poem (N, Z), in eval mode (BN-VAE uses its running statistics)."""
-    with evaluating(model):
-        rows = [model.encode(_char_ids(model, vocab, chunk))[0] for chunk in _chunks(poems, DECODE_BATCH)]
-    return torch.cat(rows)
+    return model.encode_in_batches(_char_ids(model, vocab, poems), batch_size=DECODE_BATCH)[0]
 
 
 def _char_ids(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:

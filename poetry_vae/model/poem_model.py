@@ -16,6 +16,7 @@ from poetry_vae.model.config import ModelConfig
 from poetry_vae.model.decoder import Decoder, State
 from poetry_vae.model.encoder import Encoder
 from poetry_vae.model.highway import Highway
+from poetry_vae.model.modes import evaluating
 from poetry_vae.model.prior import build_prior
 from poetry_vae.objective import word_dropout
 
@@ -63,6 +64,18 @@ class PoemModel(nn.Module):
             raise RuntimeError("encode() called on the LM baseline (use_latent=False)")
         lengths = (tokens != self.cfg.pad_id).sum(dim=1)  # no branch on the values: one compiled graph
         return self.encoder(self._embed(tokens, form), lengths)
+
+    @torch.no_grad()
+    def encode_in_batches(
+        self, tokens: Tensor, form: Tensor | None = None, batch_size: int = 2048
+    ) -> tuple[Tensor, Tensor]:
+        """mu, logvar (N, Z) of many poems' posteriors, ``batch_size`` poems at a time, without gradients; in eval
+        mode (BN-VAE's running statistics), restored afterwards."""
+        with evaluating(self):
+            parts = [self.encode(tokens[start : start + batch_size],
+                                 None if form is None else form[start : start + batch_size])
+                     for start in range(0, len(tokens), batch_size)]  # fmt: skip
+        return torch.cat([mu for mu, _ in parts]), torch.cat([logvar for _, logvar in parts])
 
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
