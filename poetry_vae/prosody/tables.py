@@ -97,9 +97,14 @@ def _t2s_converter() -> Callable[[str], str]:
     return opencc.OpenCC("t2s").convert
 
 
+def to_simplified(text: str) -> str:
+    """``text`` in simplified script (OpenCC t2s, one converter for the process)."""
+    return _t2s_converter()(text)
+
+
 @functools.cache
 def _t2s(char: str) -> str:
-    return _t2s_converter()(char)
+    return to_simplified(char)
 
 
 @functools.cache

@@ -4,13 +4,12 @@ after checking the hard constraints allow it, and still counts its log-probabili
 
 from __future__ import annotations
 
-from opencc import OpenCC
-
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation.processors.base import Processor, Setup
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.layout import is_hanzi
+from poetry_vae.prosody.tables import to_simplified
 
 
 def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:
@@ -26,7 +25,7 @@ def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:
 
 def _suggest(vocab: Vocabulary, char: str) -> str:
     """The nearest allowed use: the simplified form when the vocabulary has it, else a general hint."""
-    simplified = OpenCC("t2s").convert(char)
+    simplified = to_simplified(char)
     if simplified != char and simplified in vocab:
         return f"use its simplified form {simplified!r} (the corpus is in simplified Chinese)"
     return "pick another character (rare characters, seen fewer than min_count times in training, are not kept)"
