@@ -12,9 +12,8 @@ import argparse
 import math
 
 import torch
+from vae_study import open_vae
 
-from poetry_vae.checkpoint import load_checkpoint, resolve_checkpoint
-from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.objective import gaussian_log_density
 
 CHUNK = 20  # codes a poem scored at once
@@ -45,12 +44,7 @@ def main() -> None:
     parser.add_argument("--max-k", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    loaded = load_checkpoint(resolve_checkpoint(args.ckpt))
-    model = loaded.model.float().eval()
-    if model.encoder is None:
-        raise SystemExit(f"error: {args.ckpt} is a language model: its likelihood is exact, there is no bound to test")
-    datamodule = QuatrainDataModule.for_checkpoint(loaded.data_hparams, loaded.vocab, args.ckpt)
-    datamodule.setup()
+    loaded, model, datamodule = open_vae(args.ckpt, "bound to test (its likelihood is exact)")
     split = {name: tensor[: args.poems] for name, tensor in datamodule.tensors[args.split].items()}
     positions = int((split["target"] != loaded.vocab.pad_id).sum())
     weights = log_weights(model, split, args.max_k, torch.Generator().manual_seed(args.seed))

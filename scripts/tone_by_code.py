@@ -12,9 +12,8 @@ import argparse
 import random
 
 import torch
+from vae_study import open_vae
 
-from poetry_vae.checkpoint import load_checkpoint, resolve_checkpoint
-from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.metrics.latent_use import poem_chars
@@ -29,11 +28,7 @@ def main() -> None:
     parser.add_argument("--poems", type=int, default=500, help="source poems a group and draw")
     parser.add_argument("--draws", type=int, default=3, help="draws (seeds 0, 1, ...)")
     args = parser.parse_args()
-    loaded = load_checkpoint(resolve_checkpoint(args.ckpt))
-    model = loaded.model.float().eval()
-    if model.encoder is None:
-        raise SystemExit(f"error: {args.ckpt} is a language model: it has no code to read")
-    datamodule = QuatrainDataModule.for_checkpoint(loaded.data_hparams, loaded.vocab, args.ckpt)
+    loaded, model, datamodule = open_vae(args.ckpt, "code to read")
     train = [list(p.lines) for p in datamodule.poems["train"]]
     known = [p for p in train if all(c in loaded.vocab for c in "".join(p))]
     regulated = [tone_compliance([p])["fit_rate"] == 1.0 for p in known]
