@@ -14,26 +14,9 @@ import math
 import torch
 from vae_study import open_vae
 
-from poetry_vae.objective import gaussian_log_density
+from poetry_vae.metrics.latent import iw_log_weights
 
-CHUNK = 20  # codes a poem scored at once
 STEPS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000)  # the K reported, up to --max-k
-
-
-def log_weights(model, split: dict[str, torch.Tensor], k: int, generator: torch.Generator) -> torch.Tensor:
-    """(k, poems): log p(x, z) - log q(z|x) of k codes drawn from each poem's posterior."""
-    with torch.no_grad():
-        mu, logvar = model.encode(split["tokens"], split.get("form"))
-        form = split.get("form")
-        weights = []
-        for start in range(0, k, CHUNK):
-            n = min(CHUNK, k - start)
-            z = model.reparameterize(mu.repeat(n, 1), logvar.repeat(n, 1), generator)
-            log_px = model.token_log_probs(split["dec_in"].repeat(n, 1), split["target"].repeat(n, 1), z,
-                                           form=None if form is None else form.repeat(n))
-            z = z.view(n, *mu.shape)
-            weights.append(log_px.sum(1).view(n, -1) + model.prior.log_prob(z) - gaussian_log_density(z, mu, logvar))
-    return torch.cat(weights)
 
 
 def main() -> None:
@@ -47,7 +30,8 @@ def main() -> None:
     loaded, model, datamodule = open_vae(args.ckpt, "bound to test (its likelihood is exact)")
     split = {name: tensor[: args.poems] for name, tensor in datamodule.tensors[args.split].items()}
     positions = int((split["target"] != loaded.vocab.pad_id).sum())
-    weights = log_weights(model, split, args.max_k, torch.Generator().manual_seed(args.seed))
+    weights = iw_log_weights(model, split["tokens"], split["dec_in"], split["target"], args.max_k, chunk=20,
+                             generator=torch.Generator().manual_seed(args.seed), max_rows=20_000)
     print(f"{len(split['target'])} {args.split} poems, {positions} positions, {args.max_k} codes a poem")
     print(f"ELBO           {-float(weights.mean(0).sum()) / positions:.4f} nats/char")
     for k in sorted({k for k in STEPS if k <= args.max_k} | {args.max_k}):

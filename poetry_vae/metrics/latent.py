@@ -27,13 +27,30 @@ def iw_log_likelihood(
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per poem (Burda et al. 2016): (B,), in nats.
 
-    log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x), scored ``chunk`` samples at a time.
-    A lower bound of log p(x) in expectation, >= the ELBO and tightening with K. For the LM baseline
-    (use_latent=False) this is the exact log p(x). Set ``model.eval()`` first. At most ``max_rows`` poems are
-    decoded at once (samples x batch): the full-softmax logits of a row take V x 21 floats (~0.4 MB).
+    log (1/K) sum_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x) (:func:`iw_log_weights`). A lower bound of log p(x)
+    in expectation, >= the ELBO and tightening with K. For the LM baseline (use_latent=False) this is the exact
+    log p(x). Set ``model.eval()`` first.
     """
     if not model.cfg.use_latent:
         return model.token_log_probs(dec_in, target, None).sum(dim=1)
+    log_w = iw_log_weights(model, tokens, dec_in, target, k, chunk, generator, max_rows)
+    return torch.logsumexp(log_w, dim=0) - math.log(k)
+
+
+@torch.no_grad()
+def iw_log_weights(
+    model: PoemModel,
+    tokens: Tensor,
+    dec_in: Tensor,
+    target: Tensor,
+    k: int,
+    chunk: int = 50,
+    generator: torch.Generator | None = None,
+    max_rows: int = 2048,
+) -> Tensor:
+    """(K, B) importance log-weights log p(x|z_k) + log p(z_k) - log q(z_k|x) of K codes drawn from each poem's
+    posterior, ``chunk`` codes at a time. At most ``max_rows`` poems are decoded at once (codes x batch): the
+    full-softmax logits of a row take V x 21 floats (~0.4 MB)."""
     if k < 1 or chunk < 1:
         raise ValueError(f"need k >= 1 and chunk >= 1, got k={k}, chunk={chunk}")
     mu, logvar = model.encode(tokens)
@@ -46,7 +63,7 @@ def iw_log_likelihood(
         z = mu + (0.5 * logvar).exp() * eps  # (n, B, Z)
         log_pxz = model.token_log_probs(dec_in.repeat(n, 1), target.repeat(n, 1), z.reshape(n * B, -1))
         log_w.append(log_pxz.sum(dim=1).view(n, B) + model.prior.log_ratio(z, mu, logvar))
-    return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)
+    return torch.cat(log_w)
 
 
 def active_units(mu: Tensor, threshold: float = 0.01) -> int:
