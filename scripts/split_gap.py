@@ -47,7 +47,9 @@ def main() -> None:
             lm_nll = -float(lm.token_log_probs(dec_in, target, None).sum()) / positions
         elbo = -float(weights.mean(0).sum()) / positions
         bound = -float((torch.logsumexp(weights, 0) - math.log(args.iw_samples)).sum()) / positions
-        print(f"{split:6s}  {elbo:.3f}     {bound:.3f}   {lm_nll:.3f}   {bound - lm_nll:+.3f}    {kl:5.1f}    {rec_at_mean:.3f}")
+        row = (f"{split:6s}  {elbo:.3f}     {bound:.3f}   {lm_nll:.3f}   {bound - lm_nll:+.3f}    {kl:5.1f}    "
+               f"{rec_at_mean:.3f}")
+        print(row)
 
 
 if __name__ == "__main__":
