@@ -101,5 +101,7 @@ def test_a_new_processor_meets_the_prompts(ban_processor, model, vocab, z) -> No
     """A hard mask that removes a prompt character: the pipeline's one-line error, not a silent change."""
     with pytest.raises(PromptError, match=r"^the prompt character at line 1, character 1 cannot be used there"):
         generate(model, vocab, z, BanRequest(acrostic="春夏秋冬", ban="春"), torch.Generator().manual_seed(1))
-    with pytest.raises(PromptError, match=r"^ban: character 1 'A' is not in the model's vocabulary"):
+    with pytest.raises(PromptError, match=r"^ban: character 1 'A' is not a Chinese character"):
         generate(model, vocab, z, BanRequest(ban="A"))
+    with pytest.raises(PromptError, match=r"^ban: character 2 '龘' is not in the model's vocabulary"):
+        generate(model, vocab, z, BanRequest(ban="春龘"))

@@ -69,8 +69,6 @@ class DecodeRequest:
             raise PromptError(f"top_k must be >= 1, got {self.top_k}")
         if not 0 < self.top_p <= 1:
             raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.beam_size < 1:
-            raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
         self.validate_knobs()
         if self.tone is not None and self.tone != "auto" and self.tone not in PATTERNS:
             raise PromptError(f"unknown tone pattern {self.tone!r}; choose auto or one of {', '.join(PATTERNS)}")
@@ -105,6 +103,8 @@ class DecodeRequest:
             raise PromptError(f"no_repeat_ngram_size must be >= 0 (0 = off), got {self.no_repeat_ngram_size}")
         if not 0 <= self.min_p <= 1:
             raise PromptError(f"min_p must be in [0, 1] (0 = off), got {self.min_p}")
+        if self.beam_size < 1:
+            raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
         k = self.num_return_sequences
         if k < 1:
             raise PromptError(f"num_return_sequences must be >= 1, got {k}")

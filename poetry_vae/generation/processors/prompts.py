@@ -16,7 +16,9 @@ def check_prompt_chars(vocab: Vocabulary, text: str, name: str) -> list[int]:
     """Token ids of ``text``; :class:`PromptError` naming the first character the model cannot write."""
     ids = []
     for i, char in enumerate(text, start=1):
-        if char not in vocab or not is_hanzi(char):
+        if not is_hanzi(char):
+            raise PromptError(f"{name}: character {i} {char!r} is not a Chinese character; give Chinese characters")
+        if char not in vocab:
             hint = _suggest(vocab, char)
             raise PromptError(f"{name}: character {i} {char!r} is not in the model's vocabulary; {hint}")
         ids.append(vocab.index[char])
