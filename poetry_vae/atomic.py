@@ -10,11 +10,12 @@ from pathlib import Path
 from poetry_vae.errors import PoetryVAEError
 
 
-def check_writable(path: str | Path, key: str = "out") -> Path:
-    """``path`` as a file we may write, or a one-line error (a directory, or a file where a folder must be)."""
+def check_writable(path: str | Path, key: str = "out", example: str = "poems.jsonl") -> Path:
+    """``path`` as a file we may write, or a one-line error (a directory, or a file where a folder must be);
+    ``example`` names a file of the kind the command writes, for the hint."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise PoetryVAEError(f"{key}={path} is a directory: give a file path, e.g. {key}={path / 'poems.jsonl'}")
+        raise PoetryVAEError(f"{key}={path} is a directory: give a file path, e.g. {key}={path / example}")
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise PoetryVAEError(f"{key}={path}: {blocking} is a file, not a folder; choose another path")

@@ -102,8 +102,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic[:4] != _ZIP_MAGIC and magic[:1] != _PICKLE_MAGIC:
-        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save): pass "
-                              "ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save): give one written by "
+                              "python -m poetry_vae.train, e.g. <run dir>/checkpoints/last.ckpt")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:

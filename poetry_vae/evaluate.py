@@ -38,7 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.torch_threads:
         torch.set_num_threads(int(cfg.torch_threads))
     if cfg.out:
-        check_writable(cfg.out)
+        check_writable(cfg.out, example="metrics.json")
     device = check_device(cfg.device)
     started = time.monotonic()
     phase(f"loading {cfg.ckpt_path} and the {cfg.split} split of its corpus")

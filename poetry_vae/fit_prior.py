@@ -32,7 +32,7 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     for key in ("ckpt_path", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise PromptError(f"no {key} given: python -m poetry_vae.fit_prior ckpt_path=<checkpoint> out=<new file>")
-    out = check_writable(cfg.out)
+    out = check_writable(cfg.out, example="fitted.pt")
     if out.exists():
         raise PromptError(f"out={out} exists: choose a new file (a fitted checkpoint never replaces one)")
     if cfg.torch_threads:

@@ -59,7 +59,7 @@ def plot(source: Path, out: Path | None = None) -> Path:
     from poetry_vae.plots import read_metrics, training_curves
 
     rows = read_metrics(source)
-    target = check_writable(str(out or default_out(source)))
+    target = check_writable(str(out or default_out(source)), example="curves.png")
     fig = training_curves(rows, title=str(source))
     try:
         atomic_write(target, functools.partial(fig.savefig, dpi=110, format="png"))

@@ -14,6 +14,7 @@ import dataclasses
 import inspect
 import os
 import pathlib
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -199,6 +200,9 @@ _NON_NEGATIVE = {"data": ("num_workers", "val_fraction", "test_fraction"), "opti
                  "anneal": ("warmup_steps", "total_steps", "x0", "k", "max_value", "start_value")}
 
 
+_DURATION = re.compile(r"\d+:\d+:\d+:\d+")  # Lightning's Timer duration: days, hours, minutes, seconds
+
+
 def _check_ranges(plain: Mapping[str, Any]) -> None:
     nodes = {group: node for group, node in plain.items() if isinstance(node, Mapping)}
     for zero_allowed, table in ((False, _POSITIVE), (True, _NON_NEGATIVE)):
@@ -207,6 +211,10 @@ def _check_ranges(plain: Mapping[str, Any]) -> None:
                 value = nodes.get(group, {}).get(key)
                 if matches(value, int | float) and (value < 0 or (value == 0 and not zero_allowed)):
                     raise ConfigError(f"{group}.{key}={value}: expected a value {'>=' if zero_allowed else '>'} 0")
+    max_time = nodes.get("trainer", {}).get("max_time")
+    if isinstance(max_time, str) and not _DURATION.fullmatch(max_time):
+        raise ConfigError(f"trainer.max_time={max_time!r}: expected DD:HH:MM:SS, e.g. trainer.max_time=00:00:15:00 "
+                          "(15 minutes), or null for no limit")
     data = nodes.get("data", {})
     fractions = [data.get(key) for key in ("val_fraction", "test_fraction")]
     if all(matches(f, int | float) for f in fractions) and sum(fractions) >= 1:
