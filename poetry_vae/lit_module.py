@@ -9,7 +9,7 @@ training loop are callbacks (``poetry_vae.training.recipes``). Evaluation always
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -52,11 +52,13 @@ class PoemModule(pl.LightningModule):
         self.save_hyperparameters(logger=False)  # into checkpoints; loggers get the readable Hydra config instead
         self.vocab = Vocabulary.from_dict(vocab)
         self.model = build_model(model, self.vocab)
-        self.objective = ObjectiveConfig(**(objective or {}))
+        self.objective = ObjectiveConfig.from_dict(objective)
         self.beta_schedule = instantiate(anneal) if anneal else ConstantBeta(1.0)
         self.bow_head = BagOfWords.for_objective(self.objective, self.model.cfg, self.vocab.pad_id)
         if self.objective.refit_encoder:
-            self._freeze_all_but_encoder()
+            self._freeze_all_but("encoder", self.model.encoder_parameters())
+        if self.objective.refit_decoder:
+            self._freeze_all_but("decoder", self.model.decoder.parameters())
         # Epoch-level evaluation sums; MeanMetric syncs across DDP ranks by itself.
         self.eval_means = torch.nn.ModuleDict(
             {f"{stage}_{name}": MeanMetric() for stage in _EVAL_STAGES for name in ("rec", "kl", "iw_ll", "elbo")}
@@ -70,21 +72,25 @@ class PoemModule(pl.LightningModule):
         self._elapsed_before_s = 0.0
         self._fit_started: float | None = None
 
-    def _freeze_all_but_encoder(self) -> None:
+    def _freeze_all_but(self, part: str, trained: Iterable[torch.nn.Parameter]) -> None:
         if self.model.encoder is None:
-            raise PoetryVAEError("objective.refit_encoder=true needs a model with a latent (an LM has no encoder "
-                                 "to refit): drop the option or train a VAE")
-        owned = {id(p) for p in self.model.encoder_parameters()}
+            raise PoetryVAEError(f"objective.refit_{part}=true needs a model with a latent (an LM has no encoder "
+                                 f"to refit{' or codes to read' if part == 'decoder' else ''}): drop the option or "
+                                 "train a VAE")
+        owned = {id(p) for p in trained}
         for param in self.parameters():
             param.requires_grad_(id(param) in owned)
 
     def train(self, mode: bool = True) -> PoemModule:
-        """While the encoder is refitted the rest of the model runs as evaluated (no dropout): the proposal must fit
-        the decoder whose likelihood the importance-weighted bound measures."""
+        """While one side is refitted the frozen rest runs as evaluated (no dropout): a refitted encoder must fit
+        the decoder whose likelihood the importance-weighted bound measures, and a refitted decoder reads the codes
+        that encoder gives at evaluation."""
         super().train(mode)
-        if mode and self.objective.refit_encoder and self.model.encoder is not None:
+        refitted = ("encoder" if self.objective.refit_encoder else "decoder" if self.objective.refit_decoder
+                    else None)
+        if mode and refitted and self.model.encoder is not None:
             self.model.eval()
-            self.model.encoder.train()
+            getattr(self.model, refitted).train()
         return self
 
     # ---- the objective ----

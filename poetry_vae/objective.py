@@ -7,10 +7,11 @@ reconstruction with a summed KL silently multiplies beta by the poem length (the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -46,10 +47,25 @@ class ObjectiveConfig:
     # this only brings the proposal closer to the true posterior and tightens the importance-weighted bound on a
     # likelihood that does not change (Cremer et al. 2018's amortisation gap).
     refit_encoder: bool = False
+    # The dual: train the decoder alone (its LSTM, z's paths into it and the output layer) on the codes of a frozen
+    # encoder, embedding, highway and prior. The KL of every poem stays what it was, so the code (and the
+    # reconstruction it allows) is kept while the decoder, free of the training-only regularisers that built the
+    # code, learns to read it and to model what the code leaves open. Word dropout stays allowed (a regulariser of
+    # the decoder); free bits, which act on the KL alone, would do nothing.
+    refit_decoder: bool = False
     # Burda et al. 2016: > 1 trains on the importance-weighted bound with this many codes a poem (1 = the ELBO): the
     # bound the IW perplexity reports, tighter than the ELBO, so the decoder is paid for log p(x) and the encoder
     # for proposals that serve it. Costs iw_samples decoder passes a poem
     iw_samples: int = 1
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ObjectiveConfig:
+        """From a checkpoint's or a config's dict; keys it does not know are one error naming them (a checkpoint
+        written by another version of the project)."""
+        unknown = sorted(set(d or {}) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise PoetryVAEError(f"unknown objective key(s): {', '.join(unknown)}")
+        return cls(**(d or {}))
 
     def __post_init__(self) -> None:
         problems = [
@@ -68,6 +84,12 @@ class ObjectiveConfig:
                                      or self.ae_steps > 0 or self.aggressive),
              "refit_encoder=true trains the proposal on the model's own ELBO: set free_bits=0, word_dropout=0 "
              "and leave bag_of_words, ae_steps and aggressive off"),
+            (self.refit_encoder and self.refit_decoder,
+             "refit_encoder=true and refit_decoder=true together would train nothing: choose one"),
+            (self.refit_decoder and (self.free_bits > 0 or self.bag_of_words > 0 or self.ae_steps > 0
+                                     or self.aggressive),
+             "refit_decoder=true trains the decoder on fixed codes, whose KL no term can move: set free_bits=0 and "
+             "leave bag_of_words, ae_steps and aggressive off"),
             (self.iw_samples < 1, f"iw_samples={self.iw_samples}: must be >= 1 (1 = the ELBO)"),
             (self.iw_samples > 1 and (self.free_bits > 0 or self.bag_of_words > 0 or self.aggressive),
              f"iw_samples={self.iw_samples} trains on the importance-weighted bound, which has no KL term of its own "

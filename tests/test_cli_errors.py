@@ -107,6 +107,22 @@ def test_evaluate_refuses_a_directory_as_output(tiny_checkpoint: Path, tmp_path:
         evaluate(cfg)
 
 
+@pytest.mark.parametrize(("section", "expected"), [("objective", "unknown objective key"),
+                                                   ("model", "unknown model config key")])
+def test_evaluate_names_a_key_this_version_does_not_know(tiny_checkpoint: Path, tmp_path: Path, section: str,
+                                                         expected: str) -> None:
+    key = "from_a_later_version"
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    raw["hyper_parameters"][section] = {**(raw["hyper_parameters"].get(section) or {}), key: True}
+    later = tmp_path / "later.ckpt"
+    torch.save(raw, later)
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"ckpt_path={later}", "iw_samples=2"])
+    with pytest.raises(PoetryVAEError, match=rf"from another version \({expected}.*{key}") as error:
+        evaluate(cfg)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("command", ["sample", "evaluate", "fit_prior"])
 def test_each_command_has_its_own_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"poetry_vae.{command}", "--help"], capture_output=True,

@@ -429,3 +429,71 @@ def test_refit_encoder_needs_a_latent() -> None:
     vocab = Vocabulary.build(TINY_POEMS)
     with pytest.raises(PoetryVAEError, match="refit_encoder=true needs a model with a latent"):
         PoemModule(model={**TINY_MODEL, "use_latent": False}, vocab=vocab.to_dict(), objective={"refit_encoder": True})
+
+
+# ---- refitting the decoder on the codes of a frozen encoder ----
+
+
+def test_refit_decoder_moves_only_the_decoder_and_keeps_every_code() -> None:
+    module, batch = tiny_module(refit_decoder=True)
+    module.train()
+    assert module.model.decoder.training and not module.model.encoder.training  # the codes as evaluated
+    optimizer = module.configure_optimizers()
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert trained == {id(p) for p in module.model.decoder.parameters()}
+    with torch.no_grad():
+        codes_before = module.model.encode(batch["tokens"])
+    before = snapshot(module.model)
+    for _ in range(3):
+        optimizer.zero_grad()
+        module.loss_terms(batch)[0]["loss"].backward()
+        optimizer.step()
+    after = snapshot(module.model)
+    changed = {name for name in after if not torch.equal(after[name], before[name])}
+    assert changed and all(name.startswith("decoder.") for name in changed), changed
+    with torch.no_grad():
+        codes_after = module.model.encode(batch["tokens"])
+    assert all(torch.equal(a, b) for a, b in zip(codes_before, codes_after, strict=True))
+
+
+def test_refit_decoder_raises_the_elbo_at_a_fixed_kl() -> None:
+    """The mechanism: with q fixed the KL cannot move, and training the decoder alone raises the ELBO through the
+    reconstruction term only."""
+    module, batch = tiny_module(refit_decoder=True)
+
+    def terms() -> dict[str, float]:
+        module.eval()
+        with torch.no_grad():
+            torch.manual_seed(3)
+            return {name: value.item() for name, value in module.loss_terms(batch)[0].items()}
+
+    start = terms()
+    optimizer = torch.optim.Adam(module.model.decoder.parameters(), lr=1e-2)
+    module.train()
+    for _ in range(40):
+        optimizer.zero_grad()
+        module.loss_terms(batch)[0]["loss"].backward()
+        optimizer.step()
+    end = terms()
+    assert end["kl"] == pytest.approx(start["kl"], abs=1e-5)
+    assert end["rec"] < start["rec"] - 1.0, (start, end)
+
+
+@pytest.mark.parametrize("objective", [{"refit_decoder": True, "free_bits": 2.0},
+                                       {"refit_decoder": True, "aggressive": True},
+                                       {"refit_decoder": True, "bag_of_words": 0.5}])
+def test_refit_decoder_refuses_terms_that_act_on_the_code(objective: dict) -> None:
+    with pytest.raises(PoetryVAEError, match=r"refit_decoder=true .*free_bits=0") as error:
+        ObjectiveConfig(**objective)
+    assert "\n" not in str(error.value)
+
+
+def test_refit_decoder_and_encoder_together_are_refused() -> None:
+    with pytest.raises(PoetryVAEError, match="choose one"):
+        ObjectiveConfig(refit_encoder=True, refit_decoder=True)
+
+
+def test_refit_decoder_needs_a_latent() -> None:
+    vocab = Vocabulary.build(TINY_POEMS)
+    with pytest.raises(PoetryVAEError, match="refit_decoder=true needs a model with a latent"):
+        PoemModule(model={**TINY_MODEL, "use_latent": False}, vocab=vocab.to_dict(), objective={"refit_decoder": True})
