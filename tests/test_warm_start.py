@@ -125,3 +125,25 @@ def compose_module(tmp_path: Path, override: str, init):  # -> PoemModule
                                           "data.limit_train_poems=64", override])
     datamodule = instantiate(cfg.data)
     return build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
+
+
+def test_the_decoder_refit_starts_from_the_shipped_flagship_and_keeps_its_codes(tmp_path: Path) -> None:
+    """poet_refit_decoder: the shipped VAE, its fitted prior included, loads whole, and only its decoder trains."""
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=poet_refit_decoder", f"paths.cache_dir={tmp_path}",
+                                          "data.limit_train_poems=64"])
+    init = load_checkpoint(CONFIG_DIR.parent / cfg.init_from)
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
+    start_from(module, init)
+    assert module.objective.refit_decoder and module.objective.iw_samples == 5
+    trained = {name for name, param in module.model.named_parameters() if param.requires_grad}
+    assert trained and all(name.startswith("decoder.") for name in trained)
+    tokens, dec_in, target, form = batch()
+    module.train()
+    shipped = init.model.float().eval()
+    with torch.no_grad():
+        for mine, theirs in zip(module.model.encode(tokens, form), shipped.encode(tokens, form), strict=True):
+            torch.testing.assert_close(mine, theirs)  # the encoder runs as evaluated: the shipped codes
+        z = torch.randn(len(tokens), shipped.cfg.latent_dim)
+        torch.testing.assert_close(module.model.prior.log_prob(z), shipped.prior.log_prob(z))
