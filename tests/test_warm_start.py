@@ -139,7 +139,7 @@ def test_the_decoder_refit_starts_from_the_shipped_flagship_and_keeps_its_codes(
     assert module.objective.refit_decoder and module.objective.iw_samples == 5
     trained = {name for name, param in module.model.named_parameters() if param.requires_grad}
     assert trained and all(name.startswith("decoder.") for name in trained)
-    tokens, dec_in, target, form = batch()
+    tokens, _, _, form = batch()
     module.train()
     shipped = init.model.float().eval()
     with torch.no_grad():
