@@ -176,7 +176,15 @@ def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
         GlobalHydra.instance().clear()
     for cfg in composed:
         validate(config_name, cfg)
-    return composed[0] if len(composed) == 1 and not ({"-m", "--multirun"} & set(args)) else None
+    multirun = bool({"-m", "--multirun"} & set(args)) or any(_is_multirun(cfg) for cfg in composed)
+    return composed[0] if len(composed) == 1 and not multirun else None
+
+
+def _is_multirun(cfg: DictConfig) -> bool:
+    """A config that asks for a sweep itself (``hydra.mode: MULTIRUN``, as ``hparams_search=optuna`` does): its
+    jobs run in the sweep's directories, never in the single run's, which a precheck must therefore not lock."""
+    mode = OmegaConf.select(cfg, "hydra.mode", default=None)
+    return str(mode).rsplit(".", 1)[-1] == "MULTIRUN"
 
 
 def closest(word: str, options: Iterable[str]) -> list[str]:

@@ -11,6 +11,7 @@ import yaml
 from conftest import TINY_TRAIN_OVERRIDES
 
 from poetry_vae.checkpoint import read_checkpoint
+from poetry_vae.cli import check_overrides
 
 
 def run_train(*args: str) -> subprocess.CompletedProcess[str]:
@@ -44,3 +45,10 @@ def test_submitit_local_launcher_and_requeue_resume(tmp_path: Path) -> None:
     run_train("-m", *args, "trainer.max_epochs=2")  # as a requeued job: same job directory, resumes
     assert read_checkpoint(last)["global_step"] == 2 * first
     assert sorted(p.name for p in (sweep_dir / "0" / "csv").iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_config_that_sweeps_is_not_prechecked_as_one_run() -> None:
+    """hparams_search=optuna sets hydra.mode=MULTIRUN itself: its trials run in the sweep's directories, so the
+    single-run precheck (which locks the run directory) must not run, or it leaves outputs/<run>/.run.lock behind."""
+    assert check_overrides("train", ["hparams_search=optuna", "debug=tiny"]) is None
+    assert check_overrides("train", ["debug=tiny"]) is not None  # one run: prechecked
