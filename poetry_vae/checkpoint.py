@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,18 +124,27 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return data
 
 
+@contextmanager
+def built_from(path: str | Path) -> Iterator[None]:
+    """What building a model (or a training module) from checkpoint ``path``'s contents raises, as one
+    :class:`CheckpointError`: a missing key, an unknown config key or mismatched weights all mean a checkpoint that
+    is incomplete or written by another version."""
+    try:
+        yield
+    except (KeyError, TypeError, RuntimeError, CorpusError, PoetryVAEError) as error:
+        reason = str(error).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} is incomplete or from another version ({reason})") from None
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
     """The trained model (eval mode) and its vocabulary from a training checkpoint."""
     data = read_checkpoint(path, map_location)
-    try:
+    with built_from(path):
         hparams = data["hyper_parameters"]
         vocab = Vocabulary.from_dict(hparams["vocab"], f"the vocabulary inside {path}")
         model = build_model(hparams["model"], vocab)
         state = {k[len(_MODEL_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(_MODEL_PREFIX)}
         model.load_state_dict(state)
-    except (KeyError, TypeError, RuntimeError, CorpusError, PoetryVAEError) as error:
-        reason = str(error).splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} is incomplete or from another version ({reason})") from None
     model.to(map_location).eval()
     return LoadedCheckpoint(model, vocab, dict(hparams), int(data.get("global_step", 0)), Path(path),
                             dict(data.get("datamodule_hyper_parameters") or {}))

@@ -22,6 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -183,8 +184,7 @@ def check_overrides(config_name: str, args: list[str]) -> DictConfig | None:
 def _is_multirun(cfg: DictConfig) -> bool:
     """A config that asks for a sweep itself (``hydra.mode: MULTIRUN``, as ``hparams_search=optuna`` does): its
     jobs run in the sweep's directories, never in the single run's, which a precheck must therefore not lock."""
-    mode = OmegaConf.select(cfg, "hydra.mode", default=None)
-    return str(mode).rsplit(".", 1)[-1] == "MULTIRUN"
+    return OmegaConf.select(cfg, "hydra.mode", default=None) == RunMode.MULTIRUN
 
 
 def closest(word: str, options: Iterable[str]) -> list[str]:

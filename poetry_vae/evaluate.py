@@ -16,10 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.atomic import atomic_write_text, check_writable
-from poetry_vae.checkpoint import check_device, read_checkpoint, resolve_checkpoint
+from poetry_vae.checkpoint import built_from, check_device, read_checkpoint, resolve_checkpoint
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
-from poetry_vae.errors import CheckpointError, PoetryVAEError, PromptError
+from poetry_vae.errors import PromptError
 from poetry_vae.lit_module import PoemModule
 from poetry_vae.metrics.latent_use import latent_measures
 from poetry_vae.progress import quiet_lightning
@@ -45,12 +45,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     raw = read_checkpoint(resolve_checkpoint(cfg.ckpt_path))  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
                "iw_chunk": int(cfg.iw_chunk)}
-    try:
+    with built_from(cfg.ckpt_path):
         module = PoemModule(**hparams)
         module.load_state_dict(raw["state_dict"])
-    except (KeyError, TypeError, RuntimeError, PoetryVAEError) as error:
-        reason = str(error).splitlines()[0]
-        raise CheckpointError(f"checkpoint {cfg.ckpt_path} is incomplete or from another version ({reason})") from None
     datamodule = QuatrainDataModule.for_checkpoint(raw.get("datamodule_hyper_parameters") or {}, module.vocab,
                                                    f"checkpoint {cfg.ckpt_path}")
     pl.seed_everything(int(cfg.seed), verbose=False)
