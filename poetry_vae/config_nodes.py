@@ -87,6 +87,9 @@ class SampleKeys:
     # themed poems' codes pushed along the theme | the attribute vector kept on the prior's shell | the attribute
     # vector | around themed codes
     steer_method: Literal["exemplars", "shell", "mean_diff", "neighbors"] = "exemplars"
+    # prior, steer: codes of one verse only, from a prior fitted by verse (fit_prior by_verse=true; the shipped
+    # poet's is): regulated (近体, fits a regulated tone pattern) | unregulated (古绝); null = either, as the data
+    verse: Literal["regulated", "unregulated"] | None = None
     seed: int = 0  # same seed, same poems
     device: str = "cpu"
     out: str | None = None  # JSONL file, streamed and written whole or not at all; null = print only
@@ -122,6 +125,9 @@ class FitPriorKeys:
     out: str = "???"  # required: the new checkpoint (a new file: an existing one is never replaced)
     # 1: one Gaussian, moment-matched (exact); > 1: a mixture fitted by EM to codes drawn from the posteriors
     components: int = field(default=1, metadata=at_least(1))
+    # half the components fitted to the codes of the training poems that fit a regulated tone pattern, half to the
+    # rest (components even), so that `sample verse=regulated` can draw from the one half
+    by_verse: bool = False
     seed: int = 0  # of those draws
     batch_size: int = field(default=512, metadata=at_least(1))  # poems encoded at once
     torch_threads: int | None = field(default=None, metadata=at_least(1))

@@ -21,6 +21,7 @@ from poetry_vae.checkpoint_io import write_checkpoint_file
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
+from poetry_vae.metrics.poetry import tone_compliance
 from poetry_vae.model.prior import GaussianPrior
 from poetry_vae.schema import check_fit_prior_config
 
@@ -32,6 +33,9 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     for key in ("ckpt_path", "out"):
         if OmegaConf.is_missing(cfg, key):
             raise PromptError(f"no {key} given: python -m poetry_vae.fit_prior ckpt_path=<checkpoint> out=<new file>")
+    if cfg.by_verse and int(cfg.components) % 2:
+        raise PromptError(f"components={cfg.components} with by_verse=true: give an even number (half for each "
+                          "verse), e.g. components=8")
     out = check_writable(cfg.out, example="fitted.pt")
     if out.exists():
         raise PromptError(f"out={out} exists: choose a new file (a fitted checkpoint never replaces one)")
@@ -49,9 +53,15 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     mu, logvar = model.encode_in_batches(train["tokens"], train.get("form"), int(cfg.batch_size))
     components = int(cfg.components)
     print(f"fitting {'one Gaussian' if components == 1 else f'a mixture of {components} Gaussians'} to their "
-          "aggregate posterior", flush=True)
+          f"aggregate posterior{', half to each verse' if cfg.by_verse else ''}", flush=True)
     prior = GaussianPrior(mu.shape[1], components)
-    prior.fit(mu, logvar, torch.Generator().manual_seed(int(cfg.seed)))
+    generator = torch.Generator().manual_seed(int(cfg.seed))
+    if cfg.by_verse:
+        regulated = regulated_poems(datamodule)
+        print(f"{float(regulated.float().mean()):.3f} of them fit a regulated tone pattern", flush=True)
+        prior.fit_by_verse(mu, logvar, regulated, generator)
+    else:
+        prior.fit(mu, logvar, generator)
     # what the fit buys: the ELBO's prior term E log p(z) over one code a poem, before and after
     codes = model.reparameterize(mu, logvar, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -63,13 +73,20 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
                                             "prior_components": components}}
     fitted["state_dict"] = {**raw["state_dict"], **{f"{_MODEL_PREFIX}prior.{name}": value.float()
                                                      for name, value in prior.state_dict().items()}}
+    by_verse = " by_verse=true" if cfg.by_verse else ""
     fitted["prior_fit"] = {"command": f"python -m poetry_vae.fit_prior ckpt_path={cfg.ckpt_path} out={cfg.out} "
-                                      f"components={components} seed={cfg.seed}",
+                                      f"components={components}{by_verse} seed={cfg.seed}",
                            "source": _shown(source), "poems": len(mu), "log_prior_before": before,
                            "log_prior_after": after}
     atomic_write(out, lambda tmp: write_checkpoint_file(fitted, tmp))
     print(f"E log p(z) over the training codes: {before:.2f} -> {after:.2f} nats a poem; wrote {out}")
     return {"log_prior_before": before, "log_prior_after": after}
+
+
+def regulated_poems(datamodule: QuatrainDataModule) -> torch.Tensor:
+    """(N,) bool: which training poems fit a regulated tone pattern (the poetry report's tone fit, poem by poem)."""
+    return torch.tensor([tone_compliance([list(poem.lines)])["fit_rate"] == 1.0
+                         for poem in datamodule.poems["train"]])
 
 
 def _shown(path: Path) -> str:

@@ -66,6 +66,7 @@ MODE_KEYS = {
     "steer_method": (("steer",), {}),
     "steps": (("interpolate",), {}),
     "spherical": (("interpolate",), {}),
+    "verse": (("prior",), {"steer": "its codes come from the theme's poems, of either verse"}),
 }
 _OVERRIDE_KEY = re.compile(r"^[~+]*([\w.]+)")
 
@@ -128,6 +129,8 @@ def write_poems(cfg: DictConfig) -> Written:
     request = respelled(decode_request(cfg, ckpt.data_hparams, strategy), ckpt)
     request.validate()
     inputs = input_poems(cfg, request, ckpt)
+    if cfg.verse is not None and cfg.mode == "prior":
+        check_verse(ckpt, str(cfg.verse))
     for warning in ignored_options(cfg, given, strategy):
         print(f"warning: {warning}", file=sys.stderr)
     print(opened(ckpt, cfg.ckpt_path))
@@ -262,7 +265,7 @@ def per_code(request: DecodeRequest) -> int:
 def decode_batches(cfg: DictConfig, ckpt: LoadedCheckpoint, request: DecodeRequest, inputs: list[str],
                    generator: torch.Generator) -> Iterator[list[Row]]:
     if cfg.mode == "prior":
-        return prior_batches(ckpt, request, int(cfg.n), generator)
+        return prior_batches(ckpt, request, int(cfg.n), generator, cfg.verse)
     if cfg.mode == "reconstruct":
         return reconstruct_batches(ckpt, request, inputs, generator)
     if cfg.mode == "steer":
@@ -272,6 +275,14 @@ def decode_batches(cfg: DictConfig, ckpt: LoadedCheckpoint, request: DecodeReque
     return path_batches(ckpt, request, inputs, int(cfg.steps), bool(cfg.spherical), generator)
 
 
+def check_verse(ckpt: LoadedCheckpoint, verse: str) -> None:
+    """Before any decoding: a one-line error unless the model's prior was fitted by verse."""
+    if not ckpt.model.cfg.use_latent:
+        raise PromptError(f"verse={verse} needs a model with a latent code; this checkpoint is the language-model "
+                          "baseline (use_latent=False)")
+    ckpt.model.prior.verse_logits(verse)
+
+
 def code_batches(count: int, request: DecodeRequest) -> Iterator[slice]:
     """The codes of each batch: at most BATCH_SIZE poems a batch, however many poems a code gives."""
     size = max(1, BATCH_SIZE // per_code(request))
@@ -279,11 +290,11 @@ def code_batches(count: int, request: DecodeRequest) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
-def prior_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, n: int,
-                  generator: torch.Generator) -> Iterator[list[Row]]:
+def prior_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, n: int, generator: torch.Generator,
+                  verse: str | None = None) -> Iterator[list[Row]]:
     for codes in code_batches(n, request):
         size = codes.stop - codes.start
-        z = sample_prior(ckpt.model, size, generator)
+        z = sample_prior(ckpt.model, size, generator, verse)
         yield [Row(poem) for poem in generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=size)]
 
 

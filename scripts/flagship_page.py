@@ -54,10 +54,11 @@ def load(ckpt: Path) -> tuple[LoadedCheckpoint, QuatrainDataModule]:
     return loaded, QuatrainDataModule.for_checkpoint(loaded.data_hparams, loaded.vocab, f"checkpoint {ckpt}")
 
 
-def sample(loaded: LoadedCheckpoint, n: int, request: dict, seed: int) -> list[list[str]]:
-    """``n`` poems from the prior, in the checkpoint's own form (5- or 7-character lines)."""
+def sample(loaded: LoadedCheckpoint, n: int, request: dict, seed: int, verse: str | None = None) -> list[list[str]]:
+    """``n`` poems from the prior (``verse``: from that verse's half of a prior fitted by verse), in the
+    checkpoint's own form (5- or 7-character lines)."""
     generator = torch.Generator().manual_seed(seed)
-    z = sample_prior(loaded.model, n, generator)
+    z = sample_prior(loaded.model, n, generator, verse)
     form = DecodeRequest(**request, **loaded.form)
     return [p.lines for p in generate(loaded.model, loaded.vocab, z, form, generator, num_poems=n)]
 

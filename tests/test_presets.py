@@ -82,7 +82,7 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
                                           "data.limit_train_poems=64"])
     # the recipe's model, with the prior the shipped model's last stage fitted (poetry_vae.fit_prior)
     assert cfg.anneal == base.anneal and {**cfg.model, "prior": "standard", "prior_components": 1} == base.model
-    assert cfg.model.prior == "gaussian" and cfg.model.prior_components == 4
+    assert cfg.model.prior == "gaussian" and cfg.model.prior_components == 8
     # the recipe's data and model, trained on the importance-weighted bound (free bits and word dropout off)
     assert {**cfg.objective, "iw_samples": 1, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
     assert cfg.objective.iw_samples == 5 and base.objective.free_bits == 2.0

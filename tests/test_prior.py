@@ -9,15 +9,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from poetry_vae.checkpoint import load_checkpoint
+from poetry_vae.checkpoint import load_checkpoint, resolve_checkpoint
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError, PromptError
 from poetry_vae.fit_prior import fit_prior
-from poetry_vae.generation import sample_prior
+from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.metrics.latent import iw_log_likelihood
+from poetry_vae.metrics.poetry import tone_compliance
 from poetry_vae.model import ModelConfig, PoemModel
-from poetry_vae.model.prior import GaussianPrior, StandardPrior
+from poetry_vae.model.prior import UNLABELLED, VERSES, GaussianPrior, StandardPrior
 from poetry_vae.objective import gaussian_log_density
 
 
@@ -117,6 +118,47 @@ def test_mixture_prior_finds_the_clusters_and_is_a_proper_mixture() -> None:
     assert float(((between > 0.2) & (between < 1.8)).float().mean()) > 0.2
 
 
+def test_prior_fitted_by_verse_draws_each_verse_from_its_own_half() -> None:
+    mu, logvar = _two_clusters()
+    regulated = mu[:, 0] > 1.0  # the poems of the 0.3 cluster play the regulated ones
+    prior = GaussianPrior(2, 4)
+    prior.fit_by_verse(mu, logvar, regulated, torch.Generator().manual_seed(0))
+    assert prior.verses.tolist() == [0, 0, 1, 1] and VERSES[1] == "regulated"
+    # each half weighs its verse's share, and the whole is still one proper mixture over every poem
+    weights = prior.logits.exp()
+    assert float(weights[2:].sum()) == pytest.approx(float(regulated.float().mean()), abs=1e-6)
+    assert float(weights.sum()) == pytest.approx(1.0, abs=1e-6)
+    either = prior.sample(4000, torch.Generator().manual_seed(1))
+    assert float((either[:, 0] > 1.0).float().mean()) == pytest.approx(0.3, abs=0.03)
+    for verse, side in (("regulated", 1.0), ("unregulated", -1.0)):
+        drawn = prior.sample(2000, torch.Generator().manual_seed(1), verse=verse)
+        assert bool(((drawn[:, 0] - 1.0) * side > 0).all()), verse
+
+
+def test_verse_needs_a_prior_fitted_by_verse() -> None:
+    unlabelled = GaussianPrior(2, 2)
+    unlabelled.fit(*_two_clusters(), torch.Generator().manual_seed(0))
+    for prior in (StandardPrior(2), unlabelled):
+        with pytest.raises(PromptError, match=r"not fitted by verse.*by_verse=true"):
+            prior.sample(3, verse="regulated")
+    with pytest.raises(PromptError, match="choose unregulated or regulated"):
+        unlabelled.sample(3, verse="lushi")
+    mu, logvar = _two_clusters()
+    with pytest.raises(PromptError, match="even number of components"):
+        GaussianPrior(2, 3).fit_by_verse(mu, logvar, mu[:, 0] > 1.0)
+    with pytest.raises(PromptError, match="poems of both verses"):
+        GaussianPrior(2, 2).fit_by_verse(mu, logvar, torch.ones(len(mu), dtype=torch.bool))
+
+
+def test_a_prior_saved_before_verses_loads_unlabelled() -> None:
+    fitted = GaussianPrior(2, 2)
+    fitted.fit(*_two_clusters(), torch.Generator().manual_seed(0))
+    old = {name: value for name, value in fitted.state_dict().items() if name != "verses"}
+    loaded = GaussianPrior(2, 2)
+    loaded.load_state_dict(old)  # strict: the missing buffer is filled, not reported
+    assert (loaded.verses == UNLABELLED).all() and torch.equal(loaded.means, fitted.means)
+
+
 def test_mixture_prior_kl_is_estimated_at_the_drawn_code() -> None:
     mixture = GaussianPrior(2, 2)
     mixture.fit(*_two_clusters(), torch.Generator().manual_seed(0))
@@ -149,7 +191,9 @@ def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, t
     assert source.model.cfg.prior == "standard" and fitted.model.cfg.prior == "gaussian"
     # the encoder and decoder are the source's, bit for bit; only the prior is new
     fitted_state, source_state = fitted.model.state_dict(), source.model.state_dict()
-    assert set(fitted_state) - set(source_state) == {"prior.logits", "prior.means", "prior.scale_trils"}
+    assert set(fitted_state) - set(source_state) == {"prior.logits", "prior.means", "prior.scale_trils",
+                                                     "prior.verses"}
+    assert (fitted.model.prior.verses == UNLABELLED).all()  # fitted to every poem alike
     assert all(torch.equal(value, fitted_state[name]) for name, value in source_state.items())
     # fitted to the training poems' posteriors: their mean, and a higher E log p(z) than N(0, I) gives them
     datamodule = QuatrainDataModule.for_checkpoint(source.data_hparams, source.vocab, "test")
@@ -176,6 +220,20 @@ def test_fit_prior_writes_a_mixture(tiny_checkpoint: Path, tmp_path: Path) -> No
     assert torch.isfinite(fitted.model.prior.log_prob(z)).all()
 
 
+def test_fit_prior_by_verse(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "by_verse.ckpt"
+    fit_prior(_fit_config(tiny_checkpoint, out, "components=4", "by_verse=true"))
+    fitted = load_checkpoint(out)
+    assert fitted.model.prior.verses.tolist() == [0, 0, 1, 1]
+    assert "by_verse=true" in torch.load(out, weights_only=True)["prior_fit"]["command"]
+    z = sample_prior(fitted.model, 5, torch.Generator().manual_seed(0), verse="regulated")
+    assert z.shape == (5, fitted.model.cfg.latent_dim) and torch.isfinite(z).all()
+    odd = tmp_path / "odd.ckpt"
+    with pytest.raises(PromptError, match="components=3 with by_verse=true: give an even number"):
+        fit_prior(_fit_config(tiny_checkpoint, odd, "components=3", "by_verse=true"))
+    assert not odd.exists()
+
+
 def test_fit_prior_never_replaces_a_file(tiny_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "taken.ckpt"
     out.write_bytes(b"an earlier result")
@@ -189,3 +247,19 @@ def test_fit_prior_refuses_a_language_model(tmp_path: Path) -> None:
     with pytest.raises(PromptError, match="is a language model") as error:
         fit_prior(_fit_config(Path("poet_lm"), out))
     assert "\n" not in str(error.value) and not out.exists()
+
+
+def test_the_shipped_flagship_writes_regulated_verse_from_its_regulated_codes() -> None:
+    """The shipped poet's prior was fitted by verse: the codes of its regulated half decode to poems that fit a
+    tone pattern far more often than those of the other half, with no constraint on the decoder."""
+    shipped = load_checkpoint(resolve_checkpoint("poet"))
+    assert sorted(set(shipped.model.prior.verses.tolist())) == [0, 1]
+    request = DecodeRequest(strategy="top_p", top_p=0.9, temperature=0.8, precision="fp32", **shipped.form)
+    fit = {}
+    for verse in VERSES:
+        generator = torch.Generator().manual_seed(0)
+        z = sample_prior(shipped.model, 200, generator, verse)
+        poems = [poem.lines for poem in generate(shipped.model, shipped.vocab, z, request, generator)]
+        fit[verse] = tone_compliance(poems)["fit_rate"]
+    # measured over ten draws of 500 (docs/flagship.md): 0.76 against 0.15
+    assert fit["regulated"] > 0.6 and fit["unregulated"] < 0.3

@@ -42,12 +42,14 @@ ROW_BLOCK = 256
 LAZY_ROW_BLOCK = 1024
 
 
-def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = None) -> Tensor | None:
-    """``n`` codes from the model's prior p(z) on its device; None for the LM baseline (then decode ``n`` poems)."""
+def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = None,
+                 verse: str | None = None) -> Tensor | None:
+    """``n`` codes from the model's prior p(z) on its device (``verse``: from that verse's components of a prior
+    fitted by verse); None for the LM baseline (then decode ``n`` poems)."""
     if not model.cfg.use_latent:
         return None
     prior = getattr(model, "prior", None) or StandardPrior(model.cfg.latent_dim)  # N(0, I) for a duck-typed model
-    return prior.sample(n, generator, next(model.parameters()).device)
+    return prior.sample(n, generator, next(model.parameters()).device, verse)
 
 
 def generate(

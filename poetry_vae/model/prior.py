@@ -14,9 +14,24 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
+from poetry_vae.errors import PromptError
 from poetry_vae.objective import gaussian_kl, gaussian_log_density
 
 PRIORS = ("standard", "gaussian")
+# What a component of a prior fitted by verse holds: the codes of poems that fit a regulated tone pattern (近体) or
+# of those that do not (古绝). Sampling can draw from one kind alone (``verse=``): the code fixes a poem's pattern.
+VERSES = ("unregulated", "regulated")
+UNLABELLED = -1  # a component fitted to every poem (a prior fitted before verses, or without them)
+
+
+def _chosen_logits(logits: Tensor, verses: Tensor, verse: str) -> Tensor:
+    if verse not in VERSES:
+        raise PromptError(f"verse={verse!r}: choose {' or '.join(VERSES)}, or leave it out for either")
+    chosen = verses == VERSES.index(verse)
+    if not bool(chosen.any()):
+        raise PromptError(f"verse={verse}: this model's prior was not fitted by verse; fit one with python -m "
+                          "poetry_vae.fit_prior ckpt_path=<checkpoint> out=<new file> components=8 by_verse=true")
+    return logits.masked_fill(~chosen, float("-inf"))
 
 
 class StandardPrior(nn.Module):
@@ -30,10 +45,18 @@ class StandardPrior(nn.Module):
         """(..., Z) -> (...) log-density."""
         return gaussian_log_density(z, torch.zeros_like(z), torch.zeros_like(z))
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
-        """(n, Z) codes on ``device``, drawn on the generator's device (the same numbers for a seed anywhere)."""
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None,
+               verse: str | None = None) -> Tensor:
+        """(n, Z) codes on ``device``, drawn on the generator's device (the same numbers for a seed anywhere).
+        ``verse`` (one of ``VERSES``) draws from that kind's components only: a prior fitted by verse."""
+        if verse is not None:
+            self.verse_logits(verse)  # N(0, I) has no verses: raises
         gen_device = generator.device if generator is not None else device
         return torch.randn(n, self.dim, generator=generator, device=gen_device).to(device)
+
+    def verse_logits(self, verse: str) -> Tensor:
+        """The mixture's logits with every component of another verse at -inf; a one-line error if none is left."""
+        return _chosen_logits(torch.zeros(1), torch.full((1,), UNLABELLED), verse)
 
     def log_ratio(self, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """log p(z) - log q(z|x) for codes z (..., Z) of the posteriors N(mu, exp(logvar)): an importance weight."""
@@ -54,6 +77,15 @@ class GaussianPrior(StandardPrior):
         self.register_buffer("logits", torch.zeros(components))
         self.register_buffer("means", torch.zeros(components, dim))
         self.register_buffer("scale_trils", torch.eye(dim).repeat(components, 1, 1))
+        self.register_buffer("verses", torch.full((components,), UNLABELLED, dtype=torch.long))  # index in VERSES
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        # a prior fitted before verses were labelled has no ``verses``: all its components are unlabelled
+        state_dict.setdefault(prefix + "verses", torch.full((self.components,), UNLABELLED, dtype=torch.long))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def verse_logits(self, verse: str) -> Tensor:
+        return _chosen_logits(self.logits, self.verses, verse)
 
     def _law(self, dtype: torch.dtype) -> MultivariateNormal | MixtureSameFamily:
         normals = MultivariateNormal(self.means.to(dtype), scale_tril=self.scale_trils.to(dtype), validate_args=False)
@@ -68,11 +100,13 @@ class GaussianPrior(StandardPrior):
         with torch.autocast(z.device.type, enabled=False):
             return self._law(dtype).log_prob(z.to(dtype))
 
-    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None,
+               verse: str | None = None) -> Tensor:
+        logits = self.logits if verse is None else self.verse_logits(verse)
         eps = super().sample(n, generator, device)
         if self.components == 1:
             return self.means[0] + eps @ self.scale_trils[0].t()
-        pick = torch.multinomial(self.logits.softmax(0).to(eps.device if generator is None else generator.device),
+        pick = torch.multinomial(logits.softmax(0).to(eps.device if generator is None else generator.device),
                                  n, replacement=True, generator=generator).to(eps.device)
         return self.means[pick] + (self.scale_trils[pick] @ eps.unsqueeze(-1)).squeeze(-1)
 
@@ -119,6 +153,27 @@ class GaussianPrior(StandardPrior):
         self.logits.copy_(weights.log())
         self.means.copy_(means)
         self.scale_trils.copy_(torch.linalg.cholesky(covariances))
+        self.verses.fill_(UNLABELLED)
+
+    @torch.no_grad()
+    def fit_by_verse(self, mu: Tensor, logvar: Tensor, regulated: Tensor, generator: torch.Generator | None = None,
+                     draws: int = 4) -> None:
+        """Half the components fitted (as :meth:`fit`) to the posteriors of the poems that fit a regulated tone
+        pattern (``regulated``, (N,) bool), half to the rest, each half weighted by its share of the poems: the
+        mixture is still a fit of the whole aggregate posterior, and ``sample(verse=...)`` can draw from one half."""
+        if self.components % 2 or not 0 < int(regulated.sum()) < len(regulated):
+            raise PromptError(f"a prior fitted by verse needs an even number of components (got {self.components}) "
+                              "and poems of both verses")
+        half = self.components // 2
+        for index, verse in enumerate(VERSES):
+            chosen = regulated if verse == "regulated" else ~regulated
+            part = GaussianPrior(self.dim, half)
+            part.fit(mu[chosen], logvar[chosen], generator, draws)
+            place = slice(index * half, (index + 1) * half)
+            self.logits[place] = part.logits + chosen.double().mean().log()
+            self.means[place] = part.means
+            self.scale_trils[place] = part.scale_trils
+            self.verses[place] = index
 
 
 def build_prior(kind: str, dim: int, components: int = 1) -> StandardPrior:
