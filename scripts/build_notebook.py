@@ -95,6 +95,20 @@ for strategy in ("greedy", "sample", "top_k", "top_p", "beam"):
 print("-- top_p + rhyme=pingshui + tone=auto")
 show(generate(model, vocab, z, request(strategy="top_p", temperature=0.8, rhyme="pingshui", tone="auto"),
               generator, num_poems=n))"""),
+    ("md", """## Regulated and unregulated verse, from the prior's two halves
+
+A prior fitted by verse (`python -m poetry_vae.fit_prior ... by_verse=true`; the shipped models' are) holds the codes
+of poems that fit a regulated tone pattern (近体) in one half and the rest (古绝) in the other. The code fixes a poem's
+pattern, so drawing from one half writes that verse with no constraint on the decoder (`sample verse=regulated`)."""),
+    ("code", """verses = model.prior.fitted_verses() if model.cfg.use_latent else ()
+if not verses:
+    print("this checkpoint's prior was not fitted by verse: python -m poetry_vae.fit_prior ckpt_path=<it> "
+          "out=<new file> components=8 by_verse=true")
+for verse in verses:
+    poems = generate(model, vocab, sample_prior(model, 100, generator, verse), request(strategy="top_p"), generator)
+    fit = poetry_report([p.lines for p in poems], line_length=form["line_length"])["tone_fit_rate"]
+    print(f"-- verse={verse}: {fit:.0%} of 100 poems fit a regulated tone pattern; the first three")
+    show(poems[:3])"""),
     ("md", "## Acrostic (藏头) and first-line continuation, with beam search"),
     ("code", """z = sample_prior(model, 3, generator)
 # the acrostic's characters must be in the checkpoint's vocabulary: 春夏秋冬 if it has them, else the first

@@ -58,6 +58,10 @@ class StandardPrior(nn.Module):
         """The mixture's logits with every component of another verse at -inf; a one-line error if none is left."""
         return _chosen_logits(torch.zeros(1), torch.full((1,), UNLABELLED), verse)
 
+    def fitted_verses(self) -> tuple[str, ...]:
+        """The verses ``sample(verse=...)`` can draw: none unless the prior was fitted by verse."""
+        return ()
+
     def log_ratio(self, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """log p(z) - log q(z|x) for codes z (..., Z) of the posteriors N(mu, exp(logvar)): an importance weight."""
         return self.log_prob(z) - gaussian_log_density(z, mu, logvar)
@@ -86,6 +90,9 @@ class GaussianPrior(StandardPrior):
 
     def verse_logits(self, verse: str) -> Tensor:
         return _chosen_logits(self.logits, self.verses, verse)
+
+    def fitted_verses(self) -> tuple[str, ...]:
+        return tuple(verse for index, verse in enumerate(VERSES) if bool((self.verses == index).any()))
 
     def _law(self, dtype: torch.dtype) -> MultivariateNormal | MixtureSameFamily:
         normals = MultivariateNormal(self.means.to(dtype), scale_tril=self.scale_trils.to(dtype), validate_args=False)
