@@ -87,8 +87,9 @@ class SampleKeys:
     # themed poems' codes pushed along the theme | the attribute vector kept on the prior's shell | the attribute
     # vector | around themed codes
     steer_method: Literal["exemplars", "shell", "mean_diff", "neighbors"] = "exemplars"
-    # prior, steer: codes of one verse only, from a prior fitted by verse (fit_prior by_verse=true; the shipped
-    # poet's is): regulated (近体, fits a regulated tone pattern) | unregulated (古绝); null = either, as the data
+    # prior, steer: codes of one verse only, from a prior fitted by verse (fit_prior by_verse=true, as the shipped
+    # models' are) and, steering, the theme's poems of that verse: regulated (近体, fits a regulated tone pattern) |
+    # unregulated (古绝); null = either, as in the data
     verse: Literal["regulated", "unregulated"] | None = None
     seed: int = 0  # same seed, same poems
     device: str = "cpu"

@@ -21,7 +21,7 @@ from poetry_vae.checkpoint_io import write_checkpoint_file
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
-from poetry_vae.metrics.poetry import tone_compliance
+from poetry_vae.metrics.poetry import fits_a_pattern
 from poetry_vae.model.prior import GaussianPrior
 from poetry_vae.schema import check_fit_prior_config
 
@@ -85,8 +85,7 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
 
 def regulated_poems(datamodule: QuatrainDataModule) -> torch.Tensor:
     """(N,) bool: which training poems fit a regulated tone pattern (the poetry report's tone fit, poem by poem)."""
-    return torch.tensor([tone_compliance([list(poem.lines)])["fit_rate"] == 1.0
-                         for poem in datamodule.poems["train"]])
+    return torch.tensor([fits_a_pattern(list(poem.lines)) for poem in datamodule.poems["train"]])
 
 
 def _shown(path: Path) -> str:

@@ -66,7 +66,7 @@ MODE_KEYS = {
     "steer_method": (("steer",), {}),
     "steps": (("interpolate",), {}),
     "spherical": (("interpolate",), {}),
-    "verse": (("prior",), {"steer": "its codes come from the theme's poems, of either verse"}),
+    "verse": (("prior", "steer"), {}),
 }
 _OVERRIDE_KEY = re.compile(r"^[~+]*([\w.]+)")
 
@@ -129,7 +129,7 @@ def write_poems(cfg: DictConfig) -> Written:
     request = respelled(decode_request(cfg, ckpt.data_hparams, strategy), ckpt)
     request.validate()
     inputs = input_poems(cfg, request, ckpt)
-    if cfg.verse is not None and cfg.mode == "prior":
+    if cfg.verse is not None and cfg.mode in ("prior", "steer"):
         check_verse(ckpt, str(cfg.verse))
     for warning in ignored_options(cfg, given, strategy):
         print(f"warning: {warning}", file=sys.stderr)
@@ -269,7 +269,7 @@ def decode_batches(cfg: DictConfig, ckpt: LoadedCheckpoint, request: DecodeReque
     if cfg.mode == "reconstruct":
         return reconstruct_batches(ckpt, request, inputs, generator)
     if cfg.mode == "steer":
-        return steered_batches(ckpt, request, theme_steering(cfg, ckpt), int(cfg.n), generator)
+        return steered_batches(ckpt, request, theme_steering(cfg, ckpt), int(cfg.n), generator, cfg.verse)
     if cfg.mode == "analogy":
         return analogy_batches(ckpt, request, inputs, generator)
     return path_batches(ckpt, request, inputs, int(cfg.steps), bool(cfg.spherical), generator)
@@ -305,17 +305,18 @@ def theme_steering(cfg: DictConfig, ckpt: LoadedCheckpoint) -> Steering:
                           "baseline (use_latent=False)")
     theme = resolve_theme(cfg.theme, ckpt.vocab)
     bank = latent_bank(ckpt)
-    steer = steering(bank, theme, str(cfg.steer_method), cfg.strength)
-    print(f"theme {theme.name} (markers {theme.markers}): {steer.themed_count:,} of {steer.bank_size:,} training "
-          f"poems; steer_method={steer.method} strength={steer.strength:g}")
+    steer = steering(bank, theme, str(cfg.steer_method), cfg.strength, cfg.verse, ckpt.form["line_length"])
+    of_verse = f" ({cfg.verse})" if cfg.verse else ""
+    print(f"theme {theme.name} (markers {theme.markers}): {steer.themed_count:,}{of_verse} of {steer.bank_size:,} "
+          f"training poems; steer_method={steer.method} strength={steer.strength:g}")
     return steer
 
 
 def steered_batches(ckpt: LoadedCheckpoint, request: DecodeRequest, steer: Steering, n: int,
-                    generator: torch.Generator) -> Iterator[list[Row]]:
+                    generator: torch.Generator, verse: str | None = None) -> Iterator[list[Row]]:
     for codes in code_batches(n, request):
         size = codes.stop - codes.start
-        z = steer.move(sample_prior(ckpt.model, size, generator), generator)
+        z = steer.move(sample_prior(ckpt.model, size, generator, verse), generator)
         yield [Row(poem) for poem in generate(ckpt.model, ckpt.vocab, z, request, generator, num_poems=size)]
 
 

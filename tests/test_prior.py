@@ -124,6 +124,8 @@ def test_prior_fitted_by_verse_draws_each_verse_from_its_own_half() -> None:
     prior = GaussianPrior(2, 4)
     prior.fit_by_verse(mu, logvar, regulated, torch.Generator().manual_seed(0))
     assert prior.verses.tolist() == [0, 0, 1, 1] and VERSES[1] == "regulated"
+    assert prior.fitted_verses() == VERSES
+    assert StandardPrior(2).fitted_verses() == GaussianPrior(2, 2).fitted_verses() == ()  # none to choose from
     # each half weighs its verse's share, and the whole is still one proper mixture over every poem
     weights = prior.logits.exp()
     assert float(weights[2:].sum()) == pytest.approx(float(regulated.float().mean()), abs=1e-6)

@@ -105,6 +105,25 @@ def test_bad_steering_options_are_one_line(method: str, strength: object, expect
         steering(synthetic_bank(), resolve_theme("月"), method, strength)  # type: ignore[arg-type]
 
 
+REGULATED_MOON = "九龙蟠燄动四照逐花生即此流高殿堪持待月明"  # fits a regulated tone pattern (近体)
+UNREGULATED_MOON = "上弦明月半激箭流星远落雁带书惊啼猿映枝转"  # does not (古绝)
+
+
+def test_a_verse_keeps_the_themed_codes_of_that_verse_and_the_whole_themes_direction() -> None:
+    bank = synthetic_bank(themed=60, others=140)
+    bank.texts[:30] = [REGULATED_MOON] * 30
+    bank.texts[30:60] = [UNREGULATED_MOON] * 30
+    whole = steering(bank, resolve_theme("月"), "neighbors", 1.0)
+    for verse, rows in (("regulated", slice(0, 30)), ("unregulated", slice(30, 60))):
+        steer = steering(bank, resolve_theme("月"), "neighbors", 1.0, verse=verse)
+        assert steer.themed_count == 30 and torch.equal(steer.themed_mu, bank.mu[rows])
+        torch.testing.assert_close(steer.direction, whole.direction)
+        z = steer.move(torch.randn(16, 4), torch.Generator().manual_seed(0))  # strength 1: the verse's own codes
+        assert all(any(torch.allclose(row, code) for code in bank.mu[rows]) for row in z)
+    with pytest.raises(PromptError, match="0 of its 60 training poems are regulated"):
+        steering(synthetic_bank(themed=60), resolve_theme("月"), verse="regulated")
+
+
 def test_a_theme_too_rare_for_a_direction_is_refused() -> None:
     with pytest.raises(PromptError, match="marks 3 of"):
         steering(synthetic_bank(themed=3), resolve_theme("月"))
@@ -172,6 +191,8 @@ def test_steer_mode_composes_with_constraints(tiny_checkpoint: Path, tmp_path: P
     rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     assert len(rows) == 6 and all(all(row["constraints"].values()) for row in rows)
     assert {row["mode"] for row in rows} == {"steer"}
+    refused = sample(f"ckpt_path={tiny_checkpoint}", "mode=steer", "theme=山", "verse=regulated")
+    assert refused.returncode != 0 and "prior was not fitted by verse" in refused.stderr
 
 
 def test_analogy_mode_and_its_errors(tiny_checkpoint: Path, tmp_path: Path) -> None:

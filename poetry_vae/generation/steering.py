@@ -41,6 +41,8 @@ from poetry_vae.checkpoint import LoadedCheckpoint
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.layout import written_chars
+from poetry_vae.metrics.poetry import fits_a_pattern
+from poetry_vae.model.prior import VERSES
 from poetry_vae.project_paths import anchored
 
 # The shipped themes: a name and its marker characters (simplified script, as the corpora are).
@@ -217,8 +219,11 @@ def _norm_kept(moved: Tensor, like: Tensor) -> Tensor:
     return moved * (like.norm(dim=1, keepdim=True) / moved.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
-def steering(bank: LatentBank, theme: Theme, method: str = DEFAULT_METHOD, strength: float | None = None) -> Steering:
-    """The steering of ``theme`` from ``bank``; a one-line error for a bad method, strength or too rare a theme."""
+def steering(bank: LatentBank, theme: Theme, method: str = DEFAULT_METHOD, strength: float | None = None,
+             verse: str | None = None, line_length: int = 5) -> Steering:
+    """The steering of ``theme`` from ``bank``; a one-line error for a bad method, strength or too rare a theme.
+    ``verse`` keeps the themed codes (exemplars, neighbours) of that verse only: a themed poem that fits a regulated
+    tone pattern (lines of ``line_length``) or one that does not. The direction is the whole theme's."""
     if method not in METHODS:
         raise PromptError(f"steer_method={method!r}: choose one of {', '.join(METHODS)}")
     if strength is None:
@@ -238,6 +243,15 @@ def steering(bank: LatentBank, theme: Theme, method: str = DEFAULT_METHOD, stren
                           "more common marker characters")
     direction = bank.mu[themed].mean(0) - bank.mu[~themed].mean(0)
     themed_mu = bank.mu[themed]
+    if verse is not None:
+        rows = themed.nonzero().squeeze(1).tolist()
+        lines = [[text[start:start + line_length] for start in range(0, len(text), line_length)]
+                 for text in (bank.texts[row] for row in rows)]
+        of_verse = torch.tensor([VERSES[fits_a_pattern(poem, line_length)] == verse for poem in lines])
+        if int(of_verse.sum()) < MIN_THEMED:
+            raise PromptError(f"theme {theme.name} with verse={verse}: {int(of_verse.sum())} of its {count} training "
+                              f"poems are {verse}, fewer than {MIN_THEMED}; leave verse out or choose another theme")
+        themed_mu, count = themed_mu[of_verse], int(of_verse.sum())
     along = themed_mu @ _unit(direction)
     exemplars = themed_mu[along.argsort(descending=True)[: max(MIN_THEMED, round(EXEMPLAR_SHARE * count))]]
     return Steering(theme, method, float(strength), direction, themed_mu, exemplars, count, len(themed))

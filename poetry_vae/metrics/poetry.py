@@ -78,6 +78,11 @@ def rhyme_rate(poems: Sequence[PoemLike], system: str = "pingshui", line_length:
     return sum(poem_rhymes(poem, system, line_length) for poem in poems) / len(poems)
 
 
+def fits_a_pattern(poem: PoemLike, line_length: int | None = None) -> bool:
+    """Whether one poem fits a regulated tone pattern fully (近体): what :func:`tone_compliance`'s fit rate counts."""
+    return tone_compliance([poem], line_length=line_length)["fit_rate"] == 1.0
+
+
 def tone_compliance(
     poems: Sequence[PoemLike], strict: bool = False, system: str = "pingshui", line_length: int | None = None
 ) -> dict[str, float]:
