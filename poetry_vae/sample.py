@@ -92,6 +92,7 @@ class Job:
     inputs: list[str]  # the poems= in the written form (reconstruct, interpolate)
     out: Path | None
     report: bool
+    verse: str | None = None  # prior, steer: the verse the codes were drawn from (None: either)
 
 
 @dataclass
@@ -129,13 +130,14 @@ def write_poems(cfg: DictConfig) -> Written:
     request = respelled(decode_request(cfg, ckpt.data_hparams, strategy), ckpt)
     request.validate()
     inputs = input_poems(cfg, request, ckpt)
-    if cfg.verse is not None and cfg.mode in ("prior", "steer"):
-        check_verse(ckpt, str(cfg.verse))
+    verse = str(cfg.verse) if cfg.verse is not None and cfg.mode in ("prior", "steer") else None
+    if verse is not None:
+        check_verse(ckpt, verse)
     for warning in ignored_options(cfg, given, strategy):
         print(f"warning: {warning}", file=sys.stderr)
     print(opened(ckpt, cfg.ckpt_path))
     job = Job(str(cfg.mode), strategy, poem_count(cfg, inputs, request), int(cfg.seed), ckpt.path, inputs, out,
-              bool(cfg.report))
+              bool(cfg.report), verse)
     generator = torch.Generator(device=cfg.device).manual_seed(job.seed)
     measured: list[list[str]] = []
     written = stream(decode_batches(cfg, ckpt, request, inputs, generator), job, measured)
@@ -439,6 +441,8 @@ def record(index: int, row: Row, job: Job) -> dict[str, Any]:
         fields["input"] = row.input
     if row.t is not None:
         fields["t"] = round(row.t, 6)
+    if job.verse is not None:
+        fields["verse"] = job.verse
     return {**fields, "mode": job.mode, "strategy": job.strategy, "seed": job.seed, "checkpoint": str(job.checkpoint)}
 
 

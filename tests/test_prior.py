@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from poetry_vae.metrics.poetry import tone_compliance
 from poetry_vae.model import ModelConfig, PoemModel
 from poetry_vae.model.prior import UNLABELLED, VERSES, GaussianPrior, StandardPrior
 from poetry_vae.objective import gaussian_log_density
+from poetry_vae.sample import write_poems
 
 
 def _fitted(dim: int = 4, seed: int = 0) -> GaussianPrior:
@@ -265,3 +267,12 @@ def test_the_shipped_flagship_writes_regulated_verse_from_its_regulated_codes() 
         fit[verse] = tone_compliance(poems)["fit_rate"]
     # measured over ten draws of 500 (docs/flagship.md): 0.76 against 0.15
     assert fit["regulated"] > 0.6 and fit["unregulated"] < 0.3
+
+
+def test_sample_verse_writes_the_verse_into_each_record(tmp_path: Path) -> None:
+    out = tmp_path / "regulated.jsonl"
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("sample", overrides=["n=3", "verse=regulated", f"out={out}"])  # the shipped poet
+    write_poems(cfg)
+    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
+    assert len(rows) == 3 and {row["verse"] for row in rows} == {"regulated"}

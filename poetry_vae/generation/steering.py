@@ -17,6 +17,10 @@ marker against those without. Two ways to use it:
   human poems spread the poems over the theme's many wordings (prior draws all moved along one d share stock
   phrases); the exemplars and the push hold the theme. Strength 0 decodes exemplars' codes as they are.
 
+``verse=`` (regulated or unregulated, with a prior fitted by verse) keeps the theme's poems of that verse as the
+codes to steer from (exemplars, neighbours) and draws the prior's codes from that verse's half; the direction stays
+the whole theme's.
+
 The bank holds the pretraining blocks too when the checkpoint was pretrained on them (``vocab_from``): more themed
 poems, so more exemplars to spread over.
 """
