@@ -282,7 +282,7 @@ def check_verse(ckpt: LoadedCheckpoint, verse: str) -> None:
     if not ckpt.model.cfg.use_latent:
         raise PromptError(f"verse={verse} needs a model with a latent code; this checkpoint is the language-model "
                           "baseline (use_latent=False)")
-    ckpt.model.prior.verse_logits(verse)
+    ckpt.model.prior.check_verse(verse)
 
 
 def code_batches(count: int, request: DecodeRequest) -> Iterator[slice]:

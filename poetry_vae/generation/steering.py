@@ -44,7 +44,7 @@ from poetry_vae.atomic import atomic_path
 from poetry_vae.checkpoint import LoadedCheckpoint
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
-from poetry_vae.layout import written_chars
+from poetry_vae.layout import as_written, written_chars
 from poetry_vae.metrics.poetry import fits_a_pattern
 from poetry_vae.model.prior import VERSES
 from poetry_vae.project_paths import anchored
@@ -248,10 +248,9 @@ def steering(bank: LatentBank, theme: Theme, method: str = DEFAULT_METHOD, stren
     direction = bank.mu[themed].mean(0) - bank.mu[~themed].mean(0)
     themed_mu = bank.mu[themed]
     if verse is not None:
-        rows = themed.nonzero().squeeze(1).tolist()
-        lines = [[text[start:start + line_length] for start in range(0, len(text), line_length)]
-                 for text in (bank.texts[row] for row in rows)]
-        of_verse = torch.tensor([VERSES[fits_a_pattern(poem, line_length)] == verse for poem in lines])
+        texts = [bank.texts[row] for row in themed.nonzero().squeeze(1).tolist()]
+        of_verse = torch.tensor([VERSES[fits_a_pattern(as_written(text, line_length, len(text) // line_length) or "",
+                                                       line_length)] == verse for text in texts])
         if int(of_verse.sum()) < MIN_THEMED:
             raise PromptError(f"theme {theme.name} with verse={verse}: {int(of_verse.sum())} of its {count} training "
                               f"poems are {verse}, fewer than {MIN_THEMED}; leave verse out or choose another theme")

@@ -24,16 +24,6 @@ VERSES = ("unregulated", "regulated")
 UNLABELLED = -1  # a component fitted to every poem (a prior fitted before verses, or without them)
 
 
-def _chosen_logits(logits: Tensor, verses: Tensor, verse: str) -> Tensor:
-    if verse not in VERSES:
-        raise PromptError(f"verse={verse!r}: choose {' or '.join(VERSES)}, or leave it out for either")
-    chosen = verses == VERSES.index(verse)
-    if not bool(chosen.any()):
-        raise PromptError(f"verse={verse}: this model's prior was not fitted by verse; fit one with python -m "
-                          "poetry_vae.fit_prior ckpt_path=<checkpoint> out=<new file> components=8 by_verse=true")
-    return logits.masked_fill(~chosen, float("-inf"))
-
-
 class StandardPrior(nn.Module):
     """N(0, I): no parameters, so checkpoints written before priors were a choice load unchanged."""
 
@@ -50,17 +40,21 @@ class StandardPrior(nn.Module):
         """(n, Z) codes on ``device``, drawn on the generator's device (the same numbers for a seed anywhere).
         ``verse`` (one of ``VERSES``) draws from that kind's components only: a prior fitted by verse."""
         if verse is not None:
-            self.verse_logits(verse)  # N(0, I) has no verses: raises
+            self.check_verse(verse)  # N(0, I) has no verses: raises
         gen_device = generator.device if generator is not None else device
         return torch.randn(n, self.dim, generator=generator, device=gen_device).to(device)
-
-    def verse_logits(self, verse: str) -> Tensor:
-        """The mixture's logits with every component of another verse at -inf; a one-line error if none is left."""
-        return _chosen_logits(torch.zeros(1), torch.full((1,), UNLABELLED), verse)
 
     def fitted_verses(self) -> tuple[str, ...]:
         """The verses ``sample(verse=...)`` can draw: none unless the prior was fitted by verse."""
         return ()
+
+    def check_verse(self, verse: str) -> None:
+        """A one-line error unless ``sample(verse=verse)`` can draw: a known verse, in a prior fitted by verse."""
+        if verse not in VERSES:
+            raise PromptError(f"verse={verse!r}: choose {' or '.join(VERSES)}, or leave it out for either")
+        if verse not in self.fitted_verses():
+            raise PromptError(f"verse={verse}: this model's prior was not fitted by verse; fit one with python -m "
+                              "poetry_vae.fit_prior ckpt_path=<checkpoint> out=<new file> components=8 by_verse=true")
 
     def log_ratio(self, z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
         """log p(z) - log q(z|x) for codes z (..., Z) of the posteriors N(mu, exp(logvar)): an importance weight."""
@@ -88,9 +82,6 @@ class GaussianPrior(StandardPrior):
         state_dict.setdefault(prefix + "verses", torch.full((self.components,), UNLABELLED, dtype=torch.long))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def verse_logits(self, verse: str) -> Tensor:
-        return _chosen_logits(self.logits, self.verses, verse)
-
     def fitted_verses(self) -> tuple[str, ...]:
         return tuple(verse for index, verse in enumerate(VERSES) if bool((self.verses == index).any()))
 
@@ -109,7 +100,10 @@ class GaussianPrior(StandardPrior):
 
     def sample(self, n: int, generator: torch.Generator | None = None, device: torch.device | None = None,
                verse: str | None = None) -> Tensor:
-        logits = self.logits if verse is None else self.verse_logits(verse)
+        logits = self.logits
+        if verse is not None:
+            self.check_verse(verse)
+            logits = logits.masked_fill(self.verses != VERSES.index(verse), float("-inf"))
         eps = super().sample(n, generator, device)
         if self.components == 1:
             return self.means[0] + eps @ self.scale_trils[0].t()
