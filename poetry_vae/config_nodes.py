@@ -8,6 +8,7 @@ ConfigStore as nodes that conf/ lists in its defaults lists, so a YAML file hold
   :class:`~poetry_vae.generation.DecodeRequest` but its form's (conf/sample.yaml)
 - ``evaluate_keys``: :class:`EvaluateKeys` (conf/evaluate.yaml)
 - ``fit_prior_keys``: :class:`FitPriorKeys` (conf/fit_prior.yaml)
+- ``fuse_lm_keys``: :class:`FuseLmKeys` (conf/fuse_lm.yaml)
 
 The nodes are plain (a mapping of the defaults), not typed: a typed node would convert values at composition
 (``2`` becomes ``2.0`` in a float field, which changes what a config prints and records), refuse others in a
@@ -134,6 +135,15 @@ class FitPriorKeys:
     torch_threads: int | None = field(default=None, metadata=at_least(1))
 
 
+@dataclass
+class FuseLmKeys:
+    """conf/fuse_lm.yaml."""
+
+    ckpt_path: str = "???"  # required: a trained VAE (a run's checkpoint, or poet for the shipped one)
+    lm: str = "poet_lm"  # a language model trained with the VAE's decoder sizes and vocabulary (its reference)
+    out: str = "???"  # required: the new checkpoint (a new file: an existing one is never replaced)
+
+
 # ModelConfig's fields that the model node leaves out: the vocabulary's (its size and special ids, set from the data),
 # and two that a preset or the command line adds when it uses them (their defaults are off), as
 # `+model.num_forms=4`: a node holding them would refuse that `+` and print a key more in every config.
@@ -176,3 +186,4 @@ _store.store(name="sample_keys", node=defaults_of(SampleKeys))
 _store.store(name="decode_request", node=REQUEST_DEFAULTS)
 _store.store(name="evaluate_keys", node=defaults_of(EvaluateKeys))
 _store.store(name="fit_prior_keys", node=defaults_of(FitPriorKeys))
+_store.store(name="fuse_lm_keys", node=defaults_of(FuseLmKeys))

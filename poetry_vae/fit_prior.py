@@ -10,7 +10,6 @@ training (``init_from=`` with those two overrides) all use it.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +22,7 @@ from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PromptError
 from poetry_vae.metrics.poetry import fits_a_pattern
 from poetry_vae.model.prior import GaussianPrior
+from poetry_vae.project_paths import shown_path
 from poetry_vae.schema import check_fit_prior_config
 
 _MODEL_PREFIX = "model."
@@ -76,7 +76,7 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     by_verse = " by_verse=true" if cfg.by_verse else ""
     fitted["prior_fit"] = {"command": f"python -m poetry_vae.fit_prior ckpt_path={cfg.ckpt_path} out={cfg.out} "
                                       f"components={components}{by_verse} seed={cfg.seed}",
-                           "source": _shown(source), "poems": len(mu), "log_prior_before": before,
+                           "source": shown_path(source), "poems": len(mu), "log_prior_before": before,
                            "log_prior_after": after}
     atomic_write(out, lambda tmp: write_checkpoint_file(fitted, tmp))
     print(f"E log p(z) over the training codes: {before:.2f} -> {after:.2f} nats a poem; wrote {out}")
@@ -86,14 +86,6 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
 def regulated_poems(datamodule: QuatrainDataModule) -> torch.Tensor:
     """(N,) bool: which training poems fit a regulated tone pattern (the poetry report's tone fit, poem by poem)."""
     return torch.tensor([fits_a_pattern(list(poem.lines)) for poem in datamodule.poems["train"]])
-
-
-def _shown(path: Path) -> str:
-    """A path relative to the working directory where it lies below it (no machine paths in provenance)."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return Path(path).name
 
 
 main = hydra_command("fit_prior", fit_prior)

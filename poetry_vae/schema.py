@@ -24,7 +24,7 @@ from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from poetry_vae.config_nodes import EvaluateKeys, Evaluation, FitPriorKeys, SampleKeys, TrainKeys
+from poetry_vae.config_nodes import EvaluateKeys, Evaluation, FitPriorKeys, FuseLmKeys, SampleKeys, TrainKeys
 from poetry_vae.errors import PoetryVAEError
 from poetry_vae.generation.request import KNOB_FIELDS, REQUEST_FIELDS, DecodeRequest
 from poetry_vae.model.config import ModelConfig
@@ -272,9 +272,16 @@ def check_fit_prior_config(cfg: DictConfig) -> None:
     check_keys(plain, hints, "", checks, known=set(hints))
 
 
+def check_fuse_lm_config(cfg: DictConfig) -> None:
+    plain = _plain(cfg)
+    hints, checks = _dataclass_hints(FuseLmKeys)
+    check_keys(plain, hints, "", checks, known=set(hints))
+
+
 CHECKS: dict[str, Callable[[DictConfig], None]] = {
     "train": check_train_config,
     "sample": check_sample_config,
     "evaluate": check_evaluate_config,
     "fit_prior": check_fit_prior_config,
+    "fuse_lm": check_fuse_lm_config,
 }

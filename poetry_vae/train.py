@@ -147,6 +147,10 @@ def start_from(module: PoemModule, init: LoadedCheckpoint) -> None:
         except ValueError as error:
             raise CheckpointError(f"init_from={init.path}: {error}") from None
         return
+    if module.model.lm is not None and init.model.lm is None:
+        raise CheckpointError(f"init_from={init.path} has no language model beside its decoder (model.lm_fusion=true "
+                              f"asks for one): make one with python -m poetry_vae.fuse_lm ckpt_path={init.path} "
+                              "lm=<its LM reference> out=<new file> and start from that, or drop model.lm_fusion=true")
     try:
         module.model.load_state_dict(init.model.state_dict())
     except RuntimeError as error:

@@ -17,7 +17,7 @@ import torch
 from poetry_vae.atomic import atomic_write
 from poetry_vae.checkpoint import CHECKPOINT_FORMAT, read_checkpoint
 
-KEPT = ("hyper_parameters", "datamodule_hyper_parameters", "global_step", "epoch", "prior_fit")
+KEPT = ("hyper_parameters", "datamodule_hyper_parameters", "global_step", "epoch", "prior_fit", "lm_fusion")
 FULL = "model.prior."  # a fitted prior stays in float32 (4 KB): its Cholesky factor sets the density's scale
 
 

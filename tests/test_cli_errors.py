@@ -37,6 +37,7 @@ from poetry_vae.schema import ConfigError
         ("fit_prior", ["batch_size=0"], "batch_size=0: expected a value >= 1"),
         ("fit_prior", ["priors=3"], "unknown key 'priors'"),
         ("fit_prior", ["by_verse=maybe"], "by_verse='maybe': expected true or false"),
+        ("fuse_lm", ["lms=poet_lm"], "unknown key 'lms'"),
         ("train", ["trainer.max_epochs=abc"], "trainer.max_epochs='abc': expected an integer or null"),
         ("train", ["trainer.precision=bf17"], "trainer.precision='bf17': expected one of"),
         ("train", ["data.batch_size=x"], "data.batch_size='x': expected an integer"),
@@ -65,7 +66,7 @@ def test_wrong_type_or_range_is_one_line(command: str, args: list[str], expected
 
 
 def test_every_shipped_config_passes_its_schema() -> None:
-    for command in ("train", "sample", "evaluate", "fit_prior"):
+    for command in ("train", "sample", "evaluate", "fit_prior", "fuse_lm"):
         check_overrides(command, [] if command == "train" else ["ckpt_path=x.ckpt"])
     options = [f"{group.name}={path.stem}" for group in CONFIG_DIR.iterdir() if group.is_dir()
                and group.name not in ("hydra", "paths") for path in group.glob("*.yaml")]
@@ -126,7 +127,7 @@ def test_evaluate_names_a_key_this_version_does_not_know(tiny_checkpoint: Path, 
     assert "\n" not in str(error.value)
 
 
-@pytest.mark.parametrize("command", ["sample", "evaluate", "fit_prior"])
+@pytest.mark.parametrize("command", ["sample", "evaluate", "fit_prior", "fuse_lm"])
 def test_each_command_has_its_own_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", f"poetry_vae.{command}", "--help"], capture_output=True,
                             text=True, timeout=120)

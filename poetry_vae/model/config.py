@@ -46,6 +46,11 @@ class ModelConfig:
     adaptive_div_value: float = 4.0
     use_latent: bool = True  # False => plain LSTM language-model baseline (no encoder, no z)
     num_forms: int = 0  # > 0: a learned embedding of the poem's form tag (data.forms) added to every input
+    # a language model beside the decoder (Gulcehre et al. 2015's shallow fusion, learned): the decoder without z, its
+    # own frozen weights (:func:`lm_config`; `python -m poetry_vae.fuse_lm` puts a trained one in), and each step's
+    # next character drawn from log_softmax(a * LM + b * decoder), a and b learned per place. The decoder's reading
+    # of z then adds to what the language model already knows instead of relearning it
+    lm_fusion: bool = False
     bn_gamma: float = 0.0  # BN-VAE (Zhu et al. 2020): batch norm on mu with this fixed scale; 0 = off
     # p(z): "standard" N(0, I) | "gaussian": ``prior_components`` full-covariance Gaussians (a mixture when > 1)
     # that `python -m poetry_vae.fit_prior` fits to a trained model's aggregate posterior (poetry_vae.model.prior)
@@ -73,6 +78,7 @@ class ModelConfig:
             (self.rhyme_dim < 0, f"rhyme_dim={self.rhyme_dim} must be >= 0 (0 = off)"),
             (self.place_dim < 0, f"place_dim={self.place_dim} must be >= 0 (0 = no place code)"),
             (self.rhyme_dim > 0 and not self.line_length, "rhyme_dim > 0 needs line_length (5 or 7)"),
+            (self.lm_fusion and not self.use_latent, "lm_fusion=true needs a VAE (use_latent=true)"),
             (
                 self.use_latent
                 and not (self.z_to_initial_state or self.z_to_every_input or self.z_to_output or self.position_codes),
@@ -101,6 +107,14 @@ class ModelConfig:
         if unknown:
             raise PoetryVAEError(f"unknown model config key(s): {', '.join(unknown)}")
         return cls(**{**OLD_DEFAULTS, **d})
+
+
+def lm_config(cfg: ModelConfig) -> ModelConfig:
+    """The language model a fused VAE holds beside its decoder: the same decoder and inputs without z (no encoder,
+    no z paths, no position codes, which only carry z), as the flagship's LM reference is built."""
+    return dataclasses.replace(cfg, use_latent=False, lm_fusion=False, position_codes=0, z_to_initial_state=False,
+                               z_to_every_input=False, z_to_output=False, prior="standard", prior_components=1,
+                               bn_gamma=0.0)
 
 
 # Fields whose default changed, with the default before the change: a dict without the key (an older

@@ -12,13 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poetry_vae.model.config import ModelConfig
+from poetry_vae.model.config import ModelConfig, lm_config
 from poetry_vae.model.decoder import Decoder, State
 from poetry_vae.model.encoder import Encoder
 from poetry_vae.model.highway import Highway
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.prior import build_prior
+from poetry_vae.model.target_log_softmax import target_log_softmax
 from poetry_vae.objective import word_dropout
+
+FUSED_ROWS = 448  # positions a block of a fused model's scoring: each full-vocabulary table ~15 MB at 8,621 characters
 
 
 @dataclass
@@ -41,6 +44,14 @@ class PoemModel(nn.Module):
         self.encoder = Encoder(cfg) if cfg.use_latent else None
         self.prior = build_prior(cfg.prior, cfg.latent_dim, cfg.prior_components) if cfg.use_latent else None
         self.decoder = Decoder(cfg)
+        # lm_fusion: a frozen language model beside the decoder (its weights come from a trained LM: fuse_lm)
+        self.lm = PoemModel(lm_config(cfg)).requires_grad_(False) if cfg.lm_fusion else None
+
+    def train(self, mode: bool = True) -> PoemModel:
+        super().train(mode)
+        if self.lm is not None:
+            self.lm.eval()  # frozen: its dropout stays off while the rest trains
+        return self
 
     def load_embeddings(self, matrix: Tensor) -> None:
         """Copy a pre-trained (vocab_size, embed_dim) matrix (e.g. word2vec) into the embedding."""
@@ -88,9 +99,14 @@ class PoemModel(nn.Module):
             raise ValueError("this model uses a latent code: pass z of shape (B, latent_dim)")
 
     def initial_state(self, z: Tensor | None, batch_size: int) -> State:
-        """Decoder state (h, c), each (layers, B, hidden): tanh(Linear(z)) or zeros."""
+        """Decoder state (h, c), each (layers, B, hidden): tanh(Linear(z)) or zeros; with a fused language model,
+        its layers' zeros after the decoder's (2 * layers)."""
         self._check_z(z)
-        return self.decoder.initial_state(z, batch_size)
+        state = self.decoder.initial_state(z, batch_size)
+        if self.lm is None:
+            return state
+        lm_state = self.lm.initial_state(None, batch_size)
+        return torch.cat([state[0], lm_state[0]]), torch.cat([state[1], lm_state[1]])
 
     def token_log_probs(
         self,
@@ -108,17 +124,50 @@ class PoemModel(nn.Module):
         self._check_z(z)
         cfg = self.cfg
         anchors = self.anchors(dec_in)  # the true line ends: word dropout hides inputs, not the rhyme to keep
+        clean = dec_in  # what a fused language model reads: word dropout is the decoder's regulariser, not its
         if word_dropout_rate > 0:
             dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
         hidden = self._forced_hidden(dec_in, z, form, anchors)
-        logp = self.decoder.target_log_probs(hidden, target.reshape(-1))
+        if self.lm is None:
+            logp = self.decoder.target_log_probs(hidden, target.reshape(-1))
+        else:
+            logp = self._fused_target_log_probs(hidden, clean, form, target)
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
     def next_token_log_probs(self, dec_in: Tensor, z: Tensor | None = None, form: Tensor | None = None) -> Tensor:
         """Teacher forcing, full distributions: log p(. | dec_in_<=t, z) for each position, (B, T, V)."""
         self._check_z(z)
         hidden = self._forced_hidden(dec_in, z, form, self.anchors(dec_in))
-        return self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
+        log_probs = self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
+        return log_probs if self.lm is None else self._fuse(log_probs, dec_in, form)
+
+    def _fused_target_log_probs(self, hidden: Tensor, dec_in: Tensor, form: Tensor | None, target: Tensor) -> Tensor:
+        """log p(target) (B * T,) of a fused model from the decoder's output-layer input ``hidden`` (B * T, width):
+        the two models' full distributions are made :data:`FUSED_ROWS` positions at a time, so each block's tables
+        are reused memory rather than fresh pages (a whole batch's would be gigabytes at an IW bound's K)."""
+        with torch.no_grad():
+            lm_hidden = self.lm._forced_hidden(dec_in, None, form, self.lm.anchors(dec_in))
+        steps = dec_in.size(1)
+        weights = self.decoder.fusion_weights(0, steps).to(hidden.dtype)
+        flat_target = target.reshape(-1)
+        parts = []
+        for start in range(0, hidden.size(0), FUSED_ROWS):
+            rows = slice(start, start + FUSED_ROWS)
+            w = weights[torch.arange(start, start + len(flat_target[rows]), device=hidden.device) % steps]
+            with torch.no_grad():
+                lm_log_probs = self.lm.decoder.log_probs(lm_hidden[rows]).to(hidden.dtype)
+            mixed = torch.addcmul(w[:, :1] * lm_log_probs, w[:, 1:], self.decoder.log_probs(hidden[rows]))
+            parts.append(target_log_softmax(mixed, flat_target[rows]))
+        return torch.cat(parts)
+
+    def _fuse(self, log_probs: Tensor, dec_in: Tensor, form: Tensor | None, start: int = 0) -> Tensor:
+        """The decoder's log-probs (B, T, V) of steps ``start`` .. with the fused language model's (which reads
+        ``dec_in``, (B, T)): log_softmax(a * LM + b * decoder), (a, b) the steps' fusion weights."""
+        with torch.no_grad():
+            lm_log_probs = self.lm.next_token_log_probs(dec_in, None, form)
+        weights = self.decoder.fusion_weights(start, dec_in.size(1)).to(log_probs.dtype)
+        mixed = weights[:, 0, None] * lm_log_probs.to(log_probs.dtype) + weights[:, 1, None] * log_probs
+        return torch.log_softmax(mixed, dim=-1)
 
     def anchors(self, dec_in: Tensor) -> Tensor | None:
         """The last characters of lines 1 and 2 in ``dec_in`` (B, T), (B, 2), pad where the poem is shorter; None
@@ -185,8 +234,17 @@ class PoemModel(nn.Module):
         """
         self._check_z(z)
         emb = self._embed(prev_tokens.unsqueeze(1), form)
-        hidden, state = self.decoder.hidden(emb, state, z, position, anchors)
-        return self.decoder.log_probs(hidden.squeeze(1)), state
+        layers = self.cfg.decoder_layers
+        own = state if self.lm is None else (state[0][:layers], state[1][:layers])
+        hidden, own = self.decoder.hidden(emb, own, z, position, anchors)
+        log_probs = self.decoder.log_probs(hidden.squeeze(1))
+        if self.lm is None:
+            return log_probs, own
+        lm_state = (state[0][layers:], state[1][layers:])
+        lm_log_probs, lm_state = self.lm.step(prev_tokens, lm_state, None, form, position, anchors)
+        a, b = self.decoder.fusion_weights(position, 1)[0].to(log_probs.dtype)
+        fused = torch.log_softmax(a * lm_log_probs.to(log_probs.dtype) + b * log_probs, dim=-1)
+        return fused, (torch.cat([own[0], lm_state[0]]), torch.cat([own[1], lm_state[1]]))
 
     def reset_decoder(self, seed: int) -> None:
         """Re-initialise the decoder (LSTM, z projections, output layer) to a fresh ``Decoder`` built under

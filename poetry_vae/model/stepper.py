@@ -69,7 +69,15 @@ class LogitStepper:
         self.form = None if form is None else torch.full((rows,), form, dtype=torch.long, device=device)
         self.vocab_size = model.cfg.vocab_size
         self.width = padded_size(self.vocab_size)
-        self.state = model.initial_state(z, rows)
+        dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
+        output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
+        laid_out = dec is not None and isinstance(dec.out, output_layers) and not dec.training
+        # a fused language model (lm_fusion) steps beside the decoder in a stepper of its own, and each step mixes
+        # the two: a call gives every row's mixed logits, so the sampler's row-block path (one model's) is off
+        lm = getattr(model, "lm", None)
+        self.lm_part = LogitStepper(lm, None, rows, form, dtype) if lm is not None and laid_out else None
+        self.fusion = dec.fusion.detach() if self.lm_part is not None else None
+        self.state = dec.initial_state(z, rows) if self.lm_part is not None else model.initial_state(z, rows)
         self.position = 0  # the next step's index: position codes, places and the slow path's model.step read it
         cfg = model.cfg
         self.line_length = getattr(cfg, "line_length", 0)
@@ -77,13 +85,13 @@ class LogitStepper:
         self.anchors = (
             torch.full((rows, 2), cfg.pad_id, dtype=torch.long, device=device) if getattr(cfg, "rhyme_dim", 0) else None
         )
-        dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
-        output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
-        self.fast = dec is not None and isinstance(dec.out, output_layers) and not dec.training
-        if self.fast:
+        self.laid_out = laid_out  # this decoder's steps run here (else through model.step)
+        self.fast = laid_out and self.lm_part is None
+        if laid_out:
             self._prepare(model, z)
-        # what a step returns is already log-probs (the slow path's model.step, the adaptive softmax), not logits
-        self.normalised = not self.fast or self.adaptive
+        # what a step returns is already log-probs (the slow path's model.step, the adaptive softmax), not logits;
+        # a fused step's mixture is not
+        self.normalised = (not laid_out or self.adaptive) and self.lm_part is None
 
     def _prepare(self, model: nn.Module, z: Tensor | None) -> None:
         dec, lstm = model.decoder, model.decoder.lstm
@@ -206,12 +214,26 @@ class LogitStepper:
 
     def __call__(self, prev: Tensor) -> Tensor:
         """(R,) previous tokens -> (R, padded V) logits of the next token (a buffer reused by the next call)."""
-        if not self.fast:
+        if not self.laid_out:
             return self._slow_step(prev)
         self.advance(prev)
         if self.logits is None or self.logits.shape[0] != prev.shape[0]:
             self.logits = self.state[0].new_empty(prev.shape[0], self.width)
-        return self.project(slice(None), self.logits)
+        logits = self.project(slice(None), self.logits)
+        return logits if self.lm_part is None else self._fuse(logits, self.lm_part(prev))
+
+    def _fuse(self, own: Tensor, lm: Tensor) -> Tensor:
+        """A fused step: a * log p_LM + b * log p_decoder over the vocabulary (the step's fusion weights; any sign),
+        padding columns -inf; unnormalised, as logits are."""
+        a, b = self.fusion[min(self.position - 1, self.fusion.shape[0] - 1)].tolist()
+        v = self.vocab_size
+        own_lp = own[:, :v] if self.adaptive else torch.log_softmax(own[:, :v], dim=1)
+        lm_lp = lm[:, :v] if self.lm_part.normalised else torch.log_softmax(lm[:, :v], dim=1)
+        # into a buffer kept between steps: a fresh row-sized result every step page-faults its memory in again
+        out = self._buffer("fused", own, self.width, torch.float32)
+        torch.mul(lm_lp, a, out=out[:, :v]).add_(own_lp, alpha=b)
+        out[:, v:] = float("-inf")
+        return out
 
     def advance(self, prev: Tensor) -> None:
         """The recurrent part of a step (fast path only): read (R,) previous tokens, update the state, and keep
@@ -278,15 +300,17 @@ class LogitStepper:
     def reorder(self, index: Tensor) -> None:
         """Beam search: row ``i`` continues row ``index[i]``."""
         self.state = (self.state[0].index_select(1, index), self.state[1].index_select(1, index))
+        if self.lm_part is not None:
+            self.lm_part.reorder(index)
         if self.anchors is not None:
             self.anchors = self.anchors.index_select(0, index)
         if self.z is not None:
             self.z = self.z.index_select(0, index)
-        if self.fast and self.z_gates is not None:
+        if self.laid_out and self.z_gates is not None:
             self.z_gates = self.z_gates.index_select(0, index)
-        if self.fast and self.codes is not None:
+        if self.laid_out and self.codes is not None:
             self.codes = self.codes.index_select(0, index)
-        if self.fast and self.z_at_output:  # the per-row biases that hold z's share of the output layer
+        if self.laid_out and self.z_at_output:  # the per-row biases that hold z's share of the output layer
             if self.adaptive:
                 self.head_b = self.head_b.index_select(0, index)
                 self.tail_down_b = self.tail_down_b.index_select(0, index)

@@ -1,0 +1,177 @@
+"""A language model fused beside the decoder (model.lm_fusion): the mixture a step draws from, the frozen LM, and
+that every decoding path gives teacher forcing's numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_train_config, train_tiny_checkpoint
+from hydra import compose, initialize_config_dir
+
+from poetry_vae.checkpoint import load_checkpoint, read_checkpoint
+from poetry_vae.cli import CONFIG_DIR
+from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import CheckpointError, PoetryVAEError
+from poetry_vae.fuse_lm import fuse_lm
+from poetry_vae.generation import DecodeRequest, generate, sample_prior
+from poetry_vae.model import ModelConfig, PoemModel, build_model, poem_model
+from poetry_vae.model.stepper import LogitStepper
+from poetry_vae.train import train
+
+L = 5
+
+
+@pytest.fixture(scope="module")
+def vocab(corpus) -> Vocabulary:
+    return Vocabulary.build([p.text for p in corpus], min_count=5)
+
+
+def fused(vocab: Vocabulary, **kw) -> PoemModel:
+    torch.manual_seed(0)
+    sizes = dict(embed_dim=16, encoder_hidden=16, latent_dim=8, decoder_hidden=16, dropout=0.2, line_length=L,
+                 place_dim=6, rhyme_dim=5, z_to_output=True, position_codes=4, num_forms=2,
+                 adaptive_cutoffs=[len(vocab) // 4, len(vocab) // 2])  # fmt: skip
+    model = build_model({**sizes, "lm_fusion": True, **kw}, vocab)
+    with torch.no_grad():  # distinct per-place weights, so a step that reads the wrong place is caught
+        model.decoder.fusion.uniform_(-0.5, 1.5)
+        for part in (model, model.lm):
+            part.decoder.rhyme_from_char.weight.normal_()
+    return model.eval()
+
+
+def poems_of(corpus, vocab: Vocabulary, n: int) -> torch.Tensor:
+    texts = [p.text for p in corpus if all(c in vocab for c in p.text) and len(p.text) == 4 * L][:n]
+    tokens = torch.tensor([vocab.encode(t) for t in texts])
+    return torch.cat([torch.full((len(texts), 1), vocab.bos_id), tokens], dim=1)
+
+
+@pytest.mark.parametrize("block", [7, 448])
+def test_a_step_draws_from_the_weighted_mixture(corpus, vocab, block: int, monkeypatch) -> None:
+    """log p = log_softmax(a_t * log p_LM + b_t * log p_decoder), a_t and b_t the place's weights, scored in
+    blocks of positions that need not start a poem."""
+    monkeypatch.setattr(poem_model, "FUSED_ROWS", block)
+    model = fused(vocab)
+    dec_in = poems_of(corpus, vocab, 3)
+    z, form = torch.randn(3, 8), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        mixed = model.next_token_log_probs(dec_in, z, form)
+        lm = model.lm.next_token_log_probs(dec_in, None, form)
+        hidden = model._forced_hidden(dec_in, z, form, model.anchors(dec_in))
+        own = model.decoder.log_probs(hidden).view(*dec_in.shape, -1)
+    w = model.decoder.fusion.detach()[: dec_in.size(1)]
+    expected = torch.log_softmax(w[:, :1] * lm + w[:, 1:] * own, dim=-1)
+    torch.testing.assert_close(mixed, expected)
+    target = torch.cat([dec_in[:, 1:], torch.full((3, 1), vocab.eos_id)], dim=1)
+    scored = model.token_log_probs(dec_in, target, z, form=form)
+    torch.testing.assert_close(scored, mixed.gather(-1, target.unsqueeze(-1)).squeeze(-1))
+
+
+@pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
+def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str) -> None:
+    """model.step and the stepper (the decoder's and the LM's laid-out steps, mixed) give teacher forcing's
+    numbers; beams that reorder move both recurrences."""
+    model = fused(vocab, output_layer=output_layer)
+    dec_in = poems_of(corpus, vocab, 3)
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        forced = model.next_token_log_probs(dec_in, z)
+        stepper, state = LogitStepper(model, z, 3), model.initial_state(z, 3)
+        assert stepper.lm_part is not None and not stepper.fast and not stepper.normalised
+        for t in range(dec_in.size(1)):
+            log_probs, state = model.step(dec_in[:, t], state, z, position=t, anchors=model.anchors(dec_in[:, :t]))
+            torch.testing.assert_close(log_probs, forced[:, t], atol=1e-5, rtol=1e-5)
+            stepped = torch.log_softmax(stepper(dec_in[:, t])[:, : len(vocab)], dim=1)
+            torch.testing.assert_close(stepped, forced[:, t], atol=1e-5, rtol=1e-5)
+        perm = torch.tensor([2, 0, 0])
+        moved, built = LogitStepper(model, z, 3), LogitStepper(model, z[perm], 3)
+        for t in range(4 * L - 1):
+            moved(dec_in[:, t]), built(dec_in[perm, t])
+        moved.reorder(perm)
+        torch.testing.assert_close(moved(dec_in[perm, 4 * L - 1]), built(dec_in[perm, 4 * L - 1]))
+
+
+def test_the_language_model_is_frozen_while_the_rest_trains(corpus, vocab) -> None:
+    model = fused(vocab).train()
+    assert not model.lm.training and model.decoder.training
+    dec_in = poems_of(corpus, vocab, 4)
+    target = torch.cat([dec_in[:, 1:], torch.full((4, 1), vocab.eos_id)], dim=1)
+    out = model(dec_in[:, 1:], dec_in, target, word_dropout_rate=0.5)
+    (out.rec.sum() + out.kl.sum()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.lm.parameters())
+    assert model.decoder.fusion.grad is not None and model.decoder.fusion.grad.abs().sum() > 0
+
+
+def test_fusion_needs_a_latent_and_old_configs_build_without_it(vocab) -> None:
+    with pytest.raises(PoetryVAEError, match="lm_fusion=true needs a VAE"):
+        ModelConfig(vocab_size=50, use_latent=False, lm_fusion=True)
+    plain = build_model({"embed_dim": 16, "encoder_hidden": 16, "latent_dim": 8, "decoder_hidden": 16}, vocab)
+    assert plain.lm is None and plain.decoder.fusion is None
+    assert not any(name.startswith("lm.") or "fusion" in name for name in plain.state_dict())
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_tiny_checkpoint(tmp_path_factory, "tiny_lm", "model.use_latent=false")
+
+
+def _fuse_config(*overrides: str):  # -> DictConfig
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        return compose("fuse_lm", overrides=list(overrides))
+
+
+def test_fuse_lm_writes_the_two_models_side_by_side(tiny_checkpoint: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fused.ckpt"
+    fuse_lm(_fuse_config(f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={out}"))
+    vae, lm, both = load_checkpoint(tiny_checkpoint), load_checkpoint(tiny_lm), load_checkpoint(out)
+    assert both.model.cfg.lm_fusion and both.vocab.tokens == vae.vocab.tokens
+    state = both.model.state_dict()
+    for name, value in vae.model.state_dict().items():
+        assert torch.equal(state[name], value), name
+    for name, value in lm.model.state_dict().items():
+        assert torch.equal(state[f"lm.{name}"], value), name
+    assert both.model.decoder.fusion.tolist()[0] == pytest.approx([0.4, 0.8])
+    assert read_checkpoint(out)["lm_fusion"]["command"].startswith("python -m poetry_vae.fuse_lm")
+    z = sample_prior(both.model, 3, torch.Generator().manual_seed(0))
+    for strategy in ("top_p", "beam"):
+        poems = generate(both.model, both.vocab, z, DecodeRequest(strategy=strategy), torch.Generator().manual_seed(0))
+        assert len(poems) == 3 and all(poem.text for poem in poems)
+
+
+def test_fuse_lm_refuses_what_it_cannot_fuse(tiny_checkpoint: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fused.ckpt"
+    cases = [
+        ((f"ckpt_path={tiny_lm}", f"lm={tiny_lm}", f"out={out}"), "is a language model: give a VAE"),
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_checkpoint}", f"out={out}"), "is a VAE: give a language model"),
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}"), "no out given"),
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={tiny_lm}"), "exists: choose a new file"),
+    ]
+    for overrides, message in cases:
+        with pytest.raises(PoetryVAEError, match=message):
+            fuse_lm(_fuse_config(*overrides))
+    assert not out.exists()
+
+
+def test_fuse_lm_refuses_a_language_model_of_other_sizes(tiny_checkpoint: Path, tmp_path_factory, tmp_path) -> None:
+    wide = train_tiny_checkpoint(tmp_path_factory, "tiny_wide_lm", "model.use_latent=false", "model.decoder_hidden=24")
+    with pytest.raises(PoetryVAEError, match="decoder differs from the VAE's"):
+        fuse_lm(_fuse_config(f"ckpt_path={tiny_checkpoint}", f"lm={wide}", f"out={tmp_path / 'x.ckpt'}"))
+
+
+def test_training_keeps_the_language_model_as_fused(tiny_checkpoint: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    """A fused run trains the decoder and the fusion weights; the language model's weights come out as they went in.
+    A run asking for fusion from a checkpoint without it is refused in one line."""
+    fused_file = tmp_path / "fused.ckpt"
+    fuse_lm(_fuse_config(f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={fused_file}"))
+    run = tmp_path / "run"
+    train(tiny_train_config(run, tmp_path / "cache", f"init_from={fused_file}", "model.lm_fusion=true",
+                            "trainer.max_steps=2", "trainer.limit_val_batches=1", "test_after_fit=false"))
+    before, after = load_checkpoint(fused_file).model, load_checkpoint(run / "checkpoints" / "last.ckpt").model
+    assert after.cfg.lm_fusion
+    for name, value in before.lm.state_dict().items():
+        assert torch.equal(after.lm.state_dict()[name], value), name
+    assert not torch.equal(after.decoder.fusion, before.decoder.fusion)
+    with pytest.raises(CheckpointError, match="has no language model beside its decoder"):
+        train(tiny_train_config(tmp_path / "refused", tmp_path / "cache", f"init_from={tiny_checkpoint}",
+                                "model.lm_fusion=true", "trainer.max_steps=1"))
