@@ -11,6 +11,7 @@ from conftest import tiny_train_config, train_tiny_checkpoint
 from hydra import compose, initialize_config_dir
 
 from poetry_vae.checkpoint import load_checkpoint, read_checkpoint
+from poetry_vae.checkpoint_io import write_checkpoint_file
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import CheckpointError, PoetryVAEError
@@ -151,6 +152,19 @@ def test_fuse_lm_refuses_what_it_cannot_fuse(tiny_checkpoint: Path, tiny_lm: Pat
         with pytest.raises(PoetryVAEError, match=message):
             fuse_lm(_fuse_config(*overrides))
     assert not out.exists()
+
+
+def test_fuse_lm_refuses_a_language_model_of_another_vocabulary(tiny_checkpoint: Path, tiny_lm: Path,
+                                                                 tmp_path: Path) -> None:
+    raw = read_checkpoint(tiny_lm)
+    tokens = list(raw["hyper_parameters"]["vocab"]["tokens"])
+    tokens[-1], tokens[-2] = tokens[-2], tokens[-1]  # the same characters, two ids swapped
+    hparams = raw["hyper_parameters"]
+    raw["hyper_parameters"] = {**hparams, "vocab": {**hparams["vocab"], "tokens": tokens}}
+    other = tmp_path / "other_vocab.ckpt"
+    write_checkpoint_file(raw, other)
+    with pytest.raises(PoetryVAEError, match="has another vocabulary"):
+        fuse_lm(_fuse_config(f"ckpt_path={tiny_checkpoint}", f"lm={other}", f"out={tmp_path / 'x.ckpt'}"))
 
 
 def test_fuse_lm_refuses_a_language_model_of_other_sizes(tiny_checkpoint: Path, tmp_path_factory, tmp_path) -> None:

@@ -80,12 +80,14 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
         base = compose("train", overrides=["experiment=poet_finetune"])
         cfg = compose("train", overrides=["experiment=make_train", f"paths.cache_dir={tmp_path}",
                                           "data.limit_train_poems=64"])
-    # the recipe's model, with the prior the shipped model's last stage fitted (poetry_vae.fit_prior)
-    assert cfg.anneal == base.anneal and {**cfg.model, "prior": "standard", "prior_components": 1} == base.model
-    assert cfg.model.prior == "gaussian" and cfg.model.prior_components == 8
-    # the recipe's data and model, trained on the importance-weighted bound (free bits and word dropout off)
-    assert {**cfg.objective, "iw_samples": 1, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
-    assert cfg.objective.iw_samples == 5 and base.objective.free_bits == 2.0
+    # the recipe's model, with the prior the shipped model's last stage fitted (poetry_vae.fit_prior) and the
+    # language model beside its decoder (poetry_vae.fuse_lm)
+    plain = {**cfg.model, "prior": "standard", "prior_components": 1, "lm_fusion": False}
+    assert cfg.anneal == base.anneal and plain == base.model
+    assert cfg.model.prior == "gaussian" and cfg.model.prior_components == 8 and cfg.model.lm_fusion
+    # the recipe's data and model, trained on the plain ELBO (free bits and word dropout off)
+    assert {**cfg.objective, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
+    assert cfg.objective.iw_samples == 1 and base.objective.free_bits == 2.0
     assert cfg.trainer.max_time == "00:00:09:30" and cfg.run_name == "make_train"
     root = CONFIG_DIR.parent
     init = load_checkpoint(root / cfg.init_from)  # shipped, weights_only, half precision
@@ -94,6 +96,7 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     start_from(module, init)  # the shipped weights fit make_train's model config
     torch.testing.assert_close(module.model.embed.weight, init.model.embed.weight)
     torch.testing.assert_close(module.model.prior.scale_trils, init.model.prior.scale_trils)  # the fitted prior too
+    torch.testing.assert_close(module.model.lm.embed.weight, init.model.lm.embed.weight)  # and the language model
     assert not torch.equal(init.model.prior.scale_trils[0], torch.eye(init.model.cfg.latent_dim))
     assert module.vocab.tokens == init.vocab.tokens
 
