@@ -88,7 +88,7 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     # the recipe's data and model, trained on the plain ELBO (free bits and word dropout off)
     assert {**cfg.objective, "free_bits": 2.0, "word_dropout": 0.5} == base.objective
     assert cfg.objective.iw_samples == 1 and base.objective.free_bits == 2.0
-    assert cfg.trainer.max_time == "00:00:09:30" and cfg.run_name == "make_train"
+    assert cfg.trainer.max_time == "00:00:08:30" and cfg.run_name == "make_train"
     root = CONFIG_DIR.parent
     init = load_checkpoint(root / cfg.init_from)  # shipped, weights_only, half precision
     datamodule = instantiate(cfg.data)

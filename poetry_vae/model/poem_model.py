@@ -24,6 +24,12 @@ from poetry_vae.objective import word_dropout
 FUSED_ROWS = 448  # positions a block of a fused model's scoring: each full-vocabulary table ~15 MB at 8,621 characters
 
 
+def mixture(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
+    """A fused step's unnormalised log-probs, a * log p_LM + b * log p_decoder: ``weights`` (..., 2) holds each
+    position's (a, b) and broadcasts against the (..., V) log-probs by its leading dimensions."""
+    return torch.addcmul(weights[..., :1] * lm_log_probs, weights[..., 1:], log_probs)
+
+
 @dataclass
 class ModelOutput:
     rec: Tensor  # (B,) NLL of each poem, summed over its target positions (pads excluded)
@@ -124,7 +130,7 @@ class PoemModel(nn.Module):
         self._check_z(z)
         cfg = self.cfg
         anchors = self.anchors(dec_in)  # the true line ends: word dropout hides inputs, not the rhyme to keep
-        clean = dec_in  # what a fused language model reads: word dropout is the decoder's regulariser, not its
+        clean = dec_in  # what a fused language model reads: word dropout regularises the decoder, not it
         if word_dropout_rate > 0:
             dec_in = word_dropout(dec_in, word_dropout_rate, cfg.unk_id, keep_ids=(cfg.bos_id, cfg.pad_id))
         hidden = self._forced_hidden(dec_in, z, form, anchors)
@@ -156,18 +162,17 @@ class PoemModel(nn.Module):
             w = weights[torch.arange(start, start + len(flat_target[rows]), device=hidden.device) % steps]
             with torch.no_grad():
                 lm_log_probs = self.lm.decoder.log_probs(lm_hidden[rows]).to(hidden.dtype)
-            mixed = torch.addcmul(w[:, :1] * lm_log_probs, w[:, 1:], self.decoder.log_probs(hidden[rows]))
-            parts.append(target_log_softmax(mixed, flat_target[rows]))
+            parts.append(target_log_softmax(mixture(w, lm_log_probs, self.decoder.log_probs(hidden[rows])),
+                                            flat_target[rows]))
         return torch.cat(parts)
 
-    def _fuse(self, log_probs: Tensor, dec_in: Tensor, form: Tensor | None, start: int = 0) -> Tensor:
-        """The decoder's log-probs (B, T, V) of steps ``start`` .. with the fused language model's (which reads
-        ``dec_in``, (B, T)): log_softmax(a * LM + b * decoder), (a, b) the steps' fusion weights."""
+    def _fuse(self, log_probs: Tensor, dec_in: Tensor, form: Tensor | None) -> Tensor:
+        """The decoder's log-probs (B, T, V) mixed with the fused language model's (which reads ``dec_in``, (B, T))
+        and normalised."""
         with torch.no_grad():
-            lm_log_probs = self.lm.next_token_log_probs(dec_in, None, form)
-        weights = self.decoder.fusion_weights(start, dec_in.size(1)).to(log_probs.dtype)
-        mixed = weights[:, 0, None] * lm_log_probs.to(log_probs.dtype) + weights[:, 1, None] * log_probs
-        return torch.log_softmax(mixed, dim=-1)
+            lm_log_probs = self.lm.next_token_log_probs(dec_in, None, form).to(log_probs.dtype)
+        weights = self.decoder.fusion_weights(0, dec_in.size(1)).to(log_probs.dtype)
+        return torch.log_softmax(mixture(weights, lm_log_probs, log_probs), dim=-1)
 
     def anchors(self, dec_in: Tensor) -> Tensor | None:
         """The last characters of lines 1 and 2 in ``dec_in`` (B, T), (B, 2), pad where the poem is shorter; None
@@ -242,8 +247,8 @@ class PoemModel(nn.Module):
             return log_probs, own
         lm_state = (state[0][layers:], state[1][layers:])
         lm_log_probs, lm_state = self.lm.step(prev_tokens, lm_state, None, form, position, anchors)
-        a, b = self.decoder.fusion_weights(position, 1)[0].to(log_probs.dtype)
-        fused = torch.log_softmax(a * lm_log_probs.to(log_probs.dtype) + b * log_probs, dim=-1)
+        weights = self.decoder.fusion_weights(position, 1).to(log_probs.dtype)
+        fused = torch.log_softmax(mixture(weights, lm_log_probs.to(log_probs.dtype), log_probs), dim=-1)
         return fused, (torch.cat([own[0], lm_state[0]]), torch.cat([own[1], lm_state[1]]))
 
     def reset_decoder(self, seed: int) -> None:
