@@ -128,10 +128,12 @@ def compose_module(tmp_path: Path, override: str, init):  # -> PoemModule
 
 
 def test_the_decoder_refit_starts_from_the_shipped_flagship_and_keeps_its_codes(tmp_path: Path) -> None:
-    """poet_refit_decoder: the shipped VAE, its fitted prior included, loads whole, and only its decoder trains."""
+    """poet_refit_decoder on the shipped VAE (v6: its fitted prior and the language model beside its decoder
+    included) loads it whole, and only its decoder (with the fusion weights) trains; the language model is frozen."""
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=poet_refit_decoder", f"paths.cache_dir={tmp_path}",
-                                          "data.limit_train_poems=64"])
+                                          "data.limit_train_poems=64", "init_from=poetry_vae/resources/poet.pt",
+                                          "model.lm_fusion=true"])
     init = load_checkpoint(CONFIG_DIR.parent / cfg.init_from)
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))

@@ -17,8 +17,8 @@ def build_model(model: dict[str, Any], vocab: Vocabulary) -> PoemModel:
     ids = {"pad_id": vocab.pad_id, "bos_id": vocab.bos_id, "eos_id": vocab.eos_id, "unk_id": vocab.unk_id}
     built = PoemModel(ModelConfig.from_dict({**model, **ids, "vocab_size": len(vocab)}))
     if built.cfg.rhyme_dim:
-        for model in (built, built.lm) if built.lm is not None else (built,):
-            model.decoder.rhyme_classes.copy_(rhyme_class_table(vocab.tokens))
+        for part in (built, built.lm) if built.lm is not None else (built,):  # a fused LM reads the table too
+            part.decoder.rhyme_classes.copy_(rhyme_class_table(vocab.tokens))
     return built
 
 
