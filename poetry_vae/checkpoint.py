@@ -22,7 +22,7 @@ from poetry_vae.model import PoemModel, build_model
 
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
 SHIPPED_MODEL = "poet.pt"  # in poetry_vae/resources: what every command opens by default
-_MODEL_PREFIX = "model."
+MODEL_PREFIX = "model."  # a checkpoint's state_dict keys for the PoemModel (the LightningModule's .model)
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 _PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcode
 
@@ -143,7 +143,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         hparams = data["hyper_parameters"]
         vocab = Vocabulary.from_dict(hparams["vocab"], f"the vocabulary inside {path}")
         model = build_model(hparams["model"], vocab)
-        state = {k[len(_MODEL_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(_MODEL_PREFIX)}
+        state = {k[len(MODEL_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(MODEL_PREFIX)}
         model.load_state_dict(state)
     model.to(map_location).eval()
     return LoadedCheckpoint(model, vocab, dict(hparams), int(data.get("global_step", 0)), Path(path),

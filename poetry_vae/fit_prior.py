@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.atomic import atomic_write, check_writable
-from poetry_vae.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint
+from poetry_vae.checkpoint import MODEL_PREFIX, load_checkpoint, read_checkpoint, resolve_checkpoint
 from poetry_vae.checkpoint_io import write_checkpoint_file
 from poetry_vae.cli import hydra_command
 from poetry_vae.data.datamodule import QuatrainDataModule
@@ -24,8 +24,6 @@ from poetry_vae.metrics.poetry import fits_a_pattern
 from poetry_vae.model.prior import GaussianPrior
 from poetry_vae.project_paths import shown_path
 from poetry_vae.schema import check_fit_prior_config
-
-_MODEL_PREFIX = "model."
 
 
 def fit_prior(cfg: DictConfig) -> dict[str, float]:
@@ -71,7 +69,7 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     fitted["hyper_parameters"] = {**raw["hyper_parameters"],
                                   "model": {**raw["hyper_parameters"]["model"], "prior": "gaussian",
                                             "prior_components": components}}
-    fitted["state_dict"] = {**raw["state_dict"], **{f"{_MODEL_PREFIX}prior.{name}": value.float()
+    fitted["state_dict"] = {**raw["state_dict"], **{f"{MODEL_PREFIX}prior.{name}": value.float()
                                                      for name, value in prior.state_dict().items()}}
     by_verse = " by_verse=true" if cfg.by_verse else ""
     fitted["prior_fit"] = {"command": f"python -m poetry_vae.fit_prior ckpt_path={cfg.ckpt_path} out={cfg.out} "

@@ -14,15 +14,13 @@ import copy
 from omegaconf import DictConfig, OmegaConf
 
 from poetry_vae.atomic import atomic_write, check_writable
-from poetry_vae.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint
+from poetry_vae.checkpoint import MODEL_PREFIX, load_checkpoint, read_checkpoint, resolve_checkpoint
 from poetry_vae.checkpoint_io import write_checkpoint_file
 from poetry_vae.cli import hydra_command
 from poetry_vae.errors import PromptError
 from poetry_vae.model.build import build_model
 from poetry_vae.project_paths import shown_path
 from poetry_vae.schema import check_fuse_lm_config
-
-_MODEL_PREFIX = "model."
 
 
 def fuse_lm(cfg: DictConfig) -> dict[str, str]:
@@ -56,9 +54,9 @@ def fuse_lm(cfg: DictConfig) -> dict[str, str]:
         raise PromptError(f"lm={cfg.lm}'s decoder differs from the VAE's ({detail}): give a language model trained "
                           "with the VAE's decoder sizes (the recipe's LM reference)") from None
     weights = dict(raw["state_dict"])
-    dtype = weights[f"{_MODEL_PREFIX}decoder.lstm.weight_hh_l0"].dtype  # the VAE's precision (a slimmed file's half)
-    weights[f"{_MODEL_PREFIX}decoder.fusion"] = fused.decoder.fusion.detach().float()
-    weights.update({f"{_MODEL_PREFIX}lm.{name}": value.to(dtype) if value.is_floating_point() else value
+    dtype = weights[f"{MODEL_PREFIX}decoder.lstm.weight_hh_l0"].dtype  # the VAE's precision (a slimmed file's half)
+    weights[f"{MODEL_PREFIX}decoder.fusion"] = fused.decoder.fusion.detach().float()
+    weights.update({f"{MODEL_PREFIX}lm.{name}": value.to(dtype) if value.is_floating_point() else value
                     for name, value in lm.model.state_dict().items()})
     written = copy.copy(raw)
     written["hyper_parameters"] = {**raw["hyper_parameters"], "model": model_hparams}

@@ -154,12 +154,13 @@ class PoemModel(nn.Module):
         with torch.no_grad():
             lm_hidden = self.lm._forced_hidden(dec_in, None, form, self.lm.anchors(dec_in))
         steps = dec_in.size(1)
-        weights = self.decoder.fusion_weights(0, steps).to(hidden.dtype)
+        # each flattened position's (a, b): position p of a poem is row p % steps
+        weights = self.decoder.fusion_weights(0, steps).to(hidden.dtype).repeat(dec_in.size(0), 1)
         flat_target = target.reshape(-1)
         parts = []
         for start in range(0, hidden.size(0), FUSED_ROWS):
             rows = slice(start, start + FUSED_ROWS)
-            w = weights[torch.arange(start, start + len(flat_target[rows]), device=hidden.device) % steps]
+            w = weights[rows]
             with torch.no_grad():
                 lm_log_probs = self.lm.decoder.log_probs(lm_hidden[rows]).to(hidden.dtype)
             parts.append(target_log_softmax(mixture(w, lm_log_probs, self.decoder.log_probs(hidden[rows])),
