@@ -72,19 +72,23 @@ def test_a_step_draws_from_the_weighted_mixture(corpus, vocab, block: int, monke
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
 def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str) -> None:
     """model.step and the stepper (the decoder's and the LM's laid-out steps, mixed) give teacher forcing's
-    numbers; beams that reorder move both recurrences."""
+    numbers, whole or a block of rows at a time (the sampler's row blocks); beams that reorder move both
+    recurrences."""
     model = fused(vocab, output_layer=output_layer)
     dec_in = poems_of(corpus, vocab, 3)
     z = torch.randn(3, 8)
     with torch.no_grad():
         forced = model.next_token_log_probs(dec_in, z)
         stepper, state = LogitStepper(model, z, 3), model.initial_state(z, 3)
-        assert stepper.lm_part is not None and not stepper.fast and not stepper.normalised
+        assert stepper.lm_part is not None and stepper.fast and not stepper.normalised
+        block = torch.empty(2, stepper.width)
         for t in range(dec_in.size(1)):
             log_probs, state = model.step(dec_in[:, t], state, z, position=t, anchors=model.anchors(dec_in[:, :t]))
             torch.testing.assert_close(log_probs, forced[:, t], atol=1e-5, rtol=1e-5)
             stepped = torch.log_softmax(stepper(dec_in[:, t])[:, : len(vocab)], dim=1)
             torch.testing.assert_close(stepped, forced[:, t], atol=1e-5, rtol=1e-5)
+            rows = torch.log_softmax(stepper.project(slice(1, 3), block)[:, : len(vocab)], dim=1)
+            torch.testing.assert_close(rows, forced[1:, t], atol=1e-5, rtol=1e-5)
         perm = torch.tensor([2, 0, 0])
         moved, built = LogitStepper(model, z, 3), LogitStepper(model, z[perm], 3)
         for t in range(4 * L - 1):

@@ -72,8 +72,8 @@ class LogitStepper:
         dec = getattr(model, "decoder", None)  # any model with cfg, initial_state and step decodes (the slow path)
         output_layers = (nn.Linear, nn.AdaptiveLogSoftmaxWithLoss)
         laid_out = dec is not None and isinstance(dec.out, output_layers) and not dec.training
-        # a fused language model (lm_fusion) steps beside the decoder in a stepper of its own, and each step mixes
-        # the two: a call gives every row's mixed logits, so the sampler's row-block path (one model's) is off
+        # a fused language model (lm_fusion) steps beside the decoder in a stepper of its own; each projection
+        # mixes the two, row block by row block as for one model
         lm = getattr(model, "lm", None)
         self.lm_part = LogitStepper(lm, None, rows, form, dtype) if lm is not None and laid_out else None
         self.fusion = dec.fusion.detach() if self.lm_part is not None else None
@@ -86,7 +86,7 @@ class LogitStepper:
             torch.full((rows, 2), cfg.pad_id, dtype=torch.long, device=device) if getattr(cfg, "rhyme_dim", 0) else None
         )
         self.laid_out = laid_out  # this decoder's steps run here (else through model.step)
-        self.fast = laid_out and self.lm_part is None
+        self.fast = laid_out
         if laid_out:
             self._prepare(model, z)
         # what a step returns is already log-probs (the slow path's model.step, the adaptive softmax), not logits;
@@ -219,21 +219,23 @@ class LogitStepper:
         self.advance(prev)
         if self.logits is None or self.logits.shape[0] != prev.shape[0]:
             self.logits = self.state[0].new_empty(prev.shape[0], self.width)
-        logits = self.project(slice(None), self.logits)
-        return logits if self.lm_part is None else self._fuse(logits, self.lm_part(prev))
+        return self.project(slice(None), self.logits)
 
-    def _fuse(self, own: Tensor, lm: Tensor) -> Tensor:
-        """A fused step: a * log p_LM + b * log p_decoder over the vocabulary (the step's fusion weights; any sign),
-        padding columns -inf; unnormalised, as logits are."""
+    def _fuse(self, rows: slice | Tensor, own: Tensor) -> Tensor:
+        """A fused step's ``rows``, in place of ``own`` (this decoder's logits or log-probs of them): a * log p_LM +
+        b * log p_decoder over the vocabulary (the step's fusion weights; any sign), padding columns -inf;
+        unnormalised, as logits are."""
         a, b = self.fusion[min(self.position - 1, self.fusion.shape[0] - 1)].tolist()
         v = self.vocab_size
-        own_lp = own[:, :v] if self.adaptive else torch.log_softmax(own[:, :v], dim=1)
-        lm_lp = lm[:, :v] if self.lm_part.normalised else torch.log_softmax(lm[:, :v], dim=1)
-        # into a buffer kept between steps: a fresh row-sized result every step page-faults its memory in again
-        out = self._buffer("fused", own, self.width, torch.float32)
-        torch.mul(lm_lp, a, out=out[:, :v]).add_(own_lp, alpha=b)
-        out[:, v:] = float("-inf")
-        return out
+        # the language model's rows into a buffer kept between steps: a fresh row-sized result every step
+        # page-faults its memory in again
+        lm = self.lm_part.project(rows, self._buffer("lm_rows", own, self.width, torch.float32))
+        if not self.adaptive:
+            own[:, :v] = torch.log_softmax(own[:, :v], dim=1)
+        if not self.lm_part.normalised:
+            lm[:, :v] = torch.log_softmax(lm[:, :v], dim=1)
+        own[:, :v].mul_(b).add_(lm[:, :v], alpha=a)
+        return own
 
     def advance(self, prev: Tensor) -> None:
         """The recurrent part of a step (fast path only): read (R,) previous tokens, update the state, and keep
@@ -255,11 +257,19 @@ class LogitStepper:
         self.rhyme = self._rhyme() if self.rhyme_dim else None
         self.position += 1
         self.hidden = x if self.dtype == torch.float32 else x.to(self.dtype)
+        if self.lm_part is not None:
+            self.lm_part.advance(prev)
 
     def project(self, rows: slice | Tensor, out: Tensor, head: Tensor | None = None) -> Tensor:
         """The last :meth:`advance`'s logits (log-probs for an adaptive softmax) of ``rows`` (a slice, or row
         indices) into ``out`` (rows, padded V). Row blocks that fit the cache keep the row-wise passes after it
         there. ``head``: the rows' :meth:`head_log_probs`, when already made (an adaptive softmax)."""
+        if self.lm_part is not None:
+            return self._fuse(rows, self._project_own(rows, out, head))
+        return self._project_own(rows, out, head)
+
+    def _project_own(self, rows: slice | Tensor, out: Tensor, head: Tensor | None = None) -> Tensor:
+        """This decoder's part of :meth:`project` (without a fused language model's)."""
         if self.adaptive:
             return self._adaptive_log_probs(rows, out, head)
         x = self.hidden[rows]
