@@ -111,7 +111,7 @@ class PoemModule(pl.LightningModule):
             log_ratio = self.model.prior.log_ratio(z, out.mu, out.logvar)
             terms = iw_terms(out.rec.view(rows), log_ratio, out.kl, beta)
         else:
-            terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits)
+            terms = elbo_terms(out.rec, out.kl, beta, self.objective.free_bits, self.model.cfg.latent_dim)
         if self.bow_head is not None:
             terms = self.bow_head.add_to(terms, out.z, batch["tokens"])
         return terms, beta

@@ -134,13 +134,17 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
 
 
-def free_bits_kl(kl: Tensor, lambda_: float) -> Tensor:
+def free_bits_kl(kl: Tensor, lambda_: float, latent_dim: int | None = None) -> Tensor:
     """KL term seen by the optimiser with free bits (Kingma et al. 2016, per-dimension variant).
 
     ``sum_j max(lambda_, mean_batch KL_j)``: a dimension whose batch-mean KL is below ``lambda_`` nats
     is not pushed further towards the prior (zero gradient). ``lambda_ = 0`` gives the plain batch
-    mean of the per-poem KL. ``kl`` is (B, Z); a (B, 0) tensor (the LM baseline) gives 0.
+    mean of the per-poem KL. ``kl`` is (B, Z); a (B, 0) tensor (the LM baseline) gives 0. A prior that does not
+    factorise (a mixture) gives each poem's total KL alone, (B, 1): the whole code then has the floor of its
+    ``latent_dim`` dimensions, ``lambda_ * latent_dim`` (Kingma et al.'s variant with one group).
     """
+    if kl.shape[1] == 1 and latent_dim:
+        lambda_ *= latent_dim
     return kl.mean(dim=0).clamp(min=lambda_).sum()
 
 
@@ -176,12 +180,15 @@ class BagOfWords(torch.nn.Linear):
         return {**terms, "bow": bow, "loss": terms["loss"] + self.loss_weight * bow}
 
 
-def elbo_terms(rec: Tensor, kl: Tensor, beta: float, free_bits: float = 0.0) -> dict[str, Tensor]:
-    """rec (B,) poem NLL, kl (B, Z) -> scalars: loss to minimise, mean rec, mean true KL, mean ELBO."""
+def elbo_terms(
+    rec: Tensor, kl: Tensor, beta: float, free_bits: float = 0.0, latent_dim: int | None = None
+) -> dict[str, Tensor]:
+    """rec (B,) poem NLL, kl (B, Z) (or (B, 1), a mixture prior's total: see :func:`free_bits_kl`) -> scalars:
+    loss to minimise, mean rec, mean true KL, mean ELBO."""
     rec_mean = rec.mean()
     kl_poem = kl.sum(dim=1)
     return {
-        "loss": rec_mean + beta * free_bits_kl(kl, free_bits),
+        "loss": rec_mean + beta * free_bits_kl(kl, free_bits, latent_dim),
         "rec": rec_mean,
         "kl": kl_poem.mean(),
         "elbo": -(rec + kl_poem).mean(),

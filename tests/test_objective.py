@@ -71,6 +71,18 @@ def test_free_bits_value_is_floored_batch_mean() -> None:
     assert free_bits_kl(torch.zeros(3, 0), 0.5).item() == 0.0
 
 
+def test_free_bits_floor_the_whole_code_under_a_mixture_prior() -> None:
+    """A mixture prior's KL comes as each poem's total (B, 1): the floor is then the whole code's, lambda x Z, and
+    the gradient stops below it; a factorised (B, Z) KL keeps the per-dimension floor."""
+    total = torch.tensor([[50.0], [60.0]], requires_grad=True)  # batch mean 55 < 2 x 32
+    assert free_bits_kl(total, 2.0, latent_dim=32).item() == pytest.approx(64.0)
+    free_bits_kl(total, 2.0, latent_dim=32).backward()
+    assert total.grad.abs().sum().item() == 0.0
+    assert free_bits_kl(total.detach(), 1.5, latent_dim=32).item() == pytest.approx(55.0)  # above 48: as it is
+    per_dim = torch.tensor([[0.1, 2.0, 0.0, 0.6], [0.3, 1.0, 0.0, 0.2]])
+    assert free_bits_kl(per_dim, 0.5, latent_dim=4).item() == pytest.approx(free_bits_kl(per_dim, 0.5).item())
+
+
 def test_free_bits_gradient_zero_below_floor() -> None:
     kl = torch.tensor([[0.1, 2.0, 0.0, 0.6], [0.3, 1.0, 0.0, 0.2]], requires_grad=True)
     free_bits_kl(kl, 0.5).backward()
