@@ -5,6 +5,9 @@ model's as they were (frozen from then on), and the fusion weights at their star
 log_softmax(0.4 * LM + 0.8 * decoder)). The language model must have been trained with the VAE's decoder sizes and
 vocabulary: the recipe's reference (``poet_lm`` for ``poet``). Training it on (``init_from=<out>
 model.lm_fusion=true``, e.g. ``experiment=poet_fused``) fits the decoder and the fusion weights to each other.
+
+A VAE that already has a language model beside its decoder gets the new one in its place, its decoder and fusion
+weights kept: a better-trained LM of the same sizes (e.g. one cooled down further) swapped in, to be trained on.
 """
 
 from __future__ import annotations
@@ -36,9 +39,6 @@ def fuse_lm(cfg: DictConfig) -> dict[str, str]:
     vae, lm = load_checkpoint(source), load_checkpoint(lm_source)
     if not vae.model.cfg.use_latent:
         raise PromptError(f"ckpt_path={cfg.ckpt_path} is a language model: give a VAE's checkpoint")
-    if vae.model.lm is not None:
-        raise PromptError(f"ckpt_path={cfg.ckpt_path} already has a language model beside its decoder: give the VAE "
-                          "it was fused from")
     if lm.model.cfg.use_latent:
         raise PromptError(f"lm={cfg.lm} is a VAE: give a language model (use_latent=false), e.g. lm=poet_lm")
     if vae.vocab.tokens != lm.vocab.tokens:
@@ -55,7 +55,9 @@ def fuse_lm(cfg: DictConfig) -> dict[str, str]:
                           "with the VAE's decoder sizes (the recipe's LM reference)") from None
     weights = dict(raw["state_dict"])
     dtype = weights[f"{MODEL_PREFIX}decoder.lstm.weight_hh_l0"].dtype  # the VAE's precision (a slimmed file's half)
-    weights[f"{MODEL_PREFIX}decoder.fusion"] = fused.decoder.fusion.detach().float()
+    swapped = vae.model.lm is not None  # a fused VAE keeps its fusion weights; only its language model changes
+    if not swapped:
+        weights[f"{MODEL_PREFIX}decoder.fusion"] = fused.decoder.fusion.detach().float()
     weights.update({f"{MODEL_PREFIX}lm.{name}": value.to(dtype) if value.is_floating_point() else value
                     for name, value in lm.model.state_dict().items()})
     written = copy.copy(raw)
@@ -65,7 +67,8 @@ def fuse_lm(cfg: DictConfig) -> dict[str, str]:
                                        f"out={cfg.out}",
                             "vae": shown_path(source), "lm": shown_path(lm_source)}
     atomic_write(out, lambda tmp: write_checkpoint_file(written, tmp))
-    print(f"wrote {out}: {cfg.ckpt_path}'s VAE with {cfg.lm} beside its decoder")
+    done = "in place of its language model" if swapped else "beside its decoder"
+    print(f"wrote {out}: {cfg.ckpt_path}'s VAE with {cfg.lm} {done}")
     return {"out": str(out)}
 
 

@@ -144,6 +144,26 @@ def test_fuse_lm_writes_the_two_models_side_by_side(tiny_checkpoint: Path, tiny_
         assert len(poems) == 3 and all(poem.text for poem in poems)
 
 
+def test_fuse_lm_swaps_the_language_model_of_a_fused_vae(tiny_checkpoint: Path, tiny_lm: Path, tmp_path_factory,
+                                                        tmp_path: Path) -> None:
+    """A fused VAE given another LM keeps its decoder and fusion weights, and holds the new LM's weights."""
+    fused_file, swapped_file = tmp_path / "fused.ckpt", tmp_path / "swapped.ckpt"
+    fuse_lm(_fuse_config(f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={fused_file}"))
+    raw = read_checkpoint(fused_file)
+    raw["state_dict"]["model.decoder.fusion"] = torch.full_like(raw["state_dict"]["model.decoder.fusion"], 0.3)
+    write_checkpoint_file(raw, fused_file)  # fusion weights a fresh fuse would not give
+    other = train_tiny_checkpoint(tmp_path_factory, "tiny_other_lm", "model.use_latent=false", "seed=7")
+    fuse_lm(_fuse_config(f"ckpt_path={fused_file}", f"lm={other}", f"out={swapped_file}"))
+    before, lm, after = (load_checkpoint(p).model for p in (fused_file, other, swapped_file))
+    state = after.state_dict()
+    for name, value in before.state_dict().items():
+        if not name.startswith("lm."):
+            assert torch.equal(state[name], value), name
+    for name, value in lm.state_dict().items():
+        assert torch.equal(state[f"lm.{name}"], value), name
+    assert not torch.equal(before.lm.decoder.lstm.weight_hh_l0, after.lm.decoder.lstm.weight_hh_l0)
+
+
 def test_fuse_lm_refuses_what_it_cannot_fuse(tiny_checkpoint: Path, tiny_lm: Path, tmp_path: Path) -> None:
     out = tmp_path / "fused.ckpt"
     cases = [
