@@ -67,6 +67,13 @@ def test_a_step_draws_from_the_weighted_mixture(corpus, vocab, block: int, monke
     target = torch.cat([dec_in[:, 1:], torch.full((3, 1), vocab.eos_id)], dim=1)
     scored = model.token_log_probs(dec_in, target, z, form=form)
     torch.testing.assert_close(scored, mixed.gather(-1, target.unsqueeze(-1)).squeeze(-1))
+    # K codes a poem (the IW bound's layout): the language model scores each poem once for all K copies
+    codes = torch.randn(2 * 3, 8)
+    with torch.no_grad():
+        shared = model.token_log_probs(dec_in.repeat(2, 1), target.repeat(2, 1), codes, form=form.repeat(2), copies=2)
+        alone = torch.cat([model.token_log_probs(dec_in, target, codes[k * 3 : (k + 1) * 3], form=form)
+                           for k in range(2)])  # fmt: skip
+    torch.testing.assert_close(shared, alone)
 
 
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])

@@ -61,7 +61,7 @@ def iw_log_weights(
         n = min(chunk, k - start)
         eps = torch.randn((n, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + (0.5 * logvar).exp() * eps  # (n, B, Z)
-        log_pxz = model.token_log_probs(dec_in.repeat(n, 1), target.repeat(n, 1), z.reshape(n * B, -1))
+        log_pxz = model.token_log_probs(dec_in.repeat(n, 1), target.repeat(n, 1), z.reshape(n * B, -1), copies=n)
         log_w.append(log_pxz.sum(dim=1).view(n, B) + model.prior.log_ratio(z, mu, logvar))
     return torch.cat(log_w)
 

@@ -121,11 +121,13 @@ class PoemModel(nn.Module):
         z: Tensor | None = None,
         word_dropout_rate: float = 0.0,
         form: Tensor | None = None,
+        copies: int = 1,
     ) -> Tensor:
         """log p(target_t | target_<t, z) for each position: (B, T), 0 where target is pad.
 
         Teacher forcing; ``word_dropout_rate`` (a training regulariser the objective sets) replaces decoder inputs
-        by ``<unk>``. To score one poem under K codes, repeat dec_in/target to (K*B, T) and pass z (K*B, Z).
+        by ``<unk>``. To score one poem under K codes, repeat dec_in/target to (K*B, T) (``dec_in.repeat(K, 1)``),
+        pass z (K*B, Z) and ``copies=K``: a fused language model, which does not read z, then scores each poem once.
         """
         self._check_z(z)
         cfg = self.cfg
@@ -137,7 +139,7 @@ class PoemModel(nn.Module):
         if self.lm is None:
             logp = self.decoder.target_log_probs(hidden, target.reshape(-1))
         else:
-            logp = self._fused_target_log_probs(hidden, clean, form, target)
+            logp = self._fused_target_log_probs(hidden, clean, form, target, copies)
         return logp.view_as(target).masked_fill(target == cfg.pad_id, 0.0)
 
     def next_token_log_probs(self, dec_in: Tensor, z: Tensor | None = None, form: Tensor | None = None) -> Tensor:
@@ -147,25 +149,35 @@ class PoemModel(nn.Module):
         log_probs = self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
         return log_probs if self.lm is None else self._fuse(log_probs, dec_in, form)
 
-    def _fused_target_log_probs(self, hidden: Tensor, dec_in: Tensor, form: Tensor | None, target: Tensor) -> Tensor:
+    def _fused_target_log_probs(
+        self, hidden: Tensor, dec_in: Tensor, form: Tensor | None, target: Tensor, copies: int = 1
+    ) -> Tensor:
         """log p(target) (B * T,) of a fused model from the decoder's output-layer input ``hidden`` (B * T, width):
         the two models' full distributions are made :data:`FUSED_ROWS` positions at a time, so each block's tables
-        are reused memory rather than fresh pages (a whole batch's would be gigabytes at an IW bound's K)."""
+        are reused memory rather than fresh pages (a whole batch's would be gigabytes at an IW bound's K). When the
+        rows are ``copies`` blocks of the same poems (K codes each), the language model's block serves them all."""
+        poems = dec_in.size(0) // copies
+        if poems * copies != dec_in.size(0):
+            raise ValueError(f"{dec_in.size(0)} rows are not {copies} copies of the same poems")
+        own, form = dec_in[:poems], None if form is None else form[:poems]
         with torch.no_grad():
-            lm_hidden = self.lm._forced_hidden(dec_in, None, form, self.lm.anchors(dec_in))
+            lm_hidden = self.lm._forced_hidden(own, None, form, self.lm.anchors(own))
         steps = dec_in.size(1)
+        positions = poems * steps
         # each flattened position's (a, b): position p of a poem is row p % steps
-        weights = self.decoder.fusion_weights(0, steps).to(hidden.dtype).repeat(dec_in.size(0), 1)
+        weights = self.decoder.fusion_weights(0, steps).to(hidden.dtype).repeat(poems, 1)
         flat_target = target.reshape(-1)
-        parts = []
-        for start in range(0, hidden.size(0), FUSED_ROWS):
-            rows = slice(start, start + FUSED_ROWS)
+        parts: list[list[Tensor]] = [[] for _ in range(copies)]
+        for start in range(0, positions, FUSED_ROWS):
+            rows = slice(start, min(start + FUSED_ROWS, positions))
             w = weights[rows]
             with torch.no_grad():
                 lm_log_probs = self.lm.decoder.log_probs(lm_hidden[rows]).to(hidden.dtype)
-            parts.append(target_log_softmax(mixture(w, lm_log_probs, self.decoder.log_probs(hidden[rows])),
-                                            flat_target[rows]))
-        return torch.cat(parts)
+            for k, part in enumerate(parts):
+                copy = slice(k * positions + rows.start, k * positions + rows.stop)
+                part.append(target_log_softmax(mixture(w, lm_log_probs, self.decoder.log_probs(hidden[copy])),
+                                               flat_target[copy]))
+        return torch.cat([block for part in parts for block in part])
 
     def _fuse(self, log_probs: Tensor, dec_in: Tensor, form: Tensor | None) -> Tensor:
         """The decoder's log-probs (B, T, V) mixed with the fused language model's (which reads ``dec_in``, (B, T))
@@ -218,7 +230,7 @@ class PoemModel(nn.Module):
             form = None if form is None else form.repeat(samples)
         else:
             z = self.reparameterize(mu, logvar)
-        rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form).sum(dim=1)
+        rec = -self.token_log_probs(dec_in, target, z, word_dropout_rate, form, copies=samples).sum(dim=1)
         return ModelOutput(rec=rec, kl=self.prior.kl(mu, logvar, z), mu=mu, logvar=logvar, z=z)
 
     def step(
