@@ -26,7 +26,9 @@ if TYPE_CHECKING:  # the model imports this module
 class ObjectiveConfig:
     """What the training loss adds to the reconstruction term; ``conf/objective/*.yaml`` maps onto it."""
 
-    free_bits: float = 0.0  # per-dimension KL floor in nats (0 = off)
+    # per-dimension KL floor in nats (0 = off); under a mixture prior, whose KL does not split by dimension, the
+    # whole code's floor is free_bits x latent_dim
+    free_bits: float = 0.0
     word_dropout: float = 0.0  # decoder inputs (not <s>, not pad) -> <unk> at this rate, training only
     # Zhao et al. 2017: weight of an auxiliary loss that predicts the poem's characters, as a bag, from z alone
     # (one linear layer); z must then carry the poem's content, which the decoder can read (0 = off)
