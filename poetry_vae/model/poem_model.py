@@ -30,6 +30,11 @@ def mixture(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
     return torch.addcmul(weights[..., :1] * lm_log_probs, weights[..., 1:], log_probs)
 
 
+def fused_log_probs(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
+    """The :func:`mixture` normalised over the vocabulary (the last dimension): a fused model's log-probs."""
+    return torch.log_softmax(mixture(weights, lm_log_probs.to(log_probs.dtype), log_probs), dim=-1)
+
+
 @dataclass
 class ModelOutput:
     rec: Tensor  # (B,) NLL of each poem, summed over its target positions (pads excluded)
@@ -183,9 +188,9 @@ class PoemModel(nn.Module):
         """The decoder's log-probs (B, T, V) mixed with the fused language model's (which reads ``dec_in``, (B, T))
         and normalised."""
         with torch.no_grad():
-            lm_log_probs = self.lm.next_token_log_probs(dec_in, None, form).to(log_probs.dtype)
+            lm_log_probs = self.lm.next_token_log_probs(dec_in, None, form)
         weights = self.decoder.fusion_weights(0, dec_in.size(1)).to(log_probs.dtype)
-        return torch.log_softmax(mixture(weights, lm_log_probs, log_probs), dim=-1)
+        return fused_log_probs(weights, lm_log_probs, log_probs)
 
     def anchors(self, dec_in: Tensor) -> Tensor | None:
         """The last characters of lines 1 and 2 in ``dec_in`` (B, T), (B, 2), pad where the poem is shorter; None
@@ -260,8 +265,7 @@ class PoemModel(nn.Module):
             return log_probs, own
         lm_state = (state[0][layers:], state[1][layers:])
         lm_log_probs, lm_state = self.lm.step(prev_tokens, lm_state, None, form, position, anchors)
-        weights = self.decoder.fusion_weights(position, 1).to(log_probs.dtype)
-        fused = torch.log_softmax(mixture(weights, lm_log_probs.to(log_probs.dtype), log_probs), dim=-1)
+        fused = fused_log_probs(self.decoder.fusion_weights(position, 1).to(log_probs.dtype), lm_log_probs, log_probs)
         return fused, (torch.cat([own[0], lm_state[0]]), torch.cat([own[1], lm_state[1]]))
 
     def reset_decoder(self, seed: int) -> None:
