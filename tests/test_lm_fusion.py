@@ -104,6 +104,86 @@ def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str) -
         torch.testing.assert_close(moved(dec_in[perm, 4 * L - 1]), built(dec_in[perm, 4 * L - 1]))
 
 
+def test_a_fusion_by_cluster_mixes_each_part_of_the_adaptive_softmax(corpus, vocab) -> None:
+    """fusion_by_cluster: log p(v) = H(c) + T_c(v), the heads' and each cluster's tails' mixtures each normalised;
+    scoring targets (each tail target inside its own cluster only, K codes with one LM pass) gives its numbers."""
+    model = fused(vocab, fusion_by_cluster=True, output_layer="adaptive")
+    dec_in = poems_of(corpus, vocab, 3)
+    z, form = torch.randn(3, 8), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        mixed = model.next_token_log_probs(dec_in, z, form)
+        hidden = model._forced_hidden(dec_in, z, form, model.anchors(dec_in))
+        lm_hidden = model.lm._forced_hidden(dec_in, None, form, model.lm.anchors(dec_in))
+    out, lm_out = model.decoder.out, model.lm.decoder.out
+    w = model.decoder.fusion.detach()[: dec_in.size(1)].repeat(3, 1)
+    a, b = w[:, :1], w[:, 1:]
+    head = torch.log_softmax(a * torch.log_softmax(lm_out.head(lm_hidden), -1)
+                             + b * torch.log_softmax(out.head(hidden), -1), -1)  # fmt: skip
+    short = out.shortlist_size
+    expected = [head[:, :short]]
+    for c, (tail, lm_tail) in enumerate(zip(out.tail, lm_out.tail, strict=True)):
+        inside = torch.log_softmax(a * torch.log_softmax(lm_tail(lm_hidden), -1)
+                                   + b * torch.log_softmax(tail(hidden), -1), -1)  # fmt: skip
+        expected.append(head[:, short + c : short + c + 1] + inside)
+    torch.testing.assert_close(mixed.view(-1, len(vocab)), torch.cat(expected, dim=1).detach())
+    torch.testing.assert_close(mixed.logsumexp(-1), torch.zeros(3, dec_in.size(1)), atol=1e-5, rtol=0)
+    # not the whole-vocabulary mixture of the same weights
+    assert not torch.allclose(mixed, fused(vocab, output_layer="adaptive").next_token_log_probs(dec_in, z, form), atol=1e-3)
+    target = torch.cat([dec_in[:, 1:], torch.full((3, 1), vocab.eos_id)], dim=1)
+    assert (target >= short).any()  # some targets in the tails
+    scored = model.token_log_probs(dec_in, target, z, form=form)
+    torch.testing.assert_close(scored, mixed.gather(-1, target.unsqueeze(-1)).squeeze(-1))
+    codes = torch.randn(2 * 3, 8)
+    with torch.no_grad():
+        shared = model.token_log_probs(dec_in.repeat(2, 1), target.repeat(2, 1), codes, form=form.repeat(2), copies=2)
+        alone = torch.cat([model.token_log_probs(dec_in, target, codes[k * 3 : (k + 1) * 3], form=form)
+                           for k in range(2)])  # fmt: skip
+    torch.testing.assert_close(shared, alone)
+
+
+def test_a_fusion_by_cluster_steps_and_draws_lazily_as_teacher_forcing_scores(corpus, vocab, monkeypatch) -> None:
+    """model.step and the stepper (its heads mixed, then each cluster's tails) give teacher forcing's normalised
+    log-probs, whole or rows picked out; sampling takes the lazy path (tails only where a draw needs them) and
+    each poem's score is its teacher-forced log-prob."""
+    from poetry_vae.generation import adaptive_draw
+
+    model = fused(vocab, fusion_by_cluster=True, output_layer="adaptive")
+    dec_in = poems_of(corpus, vocab, 3)
+    z = torch.randn(3, 8)
+    with torch.no_grad():
+        forced = model.next_token_log_probs(dec_in, z)
+        stepper, state = LogitStepper(model, z, 3), model.initial_state(z, 3)
+        assert stepper.by_cluster and stepper.fast and stepper.normalised
+        for t in range(dec_in.size(1)):
+            log_probs, state = model.step(dec_in[:, t], state, z, position=t, anchors=model.anchors(dec_in[:, :t]))
+            torch.testing.assert_close(log_probs, forced[:, t], atol=1e-5, rtol=1e-5)
+            stepped = stepper(dec_in[:, t])[:, : len(vocab)]
+            torch.testing.assert_close(stepped, forced[:, t], atol=1e-5, rtol=1e-5)
+            picked = torch.tensor([2, 0])
+            rows = stepper.project(picked, torch.empty(2, stepper.width), stepper.head_log_probs(picked))
+            torch.testing.assert_close(rows[:, : len(vocab)], forced[picked, t], atol=1e-5, rtol=1e-5)
+    calls = []
+    choose_lazily = adaptive_draw.choose_lazily
+    monkeypatch.setattr(adaptive_draw, "choose_lazily", lambda *a, **k: calls.append(1) or choose_lazily(*a, **k))
+    codes = sample_prior(model, 16, torch.Generator().manual_seed(0))
+    for strategy in ("top_p", "greedy"):
+        poems = generate(model, vocab, codes, DecodeRequest(strategy=strategy, temperature=0.8),
+                         torch.Generator().manual_seed(0))  # fmt: skip
+        tokens = torch.tensor([[vocab.bos_id, *vocab.encode("".join(p.lines))] for p in poems])
+        target = torch.cat([tokens[:, 1:], torch.full((16, 1), vocab.eos_id)], dim=1)
+        with torch.no_grad():  # a fixed-length poem's score has no final </s>
+            expected = model.token_log_probs(tokens, target, codes)[:, :-1].sum(dim=1)
+        torch.testing.assert_close(torch.tensor([p.log_prob for p in poems]), expected, atol=1e-3, rtol=1e-4)
+    assert len(calls) == 2 * 4 * L
+
+
+def test_a_fusion_by_cluster_needs_a_fused_adaptive_softmax(vocab) -> None:
+    for wrong in ({"lm_fusion": True, "output_layer": "softmax"}, {"lm_fusion": False}):
+        with pytest.raises(PoetryVAEError, match="fusion_by_cluster=true needs lm_fusion=true and output_layer"):
+            ModelConfig(vocab_size=50, fusion_by_cluster=True, **wrong)
+    assert not ModelConfig.from_dict({"vocab_size": 50, "lm_fusion": True}).fusion_by_cluster  # v6 and v7's files
+
+
 def test_the_language_model_is_frozen_while_the_rest_trains(corpus, vocab) -> None:
     model = fused(vocab).train()
     assert not model.lm.training and model.decoder.training

@@ -45,9 +45,11 @@ ROW_QUANTUM = 32  # rows made whole are projected in multiples of this (see _who
 
 
 def applies(stepper: LogitStepper, request: DecodeRequest, device: torch.device) -> bool:
-    """Whether this module draws the step: an adaptive softmax on a CPU (on a GPU the whole row is one kernel,
-    and picking rows out would cost synchronisations), greedy, or sampling / top-p at T <= 1 without min_p."""
-    if not stepper.adaptive or stepper.lm_part is not None or device.type != "cpu":
+    """Whether this module draws the step: an adaptive softmax (alone or fused by cluster) on a CPU (on a GPU the
+    whole row is one kernel, and picking rows out would cost synchronisations), greedy, or sampling / top-p at
+    T <= 1 without min_p."""
+    fused_whole = stepper.lm_part is not None and not stepper.by_cluster  # its normaliser needs every tail
+    if not stepper.adaptive or fused_whole or device.type != "cpu":
         return False
     if request.strategy == "greedy":
         return True

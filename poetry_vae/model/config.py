@@ -51,6 +51,10 @@ class ModelConfig:
     # next character drawn from log_softmax(a * LM + b * decoder), a and b learned per place. The decoder's reading
     # of z then adds to what the language model already knows instead of relearning it
     lm_fusion: bool = False
+    # with lm_fusion and an adaptive softmax: mix the two models' heads, and each tail cluster's distributions inside
+    # it, each part normalised on its own (poetry_vae.model.fusion), so a draw makes a row's tails only when it lands
+    # in a cluster. False: one mixture over the whole vocabulary (the fused flagship v6 and v7)
+    fusion_by_cluster: bool = False
     bn_gamma: float = 0.0  # BN-VAE (Zhu et al. 2020): batch norm on mu with this fixed scale; 0 = off
     # p(z): "standard" N(0, I) | "gaussian": ``prior_components`` full-covariance Gaussians (a mixture when > 1)
     # that `python -m poetry_vae.fit_prior` fits to a trained model's aggregate posterior (poetry_vae.model.prior)
@@ -79,6 +83,10 @@ class ModelConfig:
             (self.place_dim < 0, f"place_dim={self.place_dim} must be >= 0 (0 = no place code)"),
             (self.rhyme_dim > 0 and not self.line_length, "rhyme_dim > 0 needs line_length (5 or 7)"),
             (self.lm_fusion and not self.use_latent, "lm_fusion=true needs a VAE (use_latent=true)"),
+            (
+                self.fusion_by_cluster and not (self.lm_fusion and self.output_layer == "adaptive"),
+                "fusion_by_cluster=true needs lm_fusion=true and output_layer=adaptive (its clusters)",
+            ),
             (
                 self.use_latent
                 and not (self.z_to_initial_state or self.z_to_every_input or self.z_to_output or self.position_codes),
@@ -112,9 +120,9 @@ class ModelConfig:
 def lm_config(cfg: ModelConfig) -> ModelConfig:
     """The language model a fused VAE holds beside its decoder: the same decoder and inputs without z (no encoder,
     no z paths, no position codes, which only carry z), as the flagship's LM reference is built."""
-    return dataclasses.replace(cfg, use_latent=False, lm_fusion=False, position_codes=0, z_to_initial_state=False,
-                               z_to_every_input=False, z_to_output=False, prior="standard", prior_components=1,
-                               bn_gamma=0.0)
+    return dataclasses.replace(cfg, use_latent=False, lm_fusion=False, fusion_by_cluster=False, position_codes=0,
+                               z_to_initial_state=False, z_to_every_input=False, z_to_output=False, prior="standard",
+                               prior_components=1, bn_gamma=0.0)
 
 
 # Fields whose default changed, with the default before the change: a dict without the key (an older

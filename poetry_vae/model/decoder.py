@@ -4,6 +4,8 @@ line ends, the rhyme classes of the earlier line end they rhyme with; then softm
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -166,11 +168,17 @@ def adaptive_target_log_probs(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tens
     autocast: CUDA's runs log_softmax in fp32 whatever the input and CPU autocast gives an fp32 input bf16 matmuls,
     so there the layer runs in fp32 with autocast off; a bf16 input under CPU autocast (the measured-faster training
     path) stays as it is, normalised in fp32."""
+    return outside_cpu_autocast(lambda h: _adaptive_target_log_probs(layer, h, target), hidden)
+
+
+def outside_cpu_autocast(score: Callable[..., Tensor], hidden: Tensor, *more: Tensor) -> Tensor:
+    """``score(hidden, *more)`` in fp32 with autocast off where autocast would run it in a precision it did not
+    ask for (see :func:`adaptive_target_log_probs`); as it is otherwise."""
     device = hidden.device.type
     if torch.is_autocast_enabled(device) and (device != "cpu" or hidden.dtype == torch.float32):
         with torch.autocast(device, enabled=False):
-            return _adaptive_target_log_probs(layer, hidden.float(), target)
-    return _adaptive_target_log_probs(layer, hidden, target)
+            return score(hidden.float(), *(t.float() for t in more))
+    return score(hidden, *more)
 
 
 def _adaptive_target_log_probs(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor, target: Tensor) -> Tensor:

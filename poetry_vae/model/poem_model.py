@@ -13,8 +13,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poetry_vae.model.config import ModelConfig, lm_config
-from poetry_vae.model.decoder import Decoder, State
+from poetry_vae.model.decoder import Decoder, State, outside_cpu_autocast
 from poetry_vae.model.encoder import Encoder
+from poetry_vae.model.fusion import (
+    cluster_fused_log_probs,
+    cluster_fused_target_log_probs,
+    fused_log_probs,
+    head_and_tails,
+    mixture,
+)
 from poetry_vae.model.highway import Highway
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.prior import build_prior
@@ -22,17 +29,6 @@ from poetry_vae.model.target_log_softmax import target_log_softmax
 from poetry_vae.objective import word_dropout
 
 FUSED_ROWS = 448  # positions a block of a fused model's scoring: each full-vocabulary table ~15 MB at 8,621 characters
-
-
-def mixture(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
-    """A fused step's unnormalised log-probs, a * log p_LM + b * log p_decoder: ``weights`` (..., 2) holds each
-    position's (a, b) and broadcasts against the (..., V) log-probs by its leading dimensions."""
-    return torch.addcmul(weights[..., :1] * lm_log_probs, weights[..., 1:], log_probs)
-
-
-def fused_log_probs(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
-    """The :func:`mixture` normalised over the vocabulary (the last dimension): a fused model's log-probs."""
-    return torch.log_softmax(mixture(weights, lm_log_probs.to(log_probs.dtype), log_probs), dim=-1)
 
 
 @dataclass
@@ -151,8 +147,12 @@ class PoemModel(nn.Module):
         """Teacher forcing, full distributions: log p(. | dec_in_<=t, z) for each position, (B, T, V)."""
         self._check_z(z)
         hidden = self._forced_hidden(dec_in, z, form, self.anchors(dec_in))
-        log_probs = self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
-        return log_probs if self.lm is None else self._fuse(log_probs, dec_in, form)
+        if self.lm is None:
+            return self.decoder.log_probs(hidden).view(*dec_in.shape, -1)
+        with torch.no_grad():
+            lm_hidden = self.lm._forced_hidden(dec_in, None, form, self.lm.anchors(dec_in))
+        weights = self.decoder.fusion_weights(0, dec_in.size(1)).repeat(dec_in.size(0), 1)
+        return self._fused(hidden, lm_hidden, weights).view(*dec_in.shape, -1)
 
     def _fused_target_log_probs(
         self, hidden: Tensor, dec_in: Tensor, form: Tensor | None, target: Tensor, copies: int = 1
@@ -172,6 +172,12 @@ class PoemModel(nn.Module):
         # each flattened position's (a, b): position p of a poem is row p % steps
         weights = self.decoder.fusion_weights(0, steps).to(hidden.dtype).repeat(poems, 1)
         flat_target = target.reshape(-1)
+        if self.cfg.fusion_by_cluster:  # each tail target's cluster only: no whole distribution is made
+            return outside_cpu_autocast(
+                lambda h, lm_h: cluster_fused_target_log_probs(
+                    self.decoder.out, self.lm.decoder.out, h, lm_h, weights.to(h.dtype).repeat(copies, 1),
+                    flat_target),
+                hidden, lm_hidden)  # fmt: skip
         parts: list[list[Tensor]] = [[] for _ in range(copies)]
         for start in range(0, positions, FUSED_ROWS):
             rows = slice(start, min(start + FUSED_ROWS, positions))
@@ -184,13 +190,18 @@ class PoemModel(nn.Module):
                                                flat_target[copy]))
         return torch.cat([block for part in parts for block in part])
 
-    def _fuse(self, log_probs: Tensor, dec_in: Tensor, form: Tensor | None) -> Tensor:
-        """The decoder's log-probs (B, T, V) mixed with the fused language model's (which reads ``dec_in``, (B, T))
-        and normalised."""
+    def _fused(self, hidden: Tensor, lm_hidden: Tensor, weights: Tensor) -> Tensor:
+        """A fused model's whole next-character log-distributions (N, V) from the decoder's and the language model's
+        output-layer inputs (N, width each); ``weights`` (N, 2) each row's fusion weights (a, b)."""
+        if self.cfg.fusion_by_cluster:
+            with torch.no_grad():
+                lm_parts = head_and_tails(self.lm.decoder.out, lm_hidden)
+            own = head_and_tails(self.decoder.out, hidden)
+            return cluster_fused_log_probs(weights.to(hidden.dtype), lm_parts, own)
+        log_probs = self.decoder.log_probs(hidden)
         with torch.no_grad():
-            lm_log_probs = self.lm.next_token_log_probs(dec_in, None, form)
-        weights = self.decoder.fusion_weights(0, dec_in.size(1)).to(log_probs.dtype)
-        return fused_log_probs(weights, lm_log_probs, log_probs)
+            lm_log_probs = self.lm.decoder.log_probs(lm_hidden)
+        return fused_log_probs(weights.to(log_probs.dtype), lm_log_probs, log_probs)
 
     def anchors(self, dec_in: Tensor) -> Tensor | None:
         """The last characters of lines 1 and 2 in ``dec_in`` (B, T), (B, 2), pad where the poem is shorter; None
@@ -260,12 +271,13 @@ class PoemModel(nn.Module):
         layers = self.cfg.decoder_layers
         own = state if self.lm is None else (state[0][:layers], state[1][:layers])
         hidden, own = self.decoder.hidden(emb, own, z, position, anchors)
-        log_probs = self.decoder.log_probs(hidden.squeeze(1))
         if self.lm is None:
-            return log_probs, own
+            return self.decoder.log_probs(hidden.squeeze(1)), own
         lm_state = (state[0][layers:], state[1][layers:])
-        lm_log_probs, lm_state = self.lm.step(prev_tokens, lm_state, None, form, position, anchors)
-        fused = fused_log_probs(self.decoder.fusion_weights(position, 1).to(log_probs.dtype), lm_log_probs, log_probs)
+        lm_emb = self.lm._embed(prev_tokens.unsqueeze(1), form)
+        lm_hidden, lm_state = self.lm.decoder.hidden(lm_emb, lm_state, None, position, anchors)
+        weights = self.decoder.fusion_weights(position, 1).expand(prev_tokens.size(0), -1)
+        fused = self._fused(hidden.squeeze(1), lm_hidden.squeeze(1), weights)
         return fused, (torch.cat([own[0], lm_state[0]]), torch.cat([own[1], lm_state[1]]))
 
     def reset_decoder(self, seed: int) -> None:

@@ -89,9 +89,11 @@ class LogitStepper:
         self.fast = laid_out
         if laid_out:
             self._prepare(model, z)
-        # what a step returns is already log-probs (the slow path's model.step, the adaptive softmax), not logits;
-        # a fused step's mixture is not
-        self.normalised = (not laid_out or self.adaptive) and self.lm_part is None
+        # a fusion by cluster mixes each part of the two adaptive softmaxes and normalises it (model.fusion)
+        self.by_cluster = self.lm_part is not None and bool(getattr(cfg, "fusion_by_cluster", False))
+        # what a step returns is already log-probs (the slow path's model.step, the adaptive softmax, a fusion by
+        # cluster), not logits; a fused step's mixture over the whole vocabulary is not
+        self.normalised = (not laid_out or self.adaptive) and (self.lm_part is None or self.by_cluster)
 
     def _prepare(self, model: nn.Module, z: Tensor | None) -> None:
         dec, lstm = model.decoder, model.decoder.lstm
@@ -163,22 +165,51 @@ class LogitStepper:
 
     def head_log_probs(self, rows: slice | Tensor) -> Tensor:
         """An adaptive softmax's head for ``rows`` of the last :meth:`advance`: (rows, shortlist + clusters) fp32
-        log-probs, the shortlist's characters first, then one entry per tail cluster (the cluster's mass)."""
+        log-probs, the shortlist's characters first, then one entry per tail cluster (the cluster's mass). A fusion
+        by cluster gives the two heads' normalised mixture."""
+        head = self._own_head(rows)
+        if not self.by_cluster:
+            return head
+        a, b = self._fusion_weights()
+        return torch.log_softmax(head.mul_(b).add_(self.lm_part._own_head(rows), alpha=a), dim=1)
+
+    def _own_head(self, rows: slice | Tensor) -> Tensor:
         x = self.hidden[rows]
         head = _affine(x, self.head_w, _bias_rows(self.head_b, rows))
         if self.rhyme is not None:  # a rhyme step: the rhyme columns' share, in fp32
             head = head.addmm(self.rhyme[rows], self.rhyme_head)
         return torch.log_softmax(head, dim=1)
 
+    def _fusion_weights(self) -> tuple[float, float]:
+        """The last advanced step's fusion weights (a, b)."""
+        a, b = self.fusion[min(self.position - 1, self.fusion.shape[0] - 1)].tolist()
+        return a, b
+
     def _adaptive_log_probs(self, rows: slice | Tensor, buffer: Tensor, head: Tensor | None = None) -> Tensor:
         """Full log-distribution of an adaptive softmax for ``rows`` (``head``: their :meth:`head_log_probs`, when
         already made), as ``AdaptiveLogSoftmaxWithLoss.log_prob`` (exact in fp32; in bf16 the matmuls run in bf16
-        and everything after them in fp32)."""
+        and everything after them in fp32). A fusion by cluster mixes each cluster's two tails inside it."""
         head = self.head_log_probs(rows) if head is None else head
+        buffer[:, : self.shortlist] = head[:, : self.shortlist]
+        tails = self._tail_log_probs(rows)
+        if self.by_cluster:
+            a, b = self._fusion_weights()
+            lm_tails = self.lm_part._tail_log_probs(rows)
+            for i, (tail, lm_tail) in enumerate(zip(tails, lm_tails, strict=True)):
+                mixed = tail.mul_(b).add_(lm_tail, alpha=a)
+                tails[i] = torch.ops.aten._log_softmax.out(
+                    mixed, 1, False, out=self._buffer(f"fused{i}", mixed, mixed.shape[1], torch.float32))
+        for i, (tail, (start, stop)) in enumerate(zip(tails, self.tail_spans, strict=True)):
+            torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
+        buffer[:, self.vocab_size :] = float("-inf")
+        return buffer
+
+    def _tail_log_probs(self, rows: slice | Tensor) -> list[Tensor]:
+        """Each tail cluster's log-probs inside it for ``rows`` (fp32 buffers reused by the next call)."""
         down = _affine(self.hidden[rows], self.tail_down, _bias_rows(self.tail_down_b, rows))
         if self.rhyme is not None:
             down = down.addmm(self.rhyme[rows], self.rhyme_tail)
-        buffer[:, : self.shortlist] = head[:, : self.shortlist]
+        tails = []
         downs = down.to(self.dtype).split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
             # the same kernels as log_softmax((down @ up).float()), into reused buffers: fresh row-sized results
@@ -186,11 +217,9 @@ class LogitStepper:
             logits = torch.matmul(down, up, out=self._buffer(f"tail{i}", down, stop - start, self.dtype))
             if logits.dtype != torch.float32:
                 logits = self._buffer(f"tail{i}_fp32", down, stop - start, torch.float32).copy_(logits)
-            tail = torch.ops.aten._log_softmax.out(logits, 1, False,
-                                                   out=self._buffer(f"log{i}", down, stop - start, torch.float32))
-            torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
-        buffer[:, self.vocab_size :] = float("-inf")
-        return buffer
+            tails.append(torch.ops.aten._log_softmax.out(
+                logits, 1, False, out=self._buffer(f"log{i}", down, stop - start, torch.float32)))
+        return tails
 
     def _buffer(self, name: str, like: Tensor, columns: int, dtype: torch.dtype) -> Tensor:
         """A (rows of ``like``, ``columns``) buffer kept between steps: the first rows of one that grows to the
@@ -225,7 +254,7 @@ class LogitStepper:
         """A fused step's ``rows``, in place of ``own`` (this decoder's logits or log-probs of them): a * log p_LM +
         b * log p_decoder over the vocabulary (the step's fusion weights; any sign), padding columns -inf;
         unnormalised, as logits are."""
-        a, b = self.fusion[min(self.position - 1, self.fusion.shape[0] - 1)].tolist()
+        a, b = self._fusion_weights()
         v = self.vocab_size
         # the language model's rows into a buffer kept between steps: a fresh row-sized result every step
         # page-faults its memory in again
@@ -264,7 +293,7 @@ class LogitStepper:
         """The last :meth:`advance`'s logits (log-probs for an adaptive softmax) of ``rows`` (a slice, or row
         indices) into ``out`` (rows, padded V). Row blocks that fit the cache keep the row-wise passes after it
         there. ``head``: the rows' :meth:`head_log_probs`, when already made (an adaptive softmax)."""
-        if self.lm_part is not None:
+        if self.lm_part is not None and not self.by_cluster:
             return self._fuse(rows, self._project_own(rows, out, head))
         return self._project_own(rows, out, head)
 
