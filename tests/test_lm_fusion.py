@@ -65,13 +65,20 @@ def test_a_step_draws_from_the_weighted_mixture(corpus, vocab, block: int, monke
     expected = torch.log_softmax(w[:, :1] * lm + w[:, 1:] * own, dim=-1)
     torch.testing.assert_close(mixed, expected)
     target = torch.cat([dec_in[:, 1:], torch.full((3, 1), vocab.eos_id)], dim=1)
+    assert_scores_targets(model, dec_in, target, z, form, mixed)
+
+
+def assert_scores_targets(model: PoemModel, dec_in: torch.Tensor, target: torch.Tensor, z: torch.Tensor,
+                          form: torch.Tensor, mixed: torch.Tensor) -> None:
+    """token_log_probs gives the whole distributions' (``mixed``) target entries, and K codes a poem (the IW bound's
+    layout, where the language model scores each poem once for all K copies) score as each copy alone."""
     scored = model.token_log_probs(dec_in, target, z, form=form)
     torch.testing.assert_close(scored, mixed.gather(-1, target.unsqueeze(-1)).squeeze(-1))
-    # K codes a poem (the IW bound's layout): the language model scores each poem once for all K copies
-    codes = torch.randn(2 * 3, 8)
+    n = dec_in.size(0)
+    codes = torch.randn(2 * n, z.size(1))
     with torch.no_grad():
         shared = model.token_log_probs(dec_in.repeat(2, 1), target.repeat(2, 1), codes, form=form.repeat(2), copies=2)
-        alone = torch.cat([model.token_log_probs(dec_in, target, codes[k * 3 : (k + 1) * 3], form=form)
+        alone = torch.cat([model.token_log_probs(dec_in, target, codes[k * n : (k + 1) * n], form=form)
                            for k in range(2)])  # fmt: skip
     torch.testing.assert_close(shared, alone)
 
@@ -128,17 +135,11 @@ def test_a_fusion_by_cluster_mixes_each_part_of_the_adaptive_softmax(corpus, voc
     torch.testing.assert_close(mixed.view(-1, len(vocab)), torch.cat(expected, dim=1).detach())
     torch.testing.assert_close(mixed.logsumexp(-1), torch.zeros(3, dec_in.size(1)), atol=1e-5, rtol=0)
     # not the whole-vocabulary mixture of the same weights
-    assert not torch.allclose(mixed, fused(vocab, output_layer="adaptive").next_token_log_probs(dec_in, z, form), atol=1e-3)
+    whole = fused(vocab, output_layer="adaptive").next_token_log_probs(dec_in, z, form)
+    assert not torch.allclose(mixed, whole, atol=1e-3)
     target = torch.cat([dec_in[:, 1:], torch.full((3, 1), vocab.eos_id)], dim=1)
     assert (target >= short).any()  # some targets in the tails
-    scored = model.token_log_probs(dec_in, target, z, form=form)
-    torch.testing.assert_close(scored, mixed.gather(-1, target.unsqueeze(-1)).squeeze(-1))
-    codes = torch.randn(2 * 3, 8)
-    with torch.no_grad():
-        shared = model.token_log_probs(dec_in.repeat(2, 1), target.repeat(2, 1), codes, form=form.repeat(2), copies=2)
-        alone = torch.cat([model.token_log_probs(dec_in, target, codes[k * 3 : (k + 1) * 3], form=form)
-                           for k in range(2)])  # fmt: skip
-    torch.testing.assert_close(shared, alone)
+    assert_scores_targets(model, dec_in, target, z, form, mixed)
 
 
 def test_a_fusion_by_cluster_steps_and_draws_lazily_as_teacher_forcing_scores(corpus, vocab, monkeypatch) -> None:
