@@ -13,13 +13,14 @@ the heads (the shortlist's characters and one entry a tail cluster) and once ins
 
 Each part is normalised on its own, so the head alone gives every shortlist character's exact log-prob and each
 cluster's exact mass: a draw makes a row's tails only when it lands in a cluster, as for one adaptive softmax
-(generation/adaptive_draw.py), and training scores each tail target inside its own cluster only.
+(generation/adaptive_draw.py), and training scores each tail target inside its own cluster only. As a * log_softmax(x)
++ b * log_softmax(y) differs from a * x + b * y by one constant a row, each part mixes the two models' logits and is
+normalised once.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poetry_vae.model.target_log_softmax import target_log_softmax
@@ -42,10 +43,9 @@ def spans(layer: nn.AdaptiveLogSoftmaxWithLoss) -> list[tuple[int, int]]:
 
 
 def head_and_tails(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """An adaptive softmax's parts for ``hidden`` (N, width): the head's log-probs (N, shortlist + clusters) and each
-    cluster's log-probs inside it (N, cluster size)."""
-    head = F.log_softmax(layer.head(hidden), dim=-1)
-    return head, [F.log_softmax(tail(hidden), dim=-1) for tail in layer.tail]
+    """An adaptive softmax's parts for ``hidden`` (N, width): the head's logits (N, shortlist + clusters) and each
+    cluster's logits (N, cluster size)."""
+    return layer.head(hidden), [tail(hidden) for tail in layer.tail]
 
 
 def cluster_fused_log_probs(
@@ -79,7 +79,7 @@ def cluster_fused_target_log_probs(
     copies = hidden.shape[0] // lm_hidden.shape[0]
     head_target = target.clone()
     with torch.no_grad():
-        lm_head = F.log_softmax(lm_layer.head(lm_hidden), dim=-1).to(hidden.dtype).repeat(copies, 1)
+        lm_head = lm_layer.head(lm_hidden).to(hidden.dtype).repeat(copies, 1)
     in_tails = torch.zeros(target.shape[0], device=hidden.device)
     for c, (start, stop) in enumerate(spans(layer)):
         rows = ((target >= start) & (target < stop)).nonzero().squeeze(1)
@@ -87,9 +87,8 @@ def cluster_fused_target_log_probs(
             continue
         head_target[rows] = layer.shortlist_size + c
         with torch.no_grad():
-            lm_tail = F.log_softmax(lm_layer.tail[c](lm_hidden[rows % lm_hidden.shape[0]]), dim=-1)
-        tail = F.log_softmax(layer.tail[c](hidden.index_select(0, rows)), dim=-1)
+            lm_tail = lm_layer.tail[c](lm_hidden[rows % lm_hidden.shape[0]])
+        tail = layer.tail[c](hidden.index_select(0, rows))
         mixed = mixture(weights[rows], lm_tail.to(tail.dtype), tail)
         in_tails = in_tails.index_add(0, rows, target_log_softmax(mixed, target[rows] - start).to(in_tails.dtype))
-    head = F.log_softmax(layer.head(hidden), dim=-1)
-    return target_log_softmax(mixture(weights, lm_head, head), head_target) + in_tails
+    return target_log_softmax(mixture(weights, lm_head, layer.head(hidden)), head_target) + in_tails

@@ -167,18 +167,18 @@ class LogitStepper:
         """An adaptive softmax's head for ``rows`` of the last :meth:`advance`: (rows, shortlist + clusters) fp32
         log-probs, the shortlist's characters first, then one entry per tail cluster (the cluster's mass). A fusion
         by cluster gives the two heads' normalised mixture."""
-        head = self._own_head(rows)
-        if not self.by_cluster:
-            return head
-        a, b = self._fusion_weights()
-        return torch.log_softmax(head.mul_(b).add_(self.lm_part._own_head(rows), alpha=a), dim=1)
+        head = self._head_logits(rows)
+        if self.by_cluster:  # a * log_softmax(x) + b * log_softmax(y) differs from a * x + b * y by a row's constant
+            a, b = self._fusion_weights()
+            head.mul_(b).add_(self.lm_part._head_logits(rows), alpha=a)
+        return torch.log_softmax(head, dim=1)
 
-    def _own_head(self, rows: slice | Tensor) -> Tensor:
+    def _head_logits(self, rows: slice | Tensor) -> Tensor:
         x = self.hidden[rows]
         head = _affine(x, self.head_w, _bias_rows(self.head_b, rows))
         if self.rhyme is not None:  # a rhyme step: the rhyme columns' share, in fp32
             head = head.addmm(self.rhyme[rows], self.rhyme_head)
-        return torch.log_softmax(head, dim=1)
+        return head
 
     def _fusion_weights(self) -> tuple[float, float]:
         """The last advanced step's fusion weights (a, b)."""
@@ -191,34 +191,32 @@ class LogitStepper:
         and everything after them in fp32). A fusion by cluster mixes each cluster's two tails inside it."""
         head = self.head_log_probs(rows) if head is None else head
         buffer[:, : self.shortlist] = head[:, : self.shortlist]
-        tails = self._tail_log_probs(rows)
-        if self.by_cluster:
+        tails = self._tail_logits(rows)
+        if self.by_cluster:  # each cluster's two tails mixed as logits, then normalised once (as the heads)
             a, b = self._fusion_weights()
-            lm_tails = self.lm_part._tail_log_probs(rows)
-            for i, (tail, lm_tail) in enumerate(zip(tails, lm_tails, strict=True)):
-                mixed = tail.mul_(b).add_(lm_tail, alpha=a)
-                tails[i] = torch.ops.aten._log_softmax.out(
-                    mixed, 1, False, out=self._buffer(f"fused{i}", mixed, mixed.shape[1], torch.float32))
+            for tail, lm_tail in zip(tails, self.lm_part._tail_logits(rows), strict=True):
+                tail.mul_(b).add_(lm_tail, alpha=a)
         for i, (tail, (start, stop)) in enumerate(zip(tails, self.tail_spans, strict=True)):
-            torch.add(tail, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
+            # into buffers reused step after step: fresh row-sized results page-fault their memory in again, which
+            # costs as much as the arithmetic
+            log = torch.ops.aten._log_softmax.out(tail, 1, False, out=self._buffer(f"log{i}", tail, stop - start,
+                                                                                 torch.float32))
+            torch.add(log, head[:, self.shortlist + i : self.shortlist + i + 1], out=buffer[:, start:stop])
         buffer[:, self.vocab_size :] = float("-inf")
         return buffer
 
-    def _tail_log_probs(self, rows: slice | Tensor) -> list[Tensor]:
-        """Each tail cluster's log-probs inside it for ``rows`` (fp32 buffers reused by the next call)."""
+    def _tail_logits(self, rows: slice | Tensor) -> list[Tensor]:
+        """Each tail cluster's fp32 logits for ``rows`` (buffers reused by the next call)."""
         down = _affine(self.hidden[rows], self.tail_down, _bias_rows(self.tail_down_b, rows))
         if self.rhyme is not None:
             down = down.addmm(self.rhyme[rows], self.rhyme_tail)
         tails = []
         downs = down.to(self.dtype).split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
-            # the same kernels as log_softmax((down @ up).float()), into reused buffers: fresh row-sized results
-            # every step page-fault their memory in again, which costs as much as the arithmetic
             logits = torch.matmul(down, up, out=self._buffer(f"tail{i}", down, stop - start, self.dtype))
             if logits.dtype != torch.float32:
                 logits = self._buffer(f"tail{i}_fp32", down, stop - start, torch.float32).copy_(logits)
-            tails.append(torch.ops.aten._log_softmax.out(
-                logits, 1, False, out=self._buffer(f"log{i}", down, stop - start, torch.float32)))
+            tails.append(logits)
         return tails
 
     def _buffer(self, name: str, like: Tensor, columns: int, dtype: torch.dtype) -> Tensor:
