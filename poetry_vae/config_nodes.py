@@ -130,6 +130,9 @@ class FitPriorKeys:
     # half the components fitted to the codes of the training poems that fit a regulated tone pattern, half to the
     # rest (components even), so that `sample verse=regulated` can draw from the one half
     by_verse: bool = False
+    # false: the codes of the 五绝 training poems alone, for a model pretrained on a wider corpus (data=wuyan's
+    # blocks), so that its prior draws quatrains' codes; true: all the poems it was trained on
+    with_pretraining: bool = True
     seed: int = 0  # of those draws
     batch_size: int = field(default=512, metadata=at_least(1))  # poems encoded at once
     torch_threads: int | None = field(default=None, metadata=at_least(1))

@@ -44,7 +44,8 @@ def fit_prior(cfg: DictConfig) -> dict[str, float]:
     model = loaded.model.float()
     if not model.cfg.use_latent:
         raise PromptError(f"{cfg.ckpt_path} is a language model (no latent code): give a VAE's checkpoint")
-    datamodule = QuatrainDataModule.for_checkpoint(loaded.data_hparams, loaded.vocab, f"checkpoint {source}")
+    data = loaded.data_hparams if cfg.with_pretraining else {**loaded.data_hparams, "pretrain_corpus": None}
+    datamodule = QuatrainDataModule.for_checkpoint(data, loaded.vocab, f"checkpoint {source}")
     datamodule.setup()
     train = datamodule.tensors["train"]
     print(f"encoding the {len(train['tokens']):,} training poems of {cfg.ckpt_path}", flush=True)

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.errors import CheckpointError
-from poetry_vae.train import build_module, start_from, starting_vocabulary
+from poetry_vae.train import build_module, model_overrides, start_from, starting_vocabulary
 
 PRESETS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -82,7 +82,7 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
                                           "data.limit_train_poems=64"])
     # the recipe's model, with the prior the shipped model's last stage fitted (poetry_vae.fit_prior) and the
     # language model beside its decoder (poetry_vae.fuse_lm)
-    plain = {**cfg.model, "prior": "standard", "prior_components": 1, "lm_fusion": False}
+    plain = {**cfg.model, "prior": "standard", "prior_components": 1, "lm_fusion": False, "fusion_by_cluster": False}
     assert cfg.anneal == base.anneal and plain == base.model
     assert cfg.model.prior == "gaussian" and cfg.model.prior_components == 8 and cfg.model.lm_fusion
     # the recipe's data and model, trained on the plain ELBO (free bits and word dropout off)
@@ -94,6 +94,8 @@ def test_make_train_fine_tunes_the_shipped_flagship(tmp_path: Path) -> None:
     datamodule = instantiate(cfg.data)
     module = build_module(cfg, datamodule, starting_vocabulary(datamodule, None, init))
     start_from(module, init)  # the shipped weights fit make_train's model config
+    # and it is the shipped model's, field for field (a fusion by cluster, say, changes no weight's shape)
+    assert model_overrides(init.model.cfg, module.model.cfg) == []
     torch.testing.assert_close(module.model.embed.weight, init.model.embed.weight)
     torch.testing.assert_close(module.model.prior.scale_trils, init.model.prior.scale_trils)  # the fitted prior too
     torch.testing.assert_close(module.model.lm.embed.weight, init.model.lm.embed.weight)  # and the language model

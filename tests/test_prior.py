@@ -10,7 +10,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.distributions import MultivariateNormal, Normal, kl_divergence
 
-from poetry_vae.checkpoint import load_checkpoint, resolve_checkpoint
+from poetry_vae.checkpoint import load_checkpoint, read_checkpoint, resolve_checkpoint
+from poetry_vae.checkpoint_io import write_checkpoint_file
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.errors import PoetryVAEError, PromptError
@@ -212,6 +213,19 @@ def test_fit_prior_writes_a_model_with_the_fitted_prior(tiny_checkpoint: Path, t
     tokens = datamodule.tensors["val"]
     nll = iw_log_likelihood(fitted.model, tokens["tokens"][:8], tokens["dec_in"][:8], tokens["target"][:8], k=3)
     assert torch.isfinite(nll).all()
+
+
+def test_fit_prior_can_leave_out_a_pretraining_corpus(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    """with_pretraining=false fits a model pretrained on the blocks (data.pretrain_corpus) to the codes of its 五绝
+    training poems alone: the same prior as a model trained on them alone gets."""
+    raw = read_checkpoint(tiny_checkpoint)
+    raw["datamodule_hyper_parameters"] = {**raw["datamodule_hyper_parameters"], "pretrain_corpus": "wuyan"}
+    pretrained = tmp_path / "pretrained.ckpt"
+    write_checkpoint_file(raw, pretrained)
+    alone, left_out = tmp_path / "alone.ckpt", tmp_path / "left_out.ckpt"
+    fit_prior(_fit_config(tiny_checkpoint, alone))
+    fit_prior(_fit_config(pretrained, left_out, "with_pretraining=false"))
+    assert torch.equal(load_checkpoint(alone).model.prior.means, load_checkpoint(left_out).model.prior.means)
 
 
 def test_fit_prior_writes_a_mixture(tiny_checkpoint: Path, tmp_path: Path) -> None:
