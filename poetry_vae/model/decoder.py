@@ -182,13 +182,32 @@ def outside_cpu_autocast(score: Callable[..., Tensor], hidden: Tensor, *more: Te
 
 
 def _adaptive_target_log_probs(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor, target: Tensor) -> Tensor:
+    return clustered_target_log_probs(layer, target, hidden.dtype, lambda: layer.head(hidden),
+                                      lambda c, rows: layer.tail[c](hidden.index_select(0, rows)))
+
+
+def cluster_spans(layer: nn.AdaptiveLogSoftmaxWithLoss) -> list[tuple[int, int]]:
+    """Each tail cluster's character ids, [start, stop)."""
+    return list(zip(layer.cutoffs[:-1], layer.cutoffs[1:], strict=True))
+
+
+def clustered_target_log_probs(
+    layer: nn.AdaptiveLogSoftmaxWithLoss,
+    target: Tensor,
+    dtype: torch.dtype,
+    head_logits: Callable[[], Tensor],
+    tail_logits: Callable[[int, Tensor], Tensor],
+) -> Tensor:
+    """log p(target) (N,) laid out as ``layer``'s adaptive softmax: the head's log-prob of a shortlist target, or of
+    a tail target's cluster, plus the target's log-prob inside its cluster. ``head_logits()`` gives the head's
+    (N, shortlist + clusters) logits and ``tail_logits(c, rows)`` cluster c's logits for those rows only (``dtype``
+    the logits'); one model's layer, or a fusion's mixture of two."""
     head_target = target.clone()
-    in_tails = torch.zeros(target.shape[0], device=hidden.device)
-    for cluster, (low, high) in enumerate(zip(layer.cutoffs[:-1], layer.cutoffs[1:], strict=True)):
+    in_tails = torch.zeros(target.shape[0], device=target.device, dtype=torch.promote_types(dtype, torch.float32))
+    for cluster, (low, high) in enumerate(cluster_spans(layer)):
         rows = ((target >= low) & (target < high)).nonzero().squeeze(1)
         if not len(rows):
             continue
         head_target[rows] = layer.shortlist_size + cluster
-        local = target_log_softmax(layer.tail[cluster](hidden.index_select(0, rows)), target[rows] - low)
-        in_tails = in_tails.index_add(0, rows, local)
-    return target_log_softmax(layer.head(hidden), head_target) + in_tails
+        in_tails = in_tails.index_add(0, rows, target_log_softmax(tail_logits(cluster, rows), target[rows] - low))
+    return target_log_softmax(head_logits(), head_target) + in_tails

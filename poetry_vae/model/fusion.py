@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from poetry_vae.model.target_log_softmax import target_log_softmax
+from poetry_vae.model.decoder import clustered_target_log_probs
 
 
 def mixture(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
@@ -35,11 +35,6 @@ def mixture(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
 def fused_log_probs(weights: Tensor, lm_log_probs: Tensor, log_probs: Tensor) -> Tensor:
     """The :func:`mixture` normalised over the vocabulary (the last dimension): a fused model's log-probs."""
     return torch.log_softmax(mixture(weights, lm_log_probs.to(log_probs.dtype), log_probs), dim=-1)
-
-
-def spans(layer: nn.AdaptiveLogSoftmaxWithLoss) -> list[tuple[int, int]]:
-    """Each tail cluster's character ids, [start, stop)."""
-    return list(zip(layer.cutoffs[:-1], layer.cutoffs[1:], strict=True))
 
 
 def head_and_tails(layer: nn.AdaptiveLogSoftmaxWithLoss, hidden: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -77,18 +72,14 @@ def cluster_fused_target_log_probs(
     ``lm_hidden`` (M, width) (K codes of the same poems): the language model's parts are made once and repeated.
     ``weights`` (K * M, 2), ``target`` (K * M,). The language model takes no gradient."""
     copies = hidden.shape[0] // lm_hidden.shape[0]
-    head_target = target.clone()
     with torch.no_grad():
         lm_head = lm_layer.head(lm_hidden).to(hidden.dtype).repeat(copies, 1)
-    in_tails = torch.zeros(target.shape[0], device=hidden.device)
-    for c, (start, stop) in enumerate(spans(layer)):
-        rows = ((target >= start) & (target < stop)).nonzero().squeeze(1)
-        if not len(rows):
-            continue
-        head_target[rows] = layer.shortlist_size + c
+
+    def tail(c: int, rows: Tensor) -> Tensor:
         with torch.no_grad():
             lm_tail = lm_layer.tail[c](lm_hidden[rows % lm_hidden.shape[0]])
-        tail = layer.tail[c](hidden.index_select(0, rows))
-        mixed = mixture(weights[rows], lm_tail.to(tail.dtype), tail)
-        in_tails = in_tails.index_add(0, rows, target_log_softmax(mixed, target[rows] - start).to(in_tails.dtype))
-    return target_log_softmax(mixture(weights, lm_head, layer.head(hidden)), head_target) + in_tails
+        own = layer.tail[c](hidden.index_select(0, rows))
+        return mixture(weights[rows], lm_tail.to(own.dtype), own)
+
+    return clustered_target_log_probs(layer, target, hidden.dtype,
+                                      lambda: mixture(weights, lm_head, layer.head(hidden)), tail)

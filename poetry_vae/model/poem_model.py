@@ -157,10 +157,12 @@ class PoemModel(nn.Module):
     def _fused_target_log_probs(
         self, hidden: Tensor, dec_in: Tensor, form: Tensor | None, target: Tensor, copies: int = 1
     ) -> Tensor:
-        """log p(target) (B * T,) of a fused model from the decoder's output-layer input ``hidden`` (B * T, width):
-        the two models' full distributions are made :data:`FUSED_ROWS` positions at a time, so each block's tables
-        are reused memory rather than fresh pages (a whole batch's would be gigabytes at an IW bound's K). When the
-        rows are ``copies`` blocks of the same poems (K codes each), the language model's block serves them all."""
+        """log p(target) (B * T,) of a fused model from the decoder's output-layer input ``hidden`` (B * T, width).
+        A fusion by cluster scores each target inside its own cluster (:mod:`poetry_vae.model.fusion`); one over the
+        whole vocabulary makes the two models' full distributions :data:`FUSED_ROWS` positions at a time, so each
+        block's tables are reused memory rather than fresh pages (a whole batch's would be gigabytes at an IW bound's
+        K). When the rows are ``copies`` blocks of the same poems (K codes each), the language model's part serves
+        them all."""
         poems = dec_in.size(0) // copies
         if poems * copies != dec_in.size(0):
             raise ValueError(f"{dec_in.size(0)} rows are not {copies} copies of the same poems")

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from poetry_vae.model.decoder import cluster_spans
+
 BLOCK = 64  # column block of the two-level reductions in generation.sampling
 
 
@@ -155,7 +157,7 @@ class LogitStepper:
         self.tail_down = tail_down.t().contiguous().to(self.dtype)  # (H, sum of tail dims)
         self.tail_splits = [tail[0].out_features for tail in out.tail]
         self.tail_up = [tail[1].weight.t().contiguous().to(self.dtype) for tail in out.tail]
-        self.tail_spans = list(zip(out.cutoffs[:-1], out.cutoffs[1:], strict=True))
+        self.tail_spans = cluster_spans(out)
 
     def _split_rhyme(self, weight: Tensor) -> tuple[Tensor, Tensor | None]:
         """(out, in) -> the columns a step always multiplies, and the rhyme's (rhyme_dim, out), or None."""
