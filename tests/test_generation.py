@@ -745,6 +745,7 @@ class FixedAdaptiveRows:
         for c, (start, stop) in enumerate(self.tail_spans):
             full[start:stop] = self.head[40 + c] + spread(list(tail_heavy[c]), stop - start, 1 - sum(tail_heavy[c]))
         self.full = full
+        self.clusters_made: list[int] = []  # the clusters made alone, one entry a call
 
     def head_log_probs(self, rows: slice | torch.Tensor) -> torch.Tensor:
         count = rows.stop - rows.start if isinstance(rows, slice) else len(rows)
@@ -752,6 +753,11 @@ class FixedAdaptiveRows:
 
     def project(self, rows: slice | torch.Tensor, out: torch.Tensor, head: torch.Tensor | None = None) -> torch.Tensor:
         return out.copy_(self.full.expand(out.shape[0], -1))
+
+    def cluster_log_probs(self, rows: slice | torch.Tensor, cluster: int, head: torch.Tensor) -> torch.Tensor:
+        self.clusters_made.append(cluster)
+        start, stop = self.tail_spans[cluster]
+        return self.full[start:stop].expand(head.shape[0], -1).clone()
 
 
 def _lazy_draws(strategy: str, rows: int, keep: torch.Tensor, monkeypatch, stepper=None, **knobs: float):
@@ -832,6 +838,37 @@ def test_lazy_tail_nucleus_edges(monkeypatch, rows_law, knobs, outside, banned):
     noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
     assert float(exact[outside]) == 0.0 and set(chosen.tolist()) == set(exact.nonzero().squeeze(1).tolist())
     assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
+
+
+@pytest.mark.parametrize(
+    ("strategy", "knobs"),
+    [("sample", {"temperature": 1.0}), ("top_p", {"temperature": 0.8, "top_p": 0.95}),
+     ("top_p", {"temperature": 1.0, "top_p": 0.9})],
+)  # fmt: skip
+def test_lazy_tail_cluster_draws_keep_their_character(monkeypatch, strategy, knobs):
+    """A draw inside cluster 0 that lands on its second character (column 41: the shortlist's 40 + 1, which is
+    also where the head holds cluster 1's entry) stays that character, whether the cluster's tail alone decides
+    it or the whole row does (the cluster-alone stage switched off). Cluster 0 is heavy and its second character
+    holds 80% of it, so a wrong reading of the column moves a fifth of the mass. The cluster-alone stage spares
+    a whole row to most draws that fall in a tail."""
+    from poetry_vae.generation import adaptive_draw
+
+    made_whole = []
+    for cluster_alone in (True, False):
+        if not cluster_alone:
+            monkeypatch.setattr(adaptive_draw, "_finish_in_clusters", lambda *a, **k: None)
+        stepper = FixedAdaptiveRows(heavy=(0.3, 0.2), clusters=(0.3, 0.06), tail_heavy=((0.1, 0.8), (0.5,)))
+        keep = torch.ones(1, stepper.width)
+        keep[:, 200:] = 0.0
+        _, chosen, whole = _lazy_draws(strategy, 40_000, keep, monkeypatch, stepper, **knobs)
+        exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, strategy, **knobs)[0].double()
+        freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
+        noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+        assert float(exact[41]) > 0.2 and abs(float(freq[41] - exact[41])) < 0.01
+        assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
+        assert (0 in stepper.clusters_made) == cluster_alone
+        made_whole.append(whole)
+    assert made_whole[0] <= made_whole[1] - 0.7 * int((chosen >= 40).sum())
 
 
 def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):

@@ -74,19 +74,34 @@ def _row_ids(rows: slice, n: int, device: torch.device) -> Tensor:
     return torch.arange(rows.start or 0, (rows.start or 0) + n, device=device)
 
 
+def _picked_rows(rows: slice, which: Tensor, n: int, device: torch.device) -> tuple[slice | Tensor, Tensor]:
+    """The block's rows ``which`` (indices within the block of ``n``) as the stepper's row ids, padded to a whole
+    number of ROW_QUANTUM rows (the first repeated): a bf16 matmul compiles a kernel for each new row count, which
+    costs more than the rows themselves. Returns the ids (the block itself when every row is picked) and the
+    padded ``which``."""
+    if len(which) == n:  # every row: the block as it is, with no rows picked out
+        return rows, which
+    padded = min(n, -(-len(which) // ROW_QUANTUM) * ROW_QUANTUM)
+    which = torch.cat([which, which[:1].expand(padded - len(which))])
+    return _row_ids(rows, n, device)[which], which
+
+
 def _whole_rows(
     stepper: LogitStepper, rows: slice, which: Tensor, head: Tensor, buffer: Tensor, phase: Phase
 ) -> Tensor:
     """The full log-probs (k, padded V) of the block's rows ``which`` (indices within the block)."""
     n, k = head.shape[0], len(which)
     with phase("model step"):
-        if k == n:  # every row: the block as it is, with no rows picked out
+        ids, padded = _picked_rows(rows, which, n, head.device)
+        if k == n:
             return stepper.project(rows, buffer, head)
-        # a whole number of ROW_QUANTUM rows (the first repeated): a bf16 matmul compiles a kernel for each new
-        # row count, which costs more than the rows themselves
-        padded = min(n, -(-k // ROW_QUANTUM) * ROW_QUANTUM)
-        which = torch.cat([which, which[:1].expand(padded - k)])
-        return stepper.project(_row_ids(rows, n, head.device)[which], buffer[:padded], head[which])[:k]
+        return stepper.project(ids, buffer[: len(padded)], head[padded])[:k]
+
+
+def _cluster_rows(stepper: LogitStepper, rows: slice, which: Tensor, head: Tensor, cluster: int) -> Tensor:
+    """One cluster's log-probs (k, its size) for the block's rows ``which``: that cluster's tail alone."""
+    ids, padded = _picked_rows(rows, which, head.shape[0], head.device)
+    return stepper.cluster_log_probs(ids, cluster, head[padded])[: len(which)]
 
 
 def _greedy(
@@ -136,7 +151,8 @@ def _draw(
         whole = envelope.amax(dim=1) < EXP_SAFE  # every allowed weight near the floor: the whole row, exactly
     chosen = torch.empty(n, dtype=torch.long, device=device)
     log_prob = torch.empty(n, device=device)
-    candidate = torch.full((n,), -1, dtype=torch.long, device=device)  # an undecided draw, kept for the row
+    # an undecided draw, kept for the row: a column, or -2 - c for a draw of cluster c's entry; -1 none
+    candidate = torch.full((n,), -1, dtype=torch.long, device=device)
     pending = ~whole
     with phase("filter+choose"):
         for round_ in range(HEAD_ROUNDS):
@@ -162,11 +178,13 @@ def _draw(
             done = ids[accept]
             chosen[done] = drawn[accept]
             log_prob[done] = head[done, drawn[accept]]
-            candidate[ids[unsure]] = drawn[unsure]
+            candidate[ids[unsure]] = torch.where(drawn[unsure] < short, drawn[unsure], short - 2 - drawn[unsure])
             pending[done] = False
             pending[ids[unsure]] = False
             whole[ids[unsure]] = True
         whole |= pending  # rejected in every head round
+    _finish_in_clusters(stepper, rows, head, envelope, keep, candidate, whole, chosen, log_prob, temperature, top_p,
+                        generator, phase)  # fmt: skip
     which = whole.nonzero().squeeze(1)
     if len(which):
         logits = _whole_rows(stepper, rows, which, head, buffer, phase)
@@ -186,21 +204,19 @@ def _settle(
     spans: list[tuple[int, int]], temperature: float, top_p: float, generator: torch.Generator | None,
     work: Workspace,
 ) -> Tensor:
-    """Rows drawn on their whole row: finish each undecided envelope draw (``candidate``: a column, a cluster's
-    entry in the head, or -1 for none), then test it; rows left without an accepted draw draw afresh."""
+    """Rows drawn on their whole row: finish each undecided envelope draw (``candidate``: a column, -2 - c for
+    cluster c's entry in the head, or -1 for none), then test it; rows left without an accepted draw draw
+    afresh."""
     candidate = candidate.clone()
     for c, (start, stop) in enumerate(spans):
-        inside = (candidate == short + c).nonzero().squeeze(1)
+        inside = (candidate == -2 - c).nonzero().squeeze(1)
         if not len(inside):
             continue
         tail = weights.new_zeros(len(inside), padded_size(stop - start))
         tail[:, : stop - start] = weights[inside, start:stop]
-        drawn, _ = block_sample(tail, generator)
-        # A_c / U_c: the cluster's allowed tempered mass over its bound, in the log domain (<= 1 at T <= 1)
-        inner = (logits[inside, start:stop] - head[inside, short + c : short + c + 1]) / temperature
         cluster_keep = keep[:, start:stop] if keep.shape[0] == 1 else keep[inside, start:stop]
-        ratio = (inner.exp_() * cluster_keep).sum(dim=1, keepdim=True)
-        kept = (_uniform(len(inside), weights, generator) < ratio).squeeze(1)
+        mass = head[inside, short + c : short + c + 1]
+        drawn, kept = _draw_in_cluster(tail, logits[inside, start:stop], mass, cluster_keep, temperature, generator)
         candidate[inside] = torch.where(kept, drawn + start, -1)
     if top_p < 1.0:
         above = _mass_above(weights, candidate.clamp(min=0), work.get("scratch", weights))
@@ -210,3 +226,69 @@ def _settle(
         rows = weights if len(fresh) == len(candidate) else weights[fresh]
         candidate[fresh] = nucleus_sample(rows, top_p, generator) if top_p < 1.0 else block_sample(rows, generator)[0]
     return candidate
+
+
+def _draw_in_cluster(
+    weights: Tensor, log_probs: Tensor, mass: Tensor, keep: Tensor, temperature: float,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor]:
+    """A draw inside one cluster for k rows and whether it stands. ``weights`` (k, padded size): the cluster's
+    masked tempered weights; ``log_probs`` (k, size) its characters', ``mass`` (k, 1) the cluster's entry in the
+    head. The draw is kept with probability A_c / U_c: the cluster's allowed tempered mass over its bound, in the
+    log domain (<= 1 at T <= 1)."""
+    drawn, _ = block_sample(weights, generator)
+    inner = (log_probs - mass) / temperature
+    ratio = (inner.exp_() * keep).sum(dim=1, keepdim=True)
+    return drawn, (_uniform(len(drawn), weights, generator) < ratio).squeeze(1)
+
+
+def _finish_in_clusters(
+    stepper: LogitStepper, rows: slice, head: Tensor, envelope: Tensor, keep: Tensor, candidate: Tensor,
+    whole: Tensor, chosen: Tensor, log_prob: Tensor, temperature: float, top_p: float,
+    generator: torch.Generator | None, phase: Phase,
+) -> None:
+    """Rows whose envelope draw fell on a cluster's entry, finished with that cluster's tail alone where it
+    decides: the draw inside the cluster and its acceptance as on the whole row (:func:`_settle`); then top-p's
+    test, with every other cluster c' bounded by U_c' (its characters heavier than the draw weigh nothing when
+    U_c' is no heavier, at most U_c' else; at T = 1 with none of its characters banned it holds exactly U_c').
+    Decided rows leave ``whole``; a rejected draw leaves its row to draw afresh on the whole row, an undecided one
+    to be tested there (its column in ``candidate``)."""
+    short, spans = stepper.shortlist, stepper.tail_spans
+    for c, (start, stop) in enumerate(spans):
+        which = ((candidate == -2 - c) & whole).nonzero().squeeze(1)
+        if not len(which):
+            continue
+        with phase("model step"):
+            log_p = _cluster_rows(stepper, rows, which, head, c)
+        with phase("filter+choose"):
+            cluster_keep = keep[:, start:stop] if keep.shape[0] == 1 else keep[which, start:stop]
+            weights = log_p.new_zeros(len(which), padded_size(stop - start))
+            exp_weights(log_p, temperature, weights[:, : stop - start]).mul_(cluster_keep)
+            mass = head[which, short + c : short + c + 1]
+            drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator)
+            undecided = torch.zeros_like(accept)
+            if top_p < 1.0:
+                weight = weights.gather(1, drawn.unsqueeze(1))
+                rows_env = envelope[which]
+                shortlist = rows_env[:, :short]
+                bounds = rows_env[:, short : short + len(spans)].clone()
+                bounds[:, c] = 0.0
+                above = ((shortlist > weight) * shortlist).sum(dim=1) + ((weights > weight) * weights).sum(dim=1)
+                above_high = above + ((bounds > weight) * bounds).sum(dim=1)
+                z_base = shortlist.sum(dim=1) + weights.sum(dim=1)
+                z_low = z_base
+                if temperature == 1.0:  # a cluster with none of its characters banned holds exactly its bound
+                    row_keep = keep if keep.shape[0] == 1 else keep[which]
+                    unbanned = torch.stack([(row_keep[:, a:b] > 0).all(dim=1) for a, b in spans], dim=1)
+                    z_low = z_base + (bounds * unbanned).sum(dim=1)
+                z_high = z_base + bounds.sum(dim=1)
+                inside = above_high < top_p * z_low
+                outside = above >= top_p * z_high
+                undecided = accept & ~inside & ~outside
+                accept &= inside
+            done = which[accept]
+            chosen[done] = drawn[accept] + start
+            log_prob[done] = log_p[accept].gather(1, drawn[accept].unsqueeze(1)).squeeze(1)
+            whole[done] = False
+            candidate[which] = torch.where(undecided, drawn + start, -1)
+            candidate[done] = -1

@@ -249,14 +249,28 @@ class LogitStepper:
         buffer[:, self.vocab_size :] = float("-inf")
         return buffer
 
-    def _tail_logits(self, rows: slice | Tensor) -> list[Tensor]:
-        """Each tail cluster's fp32 logits for ``rows`` (buffers reused by the next call)."""
+    def cluster_log_probs(self, rows: slice | Tensor, cluster: int, head: Tensor) -> Tensor:
+        """One tail cluster's log-probs (rows, its size) for ``rows`` of the last :meth:`advance`, as the whole row
+        holds them: its entry in ``head`` (the rows' :meth:`head_log_probs`) plus the log-softmax of its tail (the
+        two models' tails mixed first in a fusion by cluster). Only that cluster's tail is made."""
+        (tail,) = self._tail_logits(rows, only=cluster)
+        if self.by_cluster:
+            a, b = self._fusion_weights()
+            tail.mul_(b).add_(self.lm_part._tail_logits(rows, only=cluster)[0], alpha=a)
+        at = self.shortlist + cluster
+        return torch.log_softmax(tail, dim=1).add_(head[:, at : at + 1])
+
+    def _tail_logits(self, rows: slice | Tensor, only: int | None = None) -> list[Tensor]:
+        """Each tail cluster's fp32 logits for ``rows`` (buffers reused by the next call); ``only``: that cluster's
+        alone."""
         down = _affine(self.hidden[rows], self.tail_down, _bias_rows(self.tail_down_b, rows))
         if self.rhyme is not None:
             down = down.addmm(self.rhyme[rows], self.rhyme_tail)
         tails = []
         downs = down.to(self.dtype).split(self.tail_splits, dim=1)
         for i, (down, up, (start, stop)) in enumerate(zip(downs, self.tail_up, self.tail_spans, strict=True)):
+            if only is not None and i != only:
+                continue
             logits = torch.matmul(down, up, out=self._buffer(f"tail{i}", down, stop - start, self.dtype))
             if logits.dtype != torch.float32:
                 logits = self._buffer(f"tail{i}_fp32", down, stop - start, torch.float32).copy_(logits)
