@@ -872,13 +872,15 @@ def test_lazy_tail_cluster_draws_keep_their_character(monkeypatch, strategy, kno
 
 
 def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):
-    """The best shortlist character wins unless a cluster may hold a better one; then the whole row decides."""
-    keep = torch.ones(2, FixedAdaptiveRows.width)
+    """The best shortlist character wins unless a cluster may hold a better one; then that cluster's tail alone
+    decides, cluster after cluster (no whole row is made)."""
+    keep = torch.ones(3, FixedAdaptiveRows.width)
     keep[:, 200:] = 0.0
     keep[1, :40] = 0.0  # no shortlist character: the tails must be made
-    stepper, chosen, whole = _lazy_draws("greedy", 2, keep, monkeypatch)
+    keep[2, :60] = 0.0  # neither, nor cluster 0's heavy character: cluster 1's heavy one beats what is left
+    stepper, chosen, whole = _lazy_draws("greedy", 3, keep, monkeypatch)
     expected = stepper.full[:200].unsqueeze(0).masked_fill(keep[:, :200] <= 0, float("-inf")).argmax(dim=1)
-    assert chosen.tolist() == expected.tolist() and whole == 1
+    assert chosen.tolist() == expected.tolist() and whole == 0 and stepper.clusters_made == [0, 1]
 
 
 

@@ -33,7 +33,6 @@ from poetry_vae.generation.sampling import (
     _masked_weights,
     _mass_above,
     _uniform,
-    block_argmax,
     block_sample,
     exp_weights,
     nucleus_sample,
@@ -116,15 +115,22 @@ def _greedy(
     with phase("choose"):
         best, chosen = masked.max(dim=1)
         log_prob = head.gather(1, chosen.unsqueeze(1)).squeeze(1)
-        # a cluster whose own log-prob beats the best shortlist character may hold a better one
-        open_ = (head[:, short:] > best.unsqueeze(1)).any(dim=1).nonzero().squeeze(1)
-    if len(open_):
-        logits = _whole_rows(stepper, rows, open_, head, buffer, phase)
+    # a cluster whose own log-prob beats the best so far may hold a better character: that cluster's tail alone,
+    # cluster after cluster (a later cluster's columns come later, so a tie keeps the first maximum, as argmax)
+    for c, (start, stop) in enumerate(stepper.tail_spans):
+        open_ = (head[:, short + c] > best).nonzero().squeeze(1)
+        if not len(open_):
+            continue
+        with phase("model step"):
+            log_p = _cluster_rows(stepper, rows, open_, head, c)
         with phase("choose"):
-            row_bias = bias if bias.shape[0] == 1 else bias[open_]
-            full = block_argmax(logits + row_bias)
-            log_prob[open_] = logits.gather(1, full.unsqueeze(1)).squeeze(1)
-            chosen[open_] = full
+            row_bias = bias[:, start:stop] if bias.shape[0] == 1 else bias[open_, start:stop]
+            top, inner = (log_p + row_bias).max(dim=1)
+            better = top > best[open_]
+            won = open_[better]
+            best[won] = top[better]
+            chosen[won] = inner[better] + start
+            log_prob[won] = log_p[better].gather(1, inner[better].unsqueeze(1)).squeeze(1)
     return chosen, log_prob
 
 
