@@ -236,13 +236,15 @@ def _settle(
 
 def _draw_in_cluster(
     weights: Tensor, log_probs: Tensor, mass: Tensor, keep: Tensor, temperature: float,
-    generator: torch.Generator | None,
+    generator: torch.Generator | None, unbanned: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """A draw inside one cluster for k rows and whether it stands. ``weights`` (k, padded size): the cluster's
     masked tempered weights; ``log_probs`` (k, size) its characters', ``mass`` (k, 1) the cluster's entry in the
     head. The draw is kept with probability A_c / U_c: the cluster's allowed tempered mass over its bound, in the
-    log domain (<= 1 at T <= 1)."""
+    log domain (<= 1 at T <= 1); 1 at T = 1 when ``unbanned`` (no row bans any of its characters)."""
     drawn, _ = block_sample(weights, generator)
+    if unbanned and temperature == 1.0:
+        return drawn, torch.ones_like(drawn, dtype=torch.bool)
     inner = (log_probs - mass) / temperature
     ratio = (inner.exp_() * keep).sum(dim=1, keepdim=True)
     return drawn, (_uniform(len(drawn), weights, generator) < ratio).squeeze(1)
@@ -260,6 +262,9 @@ def _finish_in_clusters(
     Decided rows leave ``whole``; a rejected draw leaves its row to draw afresh on the whole row, an undecided one
     to be tested there (its column in ``candidate``)."""
     short, spans = stepper.shortlist, stepper.tail_spans
+    shared = keep.shape[0] == 1
+    # a mask shared by every row: which clusters it leaves whole (then no mask multiply, no acceptance test at T = 1)
+    unbanned = [bool((keep[0, a:b] > 0).all()) for a, b in spans] if shared else [False] * len(spans)
     for c, (start, stop) in enumerate(spans):
         which = ((candidate == -2 - c) & whole).nonzero().squeeze(1)
         if not len(which):
@@ -267,26 +272,32 @@ def _finish_in_clusters(
         with phase("model step"):
             log_p = _cluster_rows(stepper, rows, which, head, c)
         with phase("filter+choose"):
-            cluster_keep = keep[:, start:stop] if keep.shape[0] == 1 else keep[which, start:stop]
+            cluster_keep = keep[:, start:stop] if shared else keep[which, start:stop]
             weights = log_p.new_zeros(len(which), padded_size(stop - start))
-            exp_weights(log_p, temperature, weights[:, : stop - start]).mul_(cluster_keep)
+            exp_weights(log_p, temperature, weights[:, : stop - start])
+            if not unbanned[c]:
+                weights[:, : stop - start].mul_(cluster_keep)
             mass = head[which, short + c : short + c + 1]
-            drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator)
+            drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator, unbanned[c])
             undecided = torch.zeros_like(accept)
             if top_p < 1.0:
                 weight = weights.gather(1, drawn.unsqueeze(1))
-                rows_env = envelope[which]
+                rows_env = envelope[which, : short + len(spans)]
                 shortlist = rows_env[:, :short]
-                bounds = rows_env[:, short : short + len(spans)].clone()
+                bounds = rows_env[:, short:]
                 bounds[:, c] = 0.0
-                above = ((shortlist > weight) * shortlist).sum(dim=1) + ((weights > weight) * weights).sum(dim=1)
-                above_high = above + ((bounds > weight) * bounds).sum(dim=1)
+                above = shortlist.masked_fill(shortlist <= weight, 0.0).sum(dim=1)
+                above += weights.masked_fill(weights <= weight, 0.0).sum(dim=1)
+                above_high = above + bounds.masked_fill(bounds <= weight, 0.0).sum(dim=1)
                 z_base = shortlist.sum(dim=1) + weights.sum(dim=1)
                 z_low = z_base
                 if temperature == 1.0:  # a cluster with none of its characters banned holds exactly its bound
-                    row_keep = keep if keep.shape[0] == 1 else keep[which]
-                    unbanned = torch.stack([(row_keep[:, a:b] > 0).all(dim=1) for a, b in spans], dim=1)
-                    z_low = z_base + (bounds * unbanned).sum(dim=1)
+                    if shared:
+                        z_low = z_base + bounds[:, [i for i, whole_ in enumerate(unbanned) if whole_]].sum(dim=1)
+                    else:
+                        row_keep = keep[which]
+                        exact = torch.stack([(row_keep[:, a:b] > 0).all(dim=1) for a, b in spans], dim=1)
+                        z_low = z_base + (bounds * exact).sum(dim=1)
                 z_high = z_base + bounds.sum(dim=1)
                 inside = above_high < top_p * z_low
                 outside = above >= top_p * z_high

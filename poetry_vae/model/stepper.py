@@ -81,7 +81,9 @@ class LogitStepper:
     ) -> None:
         self.model = model
         self.buffers: dict[str, Tensor] = {}  # the adaptive softmax's per-tail results, reused step after step
-        self.dtype = dtype  # of the softmax projection's matmul (bf16 where it pays); logits are always fp32
+        # of the matmuls, the recurrence's and the output layer's (bf16 where it pays); the LSTM state and the logits
+        # are always fp32
+        self.dtype = dtype
         self.z = z
         # every row of a request has the same form; None for a model trained without form tags
         device = next(model.parameters()).device
@@ -157,7 +159,7 @@ class LogitStepper:
             "z_gates_w": w_ih0[order, z_cols].t() * double_g if dec.z_input else None,  # (Z, 4H)
             # (places, 4H): each place code's share of the first layer's gates
             "place_gates": dec.place_table.weight @ w_ih0[order, z_cols.stop :].t() * double_g if dec.places else None,
-            "w_hh0": (lstm.weight_hh_l0[order].t() * double_g).contiguous(),
+            "w_hh0": (lstm.weight_hh_l0[order].t() * double_g).contiguous().to(self.dtype),
             # upper layers: one matmul over [input; h] with the two weight matrices stacked
             "upper": [self._stacked_layer(lstm, k, order, double_g) for k in range(1, lstm.num_layers)],
             # z beside the LSTM output (Skip-VAE): each output matmul split into the h part and z's constant part
@@ -178,12 +180,11 @@ class LogitStepper:
             t["out_z"] = None if t["out_z"] is None else F.pad(t["out_z"], (0, pad))
         return t
 
-    @staticmethod
-    def _stacked_layer(lstm: nn.LSTM, k: int, order: Tensor, double_g: Tensor) -> tuple[Tensor, Tensor]:
+    def _stacked_layer(self, lstm: nn.LSTM, k: int, order: Tensor, double_g: Tensor) -> tuple[Tensor, Tensor]:
         """Layer ``k``'s ([input; h] -> gates) weight, transposed, and its bias, in the stepper's gate layout."""
         weight = torch.cat([getattr(lstm, f"weight_ih_l{k}"), getattr(lstm, f"weight_hh_l{k}")], dim=1)[order]
         bias = (getattr(lstm, f"bias_ih_l{k}") + getattr(lstm, f"bias_hh_l{k}"))[order]
-        return (weight.t() * double_g).contiguous(), bias * double_g
+        return (weight.t() * double_g).contiguous().to(self.dtype), bias * double_g
 
     def _adaptive_tables(self, out: nn.AdaptiveLogSoftmaxWithLoss, hidden: int, z_dim: int, rhyme_dim: int
                          ) -> dict[str, Any]:  # fmt: skip
@@ -332,10 +333,15 @@ class LogitStepper:
             gates += self.z_gates
         if self.place_gates is not None:
             gates += self.place_gates[min(self.position, self.place_gates.shape[0] - 1)]
-        gates.addmm_(h[0], self.w_hh0)
+        # the recurrence's matmuls in self.dtype (bf16 where it pays), the cell's arithmetic and the state in fp32
+        if self.w_hh0.dtype == torch.float32:
+            gates.addmm_(h[0], self.w_hh0)
+        else:
+            gates += h[0].to(self.dtype) @ self.w_hh0
         x = self._cell(gates, c[0], h_new[0], c_new[0])
         for k, (weight, bias) in enumerate(self.upper, start=1):
-            x = self._cell(torch.addmm(bias, torch.cat([x, h[k]], dim=1), weight), c[k], h_new[k], c_new[k])
+            inputs = torch.cat([x, h[k]], dim=1)
+            x = self._cell(_affine(inputs.to(weight.dtype), weight, bias), c[k], h_new[k], c_new[k])
         self.state, self.spare = (h_new, c_new), (h, c)
         if self.codes is not None:
             x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
