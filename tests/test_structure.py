@@ -68,8 +68,9 @@ def test_stepping_reproduces_teacher_forcing(corpus, vocab, output_layer: str, u
 
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
 def test_bf16_stepping_stays_near_teacher_forcing(corpus, vocab, output_layer: str) -> None:
-    """precision=bf16 runs the output layer's matmuls (the softmax, or the adaptive head and tails) in bf16 and the
-    rest in fp32: the log-probabilities move by bf16 rounding only, the rhyme steps' included."""
+    """precision=bf16 runs the recurrence's and the output layer's matmuls (the softmax, or the adaptive head and
+    tails) in bf16 and the rest in fp32: the log-probabilities move by bf16 rounding only, the rhyme steps'
+    included."""
     model = structured(vocab, True, output_layer=output_layer, z_to_output=True, position_codes=4, place_dim=6)
     dec_in, _ = poems_of(corpus, vocab, 3)
     z = torch.randn(3, 8)

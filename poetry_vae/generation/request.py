@@ -52,8 +52,9 @@ class DecodeRequest:
     no_repeat: bool = False  # no character twice in a poem
     include: str | None = None  # characters of which the poem uses at least one (forced in the last line if missing)
     form: str = "jueju"  # jueju | lushi_head | lushi_tail | gushi, for a model trained with form tags
-    # arithmetic of the projection onto the vocabulary: "fp32" (exact), "bf16", or "auto" (bf16 only where
-    # the CPU computes it natively and faster, see poetry_vae.precision.decoding_dtype)
+    # arithmetic of a step's matmuls (the recurrence's and the projection onto the vocabulary): "fp32" (exact),
+    # "bf16", or "auto" (bf16 only where the CPU computes it natively and faster, see
+    # poetry_vae.precision.decoding_dtype); the LSTM state and the logits stay fp32
     precision: str = "auto"
     line_length: int = 5
     num_lines: int = 4
