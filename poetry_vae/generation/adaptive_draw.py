@@ -41,6 +41,9 @@ from poetry_vae.model.stepper import LogitStepper, padded_size
 
 HEAD_ROUNDS = 2  # envelope rounds for rejected rows before they draw from their whole row
 ROW_QUANTUM = 32  # rows made whole are projected in multiples of this (see _whole_rows)
+# a cluster draw is finished with its cluster's tail alone when the cluster holds at most this share of the tails'
+# columns; a larger one costs nearly a whole row, which the row's other steps make anyway (_finish_in_clusters)
+CLUSTER_ALONE_SHARE = 0.5
 
 
 def applies(stepper: LogitStepper, request: DecodeRequest, device: torch.device) -> bool:
@@ -265,7 +268,10 @@ def _finish_in_clusters(
     shared = keep.shape[0] == 1
     # a mask shared by every row: which clusters it leaves whole (then no mask multiply, no acceptance test at T = 1)
     unbanned = [bool((keep[0, a:b] > 0).all()) for a, b in spans] if shared else [False] * len(spans)
+    tails = stepper.vocab_size - short
     for c, (start, stop) in enumerate(spans):
+        if (stop - start) > CLUSTER_ALONE_SHARE * tails:  # most of the tails: hardly cheaper than the whole row
+            continue
         which = ((candidate == -2 - c) & whole).nonzero().squeeze(1)
         if not len(which):
             continue
