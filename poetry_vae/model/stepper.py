@@ -131,8 +131,7 @@ class LogitStepper:
             self.head_b = _z_bias(z, self.head_z, self.head_b)
             self.tail_down_b = _z_bias(z, self.tail_down_z, self.tail_down_b)
         else:
-            self.out_b = _z_bias(z, self.out_z, self.out_b)  # (Vp,), or (R, Vp) with z folded in
-            self.out_b = self.out_b.to(self.dtype)
+            self.out_b = _z_bias(z, self.out_z, self.out_b).to(self.dtype)  # (Vp,), or (R, Vp) with z folded in
         self.spare = (torch.empty_like(self.state[0]), torch.empty_like(self.state[1]))  # the next step's state
         self.logits: Tensor | None = None
         self.hidden: Tensor | None = None  # the output layer's input at the last advance, in self.dtype
@@ -236,11 +235,7 @@ class LogitStepper:
         and everything after them in fp32). A fusion by cluster mixes each cluster's two tails inside it."""
         head = self.head_log_probs(rows) if head is None else head
         buffer[:, : self.shortlist] = head[:, : self.shortlist]
-        tails = self._tail_logits(rows)
-        if self.by_cluster:  # each cluster's two tails mixed as logits, then normalised once (as the heads)
-            a, b = self._fusion_weights()
-            for tail, lm_tail in zip(tails, self.lm_part._tail_logits(rows), strict=True):
-                tail.mul_(b).add_(lm_tail, alpha=a)
+        tails = self._fused_tail_logits(rows)
         for i, (tail, (start, stop)) in enumerate(zip(tails, self.tail_spans, strict=True)):
             # into buffers reused step after step: fresh row-sized results page-fault their memory in again, which
             # costs as much as the arithmetic
@@ -254,12 +249,19 @@ class LogitStepper:
         """One tail cluster's log-probs (rows, its size) for ``rows`` of the last :meth:`advance`, as the whole row
         holds them: its entry in ``head`` (the rows' :meth:`head_log_probs`) plus the log-softmax of its tail (the
         two models' tails mixed first in a fusion by cluster). Only that cluster's tail is made."""
-        (tail,) = self._tail_logits(rows, only=cluster)
-        if self.by_cluster:
-            a, b = self._fusion_weights()
-            tail.mul_(b).add_(self.lm_part._tail_logits(rows, only=cluster)[0], alpha=a)
+        (tail,) = self._fused_tail_logits(rows, only=cluster)
         at = self.shortlist + cluster
         return torch.log_softmax(tail, dim=1).add_(head[:, at : at + 1])
+
+    def _fused_tail_logits(self, rows: slice | Tensor, only: int | None = None) -> list[Tensor]:
+        """:meth:`_tail_logits`, with a fusion by cluster's two tails of each cluster mixed as logits (then normalised
+        once, as the heads)."""
+        tails = self._tail_logits(rows, only)
+        if self.by_cluster:
+            a, b = self._fusion_weights()
+            for tail, lm_tail in zip(tails, self.lm_part._tail_logits(rows, only), strict=True):
+                tail.mul_(b).add_(lm_tail, alpha=a)
+        return tails
 
     def _tail_logits(self, rows: slice | Tensor, only: int | None = None) -> list[Tensor]:
         """Each tail cluster's fp32 logits for ``rows`` (buffers reused by the next call); ``only``: that cluster's
