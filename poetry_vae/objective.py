@@ -52,8 +52,8 @@ class ObjectiveConfig:
     # The dual: train the decoder alone (its LSTM, z's paths into it and the output layer) on the codes of a frozen
     # encoder, embedding, highway and prior. The KL of every poem stays what it was, so the code is kept while the
     # decoder, free of the free bits and word dropout that built the code, reads it anew (on the flagship: a small
-    # gain, docs/flagship.md). Word dropout stays allowed (a regulariser of the decoder); free bits, which act on
-    # the KL alone, would do nothing.
+    # gain, docs/flagship_history.md). Word dropout stays allowed (a regulariser of the decoder); free bits, which act
+    # on the KL alone, would do nothing.
     refit_decoder: bool = False
     # Burda et al. 2016: > 1 trains on the importance-weighted bound with this many codes a poem (1 = the ELBO): the
     # bound the IW perplexity reports, tighter than the ELBO, so the decoder is paid for log p(x) and the encoder

@@ -6,9 +6,13 @@ unconstrained and constrained samples beside human poems, the learned-rhyme curv
     python scripts/flagship_page.py --vae outputs/poet_qijue_refit --lm outputs/poet_qijue_lm \\
         --names poet_qijue poet_qijue_lm --curves outputs/poet_qijue outputs/poet_qijue_lm --out docs/flagship_qijue.md
 
-Each run directory's best checkpoint (by saved validation ELBO) is evaluated on its corpus's test split (the 五绝
-or the 七绝, read from the checkpoint) with K = 500 (``python -m poetry_vae.evaluate``, run as a command so the
-numbers are the command's own).
+    python scripts/flagship_page.py --vae poetry_vae/resources/poet.pt --lm <the LM reference's checkpoint> \
+        --figure flagship.png --notes <the hand-written part> --out docs/flagship.md
+
+Each run directory's best checkpoint (by saved validation ELBO), or a checkpoint file as it is, is evaluated on its
+corpus's test split (the 五绝 or the 七绝, read from the checkpoint) with K = 500 (``python -m poetry_vae.evaluate``,
+run as a command so the numbers are the command's own). ``--figure`` names a learned-rhyme figure already beside
+the page (drawn from runs no longer at hand) instead of ``--curves``.
 """
 
 from __future__ import annotations
@@ -186,6 +190,7 @@ def main() -> None:
     parser.add_argument("--vae", type=Path, required=True)
     parser.add_argument("--lm", type=Path, required=True)
     parser.add_argument("--curves", type=Path, nargs="*", default=[])
+    parser.add_argument("--figure", help="an existing learned-rhyme figure beside the page (instead of --curves)")
     parser.add_argument("--out", type=Path, default=Path("docs/flagship.md"))
     parser.add_argument("--notes", type=Path, help="markdown written above the generated sections")
     parser.add_argument("--iw-samples", type=int, default=500)
@@ -194,7 +199,7 @@ def main() -> None:
     parser.add_argument("--names", nargs=2, default=["poet", "poet_lm"], help="the VAE's and the LM's row names")
     args = parser.parse_args()
     vae, lm = f"{args.names[0]} (VAE)", f"{args.names[1]} (LM reference)"
-    ckpts = {vae: best_checkpoint(args.vae), lm: best_checkpoint(args.lm)}
+    ckpts = {name: path if path.is_file() else best_checkpoint(path) for name, path in ((vae, args.vae), (lm, args.lm))}
     width = load_checkpoint(ckpts[vae]).form["line_length"]
     rows = {name: evaluate(ckpt, args.iw_samples) for name, ckpt in ckpts.items()}
     poetry, examples = poetry_table(ckpts, args.poems, args.seed)
@@ -216,7 +221,7 @@ def main() -> None:
         rhyme_figure(groups, figure)
     notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(result, ensure_ascii=False, indent=1))
-    atomic_write_text(args.out, notes + markdown(result, figure.name if args.curves else None))
+    atomic_write_text(args.out, notes + markdown(result, figure.name if args.curves else args.figure))
     print(f"wrote {args.out} and {args.out.with_suffix('.json').name}")
 
 

@@ -17,3 +17,8 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     text = json.dumps(results)
     for key in ("reference", "matmul", "adaptive", "top_p"):
         assert key in text
+    # the reference decodes at its best thread count: one thread is always timed, and the faster figure counts
+    reference = results["generation"]["reference greedy, one at a time"]
+    assert "1" in reference["poems_per_s_by_threads"]
+    assert reference["poems_per_s"] == max(reference["poems_per_s_by_threads"].values())
+    assert reference["poems_per_s_by_threads"][str(reference["threads"])] == reference["poems_per_s"]

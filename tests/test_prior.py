@@ -279,7 +279,7 @@ def test_the_shipped_flagship_writes_regulated_verse_from_its_regulated_codes() 
         z = sample_prior(shipped.model, 200, generator, verse)
         poems = [poem.lines for poem in generate(shipped.model, shipped.vocab, z, request, generator)]
         fit[verse] = tone_compliance(poems)["fit_rate"]
-    # measured over ten draws of 500 (docs/flagship.md): v7 0.823 against 0.296 (v5 0.76 against 0.15)
+    # measured over ten draws of 500 (docs/flagship_history.md): v7 0.823 against 0.296 (v5 0.76 against 0.15)
     assert fit["regulated"] > 0.6 and fit["regulated"] - fit["unregulated"] > 0.3
 
 

@@ -5,7 +5,7 @@ the aggregate posterior q(z) = E_x q(z|x) against the prior. Among Gaussians it 
 mean and covariance (moment matching), so :meth:`GaussianPrior.fit` raises the bound of a trained model without
 retraining it, and its samples come from where the codes of real poems lie (their correlations included). A
 mixture follows the aggregate posterior more closely still: its samples fall less often between the codes of real
-poems, where the decoder writes less regular verse (docs/flagship.md).
+poems, where the decoder writes less regular verse (docs/flagship_history.md).
 """
 
 from __future__ import annotations
