@@ -740,8 +740,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"meta": meta, **matmul_section(bench.repeats)}
     mm = results["matmul_1024_fp32_gflops"]["median"]
     # decoding first, in a process that has not yet run the training cases: after them the reference's
-    # one-poem-at-a-time steps ran 13-30% slower (its many small allocations), the batched decoding 5%, and
-    # every decoding ratio read higher than the reference program run on its own would give
+    # one-poem-at-a-time steps ran 13-30% slower and the batched decoding 5%, so every decoding ratio read higher
+    # than against the reference program run on its own (docs/decoding.md)
     generation = results["generation"] = generation_section(bench, meta)
     batches = training_batches(bench)
     training = results["training"] = training_section(bench, batches, mm)

@@ -6,7 +6,7 @@ unconstrained and constrained samples beside human poems, the learned-rhyme curv
     python scripts/flagship_page.py --vae outputs/poet_qijue_refit --lm outputs/poet_qijue_lm \\
         --names poet_qijue poet_qijue_lm --curves outputs/poet_qijue outputs/poet_qijue_lm --out docs/flagship_qijue.md
 
-    python scripts/flagship_page.py --vae poetry_vae/resources/poet.pt --lm <the LM reference's checkpoint> \
+    python scripts/flagship_page.py --vae poetry_vae/resources/poet.pt --lm <the LM reference's checkpoint> \\
         --figure flagship.png --notes <the hand-written part> --out docs/flagship.md
 
 Each run directory's best checkpoint (by saved validation ELBO), or a checkpoint file as it is, is evaluated on its
