@@ -5,7 +5,9 @@
 
 Everything is measured in one process on one machine, with ``torch.set_num_threads`` threads (2 by default).
 Training configurations are timed round-robin (one measurement of each per round, ``--repeats`` rounds), so a
-change in machine load hits every configuration alike; every figure is the median of its rounds.
+change in machine load hits every configuration alike; every figure is the median of its rounds. Decoding is timed
+the same way, the reference program's one-at-a-time decoding first in each round, and each decoding ratio is the
+median of its rounds' ratios to that round's reference.
 
 FLOPs are counted analytically (``torch.utils.flop_counter.FlopCounterMode`` sees none of a CPU LSTM's work):
 every matmul of the step (highway, LSTM gates, mu/logvar, z->state, output layer) in multiply-adds x 2, times 3
@@ -284,11 +286,19 @@ GENERATION_REQUESTS = {
 ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched")
 
 
-def bench_reference_generation(vocab, vocab_size: int, ref_poems: int, repeats: int, log: Callable[[str], None]):
-    """The reference program's one-at-a-time greedy decoding at its best thread count. A batch of one gains
-    nothing from a second intra-op thread and, in some processes, loses a quarter of its rate to it (90 against
-    125 poems/s on a 2-core CPU, from one process to the next): timed at one thread and at the bench's, the
-    faster counts, so every ratio is against the reference at its steadiest and best."""
+@dataclass
+class DecodingCase:
+    """One row of the decoding bench, warmed up: ``run`` decodes ``poems`` poems; ``report`` gives the row's fields
+    other than its rates (read after the timed rounds: constraints held, a per-phase profile)."""
+
+    name: str
+    run: Callable[[], None]
+    poems: int
+    report: Callable[[], dict[str, Any]] = dict
+
+
+def reference_decoding(vocab, vocab_size: int, ref_poems: int) -> tuple[Callable[[], None], Callable[[], str]]:
+    """The reference program's one-at-a-time greedy decoding of ``ref_poems`` poems, warmed up, and a sample."""
     ref = ReferenceVAE(reference_args(vocab_size), idx2word=list(vocab.tokens)).eval()
     ref.generate(20)
 
@@ -296,39 +306,40 @@ def bench_reference_generation(vocab, vocab_size: int, ref_poems: int, repeats: 
         for _ in range(ref_poems):
             ref.generate(20)
 
+    return ref_run, lambda: ref.render(ref.generate(20))
+
+
+def reference_rate(ref_run: Callable[[], None], ref_poems: int, counts: list[int]) -> dict[int, float]:
+    """One round of the reference at each intra-op thread count in ``counts``: poems/s by count. A batch of one
+    gains nothing from a second thread and, in some processes, loses a quarter of its rate to it (90 against 125
+    poems/s on a 2-core CPU, from one process to the next), so the bench counts the faster."""
     threads = torch.get_num_threads()
-    by_threads: dict[int, tuple[float, list[float]]] = {}
+    rates: dict[int, float] = {}
     try:
-        for count in sorted({1, threads}):
+        for count in counts:
             torch.set_num_threads(count)
-            by_threads[count] = median_rate(ref_run, ref_poems, repeats)
+            rates[count] = ref_poems / timed(ref_run)
     finally:
         torch.set_num_threads(threads)
-    best = max(by_threads, key=lambda count: by_threads[count][0])
-    rate, rates = by_threads[best]
-    shown = ", ".join(f"{by_threads[count][0]:.1f} at {count} thread{'s' * (count > 1)}" for count in by_threads)
-    log(f"  reference one-at-a-time greedy: {rate:.1f} poems/s ({shown}); sample: {ref.render(ref.generate(20))}")
-    return {"poems_per_s": rate, "rates": rates, "poems": ref_poems, "threads": best,
-            "poems_per_s_by_threads": {str(count): figure[0] for count, figure in by_threads.items()}}
+    return rates
 
 
-def bench_generation(
+def decoding_cases(
     vocab,
     vocab_size: int,
     num_poems: int,
-    repeats: int,
     log: Callable[[str], None],
     device: str = "cpu",
     output_layer: str = "softmax",
     names: tuple[str, ...] = tuple(GENERATION_REQUESTS),
     layout: str | None = None,
-) -> dict[str, Any]:
-    """The project's batched decoding of ``num_poems`` poems per request on ``device``, with a per-phase
-    profile of one extra (untimed) run: model step, constraint masks, normalise, mask, filter, choose...
+) -> tuple[list[DecodingCase], dict[str, Any]]:
+    """The project's batched decoding of ``num_poems`` poems per request on ``device``, each request warmed up (the
+    masks built once), with a per-phase profile of one extra (untimed) run in its report: model step, constraint
+    masks, normalise, mask, filter, choose... Returns the cases and the rows that failed to build (their errors).
     ``layout="poet"``: the shipped flagship itself (``poetry_vae/resources/poet.pt``: its decoder with places, the
     rhyme pointer and position codes, its weights and its 8,621-character vocabulary) instead of a model of the
     reference program's sizes: what a user's ``python -m poetry_vae.sample`` decodes."""
-    out: dict[str, Any] = {}
     if layout == "poet":
         flagship = load_checkpoint(shipped_model())
         model, vocab = flagship.model.to(device).eval(), flagship.vocab
@@ -337,6 +348,8 @@ def bench_generation(
     generator = torch.Generator(device).manual_seed(0)
     tag = layout or ("" if output_layer == "softmax" else output_layer)
     suffix = (f" [{tag}]" if tag else "") + ("" if device == "cpu" else f" [{device}]")
+    cases: list[DecodingCase] = []
+    failed: dict[str, Any] = {}
     for name in names:
         request = GENERATION_REQUESTS[name]
         name += suffix
@@ -350,21 +363,43 @@ def bench_generation(
                 if device != "cpu":
                     torch.cuda.synchronize()
 
-            rate, rates = median_rate(run, num_poems, repeats)
-            held = {k: sum(p.constraints.get(k, False) for p in poems) / len(poems) for k in poems[0].constraints}
-            profile = StepProfile(device)
-            generate(model, vocab, z, request, generator, profile=profile)
-            out[name] = {
-                "poems_per_s": rate,
-                "rates": rates,
-                "poems": num_poems,
-                "constraints_held": held,
-                "profile_ms_per_step": profile.per_step_ms(),
-            }
-            log(f"  {name}: {rate:.0f} poems/s; sample: {poems[0].text}")
+            def report(z: Tensor = z, request: DecodeRequest = request, poems: list = poems) -> dict[str, Any]:
+                profile = StepProfile(device)
+                generate(model, vocab, z, request, generator, profile=profile)
+                held = {k: sum(p.constraints.get(k, False) for p in poems) / len(poems) for k in poems[0].constraints}
+                return {"constraints_held": held, "profile_ms_per_step": profile.per_step_ms(),
+                        "sample": poems[0].text}
+
+            run()
+            cases.append(DecodingCase(name, run, num_poems, report))
         except Exception as exc:
-            out[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
-            log(f"  {name} FAILED: {out[name]['error']}")
+            failed[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            log(f"  {name} FAILED: {failed[name]['error']}")
+    return cases, failed
+
+
+def time_decoding(cases: list[DecodingCase], ref_run: Callable[[], None], ref_poems: int, repeats: int,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """Every case and the reference timed round-robin, ``repeats`` rounds: in each round the reference (at its
+    faster thread count, :func:`reference_rate`), then each case once, so a change in the machine's speed during
+    the run hits the reference and the cases alike. A case's rate is the median of its rounds, its ratio the
+    median of its rounds' ratios to the same round's reference."""
+    counts = sorted({1, torch.get_num_threads()})
+    ref_rounds: list[dict[int, float]] = []
+    rates: dict[str, list[float]] = {case.name: [] for case in cases}
+    for _ in range(repeats):
+        ref_rounds.append(reference_rate(ref_run, ref_poems, counts))
+        for case in cases:
+            rates[case.name].append(case.poems / timed(case.run))
+    ref_best = [max(by_count.values()) for by_count in ref_rounds]
+    by_threads = {str(count): statistics.median(r[count] for r in ref_rounds) for count in counts}
+    reference = {"poems_per_s": statistics.median(ref_best), "rates": ref_best, "poems": ref_poems,
+                 "poems_per_s_by_threads": by_threads, "vs_reference": 1.0}
+    out: dict[str, Any] = {"reference greedy, one at a time": reference}
+    for case in cases:
+        ratios = [rate / ref for rate, ref in zip(rates[case.name], ref_best, strict=True)]
+        out[case.name] = {"poems_per_s": statistics.median(rates[case.name]), "rates": rates[case.name],
+                          "poems": case.poems, "vs_reference": statistics.median(ratios), **case.report()}
     return out
 
 
@@ -665,30 +700,37 @@ def projection_section(bench: Bench, batches: list[int], training: dict[str, Any
 
 
 def generation_section(bench: Bench, meta: dict[str, Any]) -> dict[str, Any]:
-    """The reference program's one-at-a-time greedy decoding against the project's batched requests."""
+    """The reference program's one-at-a-time greedy decoding against the project's batched requests, round-robin."""
     meta["decoding_precision_auto"] = str(decoding_dtype("auto")).removeprefix("torch.")
     log(f"generation (precision=auto is {meta['decoding_precision_auto']} on this CPU):")
-    vocab, vocab_size, num_poems, repeats = bench.vocab, bench.vocab_size, bench.num_poems, bench.repeats
+    vocab, vocab_size, num_poems = bench.vocab, bench.vocab_size, bench.num_poems
     ref_poems = 10 if bench.quick else 100
-    generation = {"reference greedy, one at a time": bench_reference_generation(
-        vocab, vocab_size, ref_poems, repeats, log
-    )}  # fmt: skip
-    generation.update(bench_generation(vocab, vocab_size, num_poems, repeats, log))
-    generation.update(
-        bench_generation(vocab, vocab_size, num_poems, repeats, log, output_layer="adaptive", names=ADAPTIVE_REQUESTS)
-    )
-    generation.update(bench_generation(vocab, vocab_size, num_poems, repeats, log, names=ADAPTIVE_REQUESTS,
-                                       layout="poet"))  # fmt: skip
+    ref_run, ref_sample = reference_decoding(vocab, vocab_size, ref_poems)
+    cases, failed = decoding_cases(vocab, vocab_size, num_poems, log)
+    for layer, layout in (("adaptive", None), ("softmax", "poet")):
+        more, errors = decoding_cases(vocab, vocab_size, num_poems, log, output_layer=layer, names=ADAPTIVE_REQUESTS,
+                                      layout=layout)
+        cases, failed = cases + more, failed | errors
+    generation = time_decoding(cases, ref_run, ref_poems, bench.repeats, log)
+    reference = generation["reference greedy, one at a time"]
+    shown = ", ".join(f"{rate:.1f} at {count} thread{'s' * (count != '1')}"
+                      for count, rate in reference["poems_per_s_by_threads"].items())
+    log(f"  reference one-at-a-time greedy: {reference['poems_per_s']:.1f} poems/s (the faster of each round; "
+        f"medians {shown}); sample: {ref_sample()}")
+    for name, entry in generation.items():
+        if name != "reference greedy, one at a time":
+            rate, ratio = entry["poems_per_s"], entry["vs_reference"]
+            log(f"  {name}: {rate:.0f} poems/s, {ratio:.1f}x; sample: {entry['sample']}")
+    generation.update(failed)
     if bench.args.device == "cuda":
         if torch.cuda.is_available():
-            generation.update(bench_generation(vocab, vocab_size, num_poems, repeats, log, device="cuda"))
+            gpu_cases, gpu_failed = decoding_cases(vocab, vocab_size, num_poems, log, device="cuda")
+            gpu = time_decoding(gpu_cases, ref_run, ref_poems, bench.repeats, log)
+            gpu.pop("reference greedy, one at a time")
+            generation.update(gpu | gpu_failed)
             meta["cuda_device"] = torch.cuda.get_device_name()
         else:
             log("  --device cuda: no CUDA device here, the CUDA generation bench is skipped")
-    ref_gen = generation["reference greedy, one at a time"]["poems_per_s"]
-    for entry in generation.values():
-        if "poems_per_s" in entry:
-            entry["vs_reference"] = entry["poems_per_s"] / ref_gen
     return generation
 
 

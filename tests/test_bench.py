@@ -17,8 +17,14 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     text = json.dumps(results)
     for key in ("reference", "matmul", "adaptive", "top_p"):
         assert key in text
-    # the reference decodes at its best thread count: one thread is always timed, and the faster figure counts
-    reference = results["generation"]["reference greedy, one at a time"]
+    # the reference decodes at its best thread count: one thread is always timed, and each round counts the faster
+    generation = results["generation"]
+    reference = generation["reference greedy, one at a time"]
     assert "1" in reference["poems_per_s_by_threads"]
-    assert reference["poems_per_s"] == max(reference["poems_per_s_by_threads"].values())
-    assert reference["poems_per_s_by_threads"][str(reference["threads"])] == reference["poems_per_s"]
+    assert reference["poems_per_s"] >= min(reference["poems_per_s_by_threads"].values())
+    # round-robin: every decoding row has a rate for each of the reference's rounds, and its ratio is theirs
+    rows = [entry for name, entry in generation.items() if name.startswith("project")]
+    assert rows and all(len(entry["rates"]) == len(reference["rates"]) for entry in rows)
+    for entry in rows:
+        ratios = sorted(rate / ref for rate, ref in zip(entry["rates"], reference["rates"], strict=True))
+        assert ratios[0] <= entry["vs_reference"] <= ratios[-1]
