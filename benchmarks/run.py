@@ -354,7 +354,6 @@ def decoding_cases(
         request = GENERATION_REQUESTS[name]
         name += suffix
         try:
-            generate(model, vocab, sample_prior(model, 8, generator), request, generator)  # builds masks once
             z = sample_prior(model, num_poems, generator)
             poems: list = []
 
@@ -370,7 +369,7 @@ def decoding_cases(
                 return {"constraints_held": held, "profile_ms_per_step": profile.per_step_ms(),
                         "sample": poems[0].text}
 
-            run()
+            run()  # warm-up at the timed size: masks built, and a bf16 matmul's kernel for each row count
             cases.append(DecodingCase(name, run, num_poems, report))
         except Exception as exc:
             failed[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
@@ -711,6 +710,13 @@ def generation_section(bench: Bench, meta: dict[str, Any]) -> dict[str, Any]:
         more, errors = decoding_cases(vocab, vocab_size, num_poems, log, output_layer=layer, names=ADAPTIVE_REQUESTS,
                                       layout=layout)
         cases, failed = cases + more, failed | errors
+    if bench.args.device == "cuda":
+        if torch.cuda.is_available():
+            more, errors = decoding_cases(vocab, vocab_size, num_poems, log, device="cuda")
+            cases, failed = cases + more, failed | errors
+            meta["cuda_device"] = torch.cuda.get_device_name()
+        else:
+            log("  --device cuda: no CUDA device here, the CUDA generation bench is skipped")
     generation = time_decoding(cases, ref_run, ref_poems, bench.repeats, log)
     reference = generation["reference greedy, one at a time"]
     shown = ", ".join(f"{rate:.1f} at {count} thread{'s' * (count != '1')}"
@@ -721,17 +727,7 @@ def generation_section(bench: Bench, meta: dict[str, Any]) -> dict[str, Any]:
         if name != "reference greedy, one at a time":
             rate, ratio = entry["poems_per_s"], entry["vs_reference"]
             log(f"  {name}: {rate:.0f} poems/s, {ratio:.1f}x; sample: {entry['sample']}")
-    generation.update(failed)
-    if bench.args.device == "cuda":
-        if torch.cuda.is_available():
-            gpu_cases, gpu_failed = decoding_cases(vocab, vocab_size, num_poems, log, device="cuda")
-            gpu = time_decoding(gpu_cases, ref_run, ref_poems, bench.repeats, log)
-            gpu.pop("reference greedy, one at a time")
-            generation.update(gpu | gpu_failed)
-            meta["cuda_device"] = torch.cuda.get_device_name()
-        else:
-            log("  --device cuda: no CUDA device here, the CUDA generation bench is skipped")
-    return generation
+    return generation | failed
 
 
 def best_fp32(training: dict[str, Any], layer: str) -> dict[str, Any]:
