@@ -292,6 +292,11 @@ def test_lm_learns_a_fixed_code_per_position(output_layer: str) -> None:
         logp, state = model.step(dec_in[:, t], state, None, position=t)
         stepped.append(logp.gather(1, target[:, t : t + 1]).squeeze(1))
     torch.testing.assert_close(torch.stack(stepped, 1), forced, atol=1e-5, rtol=1e-5)
+    codes = model.decoder.position_codes(None, 3)  # made once, every row's
+    assert codes.shape == (3, 6, 4) and (codes == codes[:1]).all() and not codes[:, 5].any()
+    model.train()
+    model.token_log_probs(dec_in, target).sum().backward()
+    assert model.decoder.position_table.grad.abs().sum() > 0  # the broadcast codes still train the table
 
 
 def test_encoding_in_batches_is_encoding_at_once_in_eval_mode() -> None:

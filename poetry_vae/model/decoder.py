@@ -83,8 +83,10 @@ class Decoder(nn.Module):
     def position_codes(self, z: Tensor | None, rows: int) -> Tensor:
         """z (rows, Z), or None for the LM -> (rows, position_codes + 1, D): row t is step t's code, the last row
         the zeros that later steps read."""
-        pre = self.position_table.expand(rows, -1) if z is None else self.z_to_positions(z)
-        return F.pad(torch.tanh(pre).view(rows, self.positions, -1), (0, 0, 0, 1))
+        if z is None:  # the LM's codes are every row's: made once and broadcast, not once a row
+            codes = F.pad(torch.tanh(self.position_table).view(1, self.positions, -1), (0, 0, 0, 1))
+            return codes.expand(rows, -1, -1)
+        return F.pad(torch.tanh(self.z_to_positions(z)).view(rows, self.positions, -1), (0, 0, 0, 1))
 
     @property
     def rhyme_steps(self) -> tuple[int, int]:
