@@ -871,6 +871,33 @@ def test_lazy_tail_cluster_draws_keep_their_character(monkeypatch, strategy, kno
     assert made_whole[0] <= made_whole[1] - 0.7 * int((chosen >= 40).sum())
 
 
+@pytest.mark.parametrize(
+    ("strategy", "knobs"), [("sample", {"temperature": 0.6}), ("top_p", {"temperature": 0.7, "top_p": 0.9})]
+)
+def test_lazy_tail_rejected_cluster_draws_draw_again_not_whole(monkeypatch, strategy, knobs):
+    """Below T = 1 a cluster's bound overstates its tempered mass, so many draws inside it are rejected. Each
+    rejected row draws again from its envelope with that cluster's bound replaced by its characters' exact
+    weights (adaptive rejection), not from its whole row: the law stays the whole row's, and far fewer rows are
+    made whole than with the redraw switched off."""
+    from poetry_vae.generation import adaptive_draw
+
+    made_whole = []
+    for redraw in (True, False):
+        if not redraw:
+            monkeypatch.setattr(adaptive_draw, "_redraw_rejected", lambda *a, **k: None)
+        stepper = FixedAdaptiveRows(heavy=(0.3, 0.2), clusters=(0.3, 0.06), tail_heavy=((0.1, 0.1), (0.5,)))
+        keep = torch.ones(1, stepper.width)
+        keep[:, 200:] = 0.0
+        keep[0, 42] = 0.0  # a banned tail character: the cluster's allowed mass is below its bound at any T
+        _, chosen, whole = _lazy_draws(strategy, 40_000, keep, monkeypatch, stepper, **knobs)
+        exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, strategy, **knobs)[0].double()
+        freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
+        noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+        assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
+        made_whole.append(whole)
+    assert made_whole[0] < 0.7 * made_whole[1]
+
+
 def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):
     """The best shortlist character wins unless a cluster may hold a better one; then that cluster's tail alone
     decides, cluster after cluster (no whole row is made)."""

@@ -15,7 +15,9 @@ alone (the shortlist and one entry a cluster: 1,002 of the flagship's 8,621 colu
   and Z lies in [sum w, sum w + sum U] (exactly its upper end at T = 1 when no tail character is banned), so most
   rows decide from the head, and a draw inside a cluster decides the same way with that cluster made and the
   others bounded; the rows left make their whole row and decide there. Rejected rows draw again from the
-  envelope, then from the whole row (``sampling.nucleus_sample``).
+  envelope, then from the whole row (``sampling.nucleus_sample``); a draw rejected inside a made cluster draws
+  again from the envelope with that cluster's bound replaced by its characters' exact weights (adaptive
+  rejection sampling), so below T = 1, where most cluster draws are rejected, few of them cost a whole row.
 
 Every decision is exact, so the law is the one :func:`~.sampling.choose` draws from (``tests/test_generation.py``
 compares token frequencies). On the flagship (top-p 0.9, T = 1) 15% of the rows at a step make the 2,000-character
@@ -23,6 +25,8 @@ cluster alone and 10% their whole row (docs/decoding.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -264,8 +268,10 @@ def _finish_in_clusters(
     decides: the draw inside the cluster and its acceptance as on the whole row (:func:`_settle`); then top-p's
     test, with every other cluster c' bounded by U_c' (its characters heavier than the draw weigh nothing when
     U_c' is no heavier, at most U_c' else; at T = 1 with none of its characters banned it holds exactly U_c').
-    Decided rows leave ``whole``; a rejected draw leaves its row to draw afresh on the whole row, an undecided one
-    to be tested there (its column in ``candidate``)."""
+    A rejected draw draws again with the envelope tightened by the made cluster (:func:`_redraw_rejected`).
+    Decided rows leave ``whole``; a row whose draw top-p rejects draws afresh on the whole row, an undecided one
+    is tested there (its column in ``candidate``), and one whose redraw fell on another cluster's bound is
+    finished inside that cluster there (-2 - c in ``candidate``)."""
     short, spans = stepper.shortlist, stepper.tail_spans
     shared = keep.shape[0] == 1
     # a mask shared by every row: which clusters it leaves whole (then no mask multiply, no acceptance test at T = 1)
@@ -287,13 +293,18 @@ def _finish_in_clusters(
                 weights[:, : stop - start].mul_(cluster_keep)
             mass = head[which, short + c : short + c + 1]
             drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator, unbanned[c])
+            draw = _ClusterDraw(drawn + start, weights.gather(1, drawn.unsqueeze(1)),
+                                log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), accept)  # fmt: skip
+            rows_env = envelope[which, : short + len(spans)]  # a copy: this cluster's bound is zeroed below
+            shortlist = rows_env[:, :short]
+            bounds = rows_env[:, short:]
+            bounds[:, c] = 0.0  # this cluster's characters are weighed exactly, in weights
+            if not bool(accept.all()):  # T < 1, or banned characters
+                _redraw_rejected(draw, shortlist, weights[:, : stop - start], bounds, head[which], log_p, start,
+                                 generator)  # fmt: skip
+            accept, weight = draw.accept, draw.weight
             undecided = torch.zeros_like(accept)
             if top_p < 1.0:
-                weight = weights.gather(1, drawn.unsqueeze(1))
-                rows_env = envelope[which, : short + len(spans)]
-                shortlist = rows_env[:, :short]
-                bounds = rows_env[:, short:]
-                bounds[:, c] = 0.0
                 above = shortlist.masked_fill(shortlist <= weight, 0.0).sum(dim=1)
                 above += weights.masked_fill(weights <= weight, 0.0).sum(dim=1)
                 above_high = above + bounds.masked_fill(bounds <= weight, 0.0).sum(dim=1)
@@ -310,10 +321,56 @@ def _finish_in_clusters(
                 inside = above_high < top_p * z_low
                 outside = above >= top_p * z_high
                 undecided = accept & ~inside & ~outside
-                accept &= inside
+                accept = accept & inside
             done = which[accept]
-            chosen[done] = drawn[accept] + start
-            log_prob[done] = log_p[accept].gather(1, drawn[accept].unsqueeze(1)).squeeze(1)
+            chosen[done] = draw.column[accept]
+            log_prob[done] = draw.log_p[accept]
             whole[done] = False
-            candidate[which] = torch.where(undecided, drawn + start, -1)
+            # an undecided draw is tested on the whole row; one on another cluster's bound is finished inside that
+            # cluster there, as a first draw on it is (_settle); any other row draws afresh
+            candidate[which] = torch.where(undecided, draw.column, torch.where(draw.elsewhere >= 0,
+                                                                             -2 - draw.elsewhere, -1))  # fmt: skip
             candidate[done] = -1
+
+
+@dataclass
+class _ClusterDraw:
+    """The draws of the rows finished in one cluster: each row's column in the vocabulary, its weight (k, 1) and
+    log-prob, whether it stands (before top-p's test), and the cluster whose bound a redraw fell on (-1 none)."""
+
+    column: Tensor
+    weight: Tensor
+    log_p: Tensor
+    accept: Tensor
+    elsewhere: Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.elsewhere = torch.full_like(self.column, -1)
+
+
+def _redraw_rejected(
+    draw: _ClusterDraw, shortlist: Tensor, weights: Tensor, bounds: Tensor, head: Tensor, log_p: Tensor, start: int,
+    generator: torch.Generator | None,
+) -> None:
+    """Rows whose draw inside the cluster was rejected draw again, from their envelope with the cluster's bound
+    replaced by its characters' exact weights (adaptive rejection sampling: the envelope is tightened where a
+    rejection showed it loose, and every accepted draw still follows the row's law). A draw in the shortlist or
+    in this cluster now weighs exactly what the law gives it, so it stands; one on another cluster's bound is
+    finished inside that cluster on the whole row. ``weights`` (k, size): the cluster's tempered weights,
+    ``bounds`` (k, clusters) with this cluster's zeroed, ``head`` (k, shortlist + clusters) the rows' head
+    log-probs, ``log_p`` (k, size) the cluster's; ``draw`` is updated in place."""
+    redo = (~draw.accept).nonzero().squeeze(1)
+    short, size = shortlist.shape[1], weights.shape[1]
+    parts = (shortlist[redo], weights[redo], bounds[redo])
+    refined = shortlist.new_zeros(len(redo), padded_size(short + size + bounds.shape[1]))
+    refined[:, : short + size + bounds.shape[1]] = torch.cat(parts, dim=1)
+    j, total = block_sample(refined, generator)
+    in_short, other = j < short, j >= short + size
+    inner = (j - short).clamp(0, size - 1)
+    draw.column[redo] = torch.where(in_short, j, start + inner)
+    draw.weight[redo] = refined.gather(1, j.unsqueeze(1))
+    from_head = head[redo].gather(1, j.clamp(max=short - 1).unsqueeze(1)).squeeze(1)
+    draw.log_p[redo] = torch.where(in_short, from_head, log_p[redo].gather(1, inner.unsqueeze(1)).squeeze(1))
+    drawable = total > 0  # a row with no allowed weight left goes to its whole row
+    draw.accept[redo] = ~other & drawable
+    draw.elsewhere[redo[other & drawable]] = (j - short - size)[other & drawable]
