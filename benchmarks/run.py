@@ -281,9 +281,13 @@ GENERATION_REQUESTS = {
     "project greedy, batched, fp32": DecodeRequest(strategy="greedy", precision="fp32"),
     "project top_p, batched, fp32": DecodeRequest(strategy="top_p", temperature=1.0, precision="fp32"),
 }
+# the sample command's own default (top-p 0.9 at T 0.8), timed for the adaptive softmax and the flagship, whose
+# draws below T = 1 take a path of their own (rejected cluster draws redrawn: generation.adaptive_draw)
+SAMPLER_DEFAULT = "project top_p at T 0.8 (the sampler's default), batched"
+REQUESTS = GENERATION_REQUESTS | {SAMPLER_DEFAULT: DecodeRequest(strategy="top_p", temperature=0.8, precision="auto")}
 # the project's default output layer (adaptive softmax: ~4x fewer output FLOPs), beside the reference program's
 # full softmax
-ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched")
+ADAPTIVE_REQUESTS = ("project greedy, batched", "project top_p, batched", SAMPLER_DEFAULT)
 
 
 @dataclass
@@ -351,7 +355,7 @@ def decoding_cases(
     cases: list[DecodingCase] = []
     failed: dict[str, Any] = {}
     for name in names:
-        request = GENERATION_REQUESTS[name]
+        request = REQUESTS[name]
         name += suffix
         try:
             z = sample_prior(model, num_poems, generator)
