@@ -777,6 +777,35 @@ def _lazy_draws(strategy: str, rows: int, keep: torch.Tensor, monkeypatch, stepp
     return stepper, chosen, sum(made_whole)
 
 
+def _stage_on_and_off(monkeypatch, stage: str, strategy: str, knobs: dict, banned: tuple[int, ...] = (),
+                      **tails) -> list[tuple]:
+    """40,000 draws of a heavy cluster 0 (:class:`FixedAdaptiveRows` with ``tails``; ``banned`` masked) with
+    ``adaptive_draw``'s ``stage`` as it is, then made a no-op: for each, the stepper, the draws, the rows made
+    whole and :func:`_law_and_frequencies`."""
+    from poetry_vae.generation import adaptive_draw
+
+    runs = []
+    for on in (True, False):
+        if not on:
+            monkeypatch.setattr(adaptive_draw, stage, lambda *a, **k: None)
+        stepper = FixedAdaptiveRows(heavy=(0.3, 0.2), clusters=(0.3, 0.06), **tails)
+        keep = torch.ones(1, stepper.width)
+        keep[:, 200:] = 0.0
+        keep[0, list(banned)] = 0.0
+        _, chosen, whole = _lazy_draws(strategy, 40_000, keep, monkeypatch, stepper, **knobs)
+        runs.append((stepper, chosen, whole, _law_and_frequencies(stepper, chosen, keep[0], strategy, **knobs)))
+    return runs
+
+
+def _law_and_frequencies(stepper, chosen: torch.Tensor, keep_row: torch.Tensor, strategy: str, **knobs: float):
+    """The whole row's exact law under ``keep_row``, the draws' frequencies, and the expected sampling noise of
+    their total variation (what a correct sampler stays within, 1.6x)."""
+    exact = reference_probs(stepper.full[:200].unsqueeze(0), keep_row[:200] > 0, strategy, **knobs)[0].double()
+    freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
+    noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+    return exact, freq, noise
+
+
 @pytest.mark.parametrize(
     ("strategy", "knobs", "per_row_keep", "tails_drawn"),
     [("top_p", {"temperature": 1.0, "top_p": 0.9}, False, True),
@@ -800,10 +829,7 @@ def test_lazy_tail_draws_follow_the_whole_row_law(monkeypatch, strategy, knobs, 
     stepper, chosen, whole = _lazy_draws(strategy, rows, keep, monkeypatch, **knobs)
     for parity in (0, 1) if per_row_keep else (0,):
         picked = chosen[parity::2] if per_row_keep else chosen
-        exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[parity, :200] > 0, strategy, **knobs)[0]
-        exact = exact.double()
-        freq = torch.bincount(picked, minlength=200).double() / len(picked)
-        noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(picked))).sqrt().sum())
+        exact, freq, noise = _law_and_frequencies(stepper, picked, keep[parity], strategy, **knobs)
         assert not bool(((freq > 0) & (exact == 0)).any())
         assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise  # 0 for a one-character nucleus
         if parity == 0:  # tail characters are in the law, or not (the second mask bans the heavy ones)
@@ -833,9 +859,7 @@ def test_lazy_tail_nucleus_edges(monkeypatch, rows_law, knobs, outside, banned):
     keep[:, 200:] = 0.0
     keep[0, list(banned)] = 0.0
     _, chosen, _ = _lazy_draws("top_p", 20_000, keep, monkeypatch, stepper, **knobs)
-    exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, "top_p", **knobs)[0].double()
-    freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
-    noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+    exact, freq, noise = _law_and_frequencies(stepper, chosen, keep[0], "top_p", **knobs)
     assert float(exact[outside]) == 0.0 and set(chosen.tolist()) == set(exact.nonzero().squeeze(1).tolist())
     assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
 
@@ -851,24 +875,13 @@ def test_lazy_tail_cluster_draws_keep_their_character(monkeypatch, strategy, kno
     it or the whole row does (the cluster-alone stage switched off). Cluster 0 is heavy and its second character
     holds 80% of it, so a wrong reading of the column moves a fifth of the mass. The cluster-alone stage spares
     a whole row to most draws that fall in a tail."""
-    from poetry_vae.generation import adaptive_draw
-
-    made_whole = []
-    for cluster_alone in (True, False):
-        if not cluster_alone:
-            monkeypatch.setattr(adaptive_draw, "_finish_in_clusters", lambda *a, **k: None)
-        stepper = FixedAdaptiveRows(heavy=(0.3, 0.2), clusters=(0.3, 0.06), tail_heavy=((0.1, 0.8), (0.5,)))
-        keep = torch.ones(1, stepper.width)
-        keep[:, 200:] = 0.0
-        _, chosen, whole = _lazy_draws(strategy, 40_000, keep, monkeypatch, stepper, **knobs)
-        exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, strategy, **knobs)[0].double()
-        freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
-        noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+    runs = _stage_on_and_off(monkeypatch, "_finish_in_clusters", strategy, knobs, tail_heavy=((0.1, 0.8), (0.5,)))
+    for cluster_alone, (stepper, _, _, (exact, freq, noise)) in zip((True, False), runs, strict=True):
         assert float(exact[41]) > 0.2 and abs(float(freq[41] - exact[41])) < 0.01
         assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
         assert (0 in stepper.clusters_made) == cluster_alone
-        made_whole.append(whole)
-    assert made_whole[0] <= made_whole[1] - 0.7 * int((chosen >= 40).sum())
+    (_, _, whole_on, _), (_, chosen_off, whole_off, _) = runs
+    assert whole_on <= whole_off - 0.7 * int((chosen_off >= 40).sum())
 
 
 @pytest.mark.parametrize(
@@ -879,23 +892,12 @@ def test_lazy_tail_rejected_cluster_draws_draw_again_not_whole(monkeypatch, stra
     rejected row draws again from its envelope with that cluster's bound replaced by its characters' exact
     weights (adaptive rejection), not from its whole row: the law stays the whole row's, and far fewer rows are
     made whole than with the redraw switched off."""
-    from poetry_vae.generation import adaptive_draw
-
-    made_whole = []
-    for redraw in (True, False):
-        if not redraw:
-            monkeypatch.setattr(adaptive_draw, "_redraw_rejected", lambda *a, **k: None)
-        stepper = FixedAdaptiveRows(heavy=(0.3, 0.2), clusters=(0.3, 0.06), tail_heavy=((0.1, 0.1), (0.5,)))
-        keep = torch.ones(1, stepper.width)
-        keep[:, 200:] = 0.0
-        keep[0, 42] = 0.0  # a banned tail character: the cluster's allowed mass is below its bound at any T
-        _, chosen, whole = _lazy_draws(strategy, 40_000, keep, monkeypatch, stepper, **knobs)
-        exact = reference_probs(stepper.full[:200].unsqueeze(0), keep[0, :200] > 0, strategy, **knobs)[0].double()
-        freq = torch.bincount(chosen, minlength=200).double() / len(chosen)
-        noise = 0.5 * float((2 * exact * (1 - exact) / (math.pi * len(chosen))).sqrt().sum())
+    # a banned tail character (42): the cluster's allowed mass is below its bound at any T
+    runs = _stage_on_and_off(monkeypatch, "_redraw_rejected", strategy, knobs, banned=(42,),
+                             tail_heavy=((0.1, 0.1), (0.5,)))  # fmt: skip
+    for _, _, _, (exact, freq, noise) in runs:
         assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
-        made_whole.append(whole)
-    assert made_whole[0] < 0.7 * made_whole[1]
+    assert runs[0][2] < 0.7 * runs[1][2]
 
 
 def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):
