@@ -26,7 +26,7 @@ cluster alone and 10% their whole row (docs/decoding.md).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -294,12 +294,14 @@ def _finish_in_clusters(
             mass = head[which, short + c : short + c + 1]
             drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator, unbanned[c])
             draw = _ClusterDraw(drawn + start, weights.gather(1, drawn.unsqueeze(1)),
-                                log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), accept)  # fmt: skip
-            rows_env = envelope[which, : short + len(spans)]  # a copy: this cluster's bound is zeroed below
-            shortlist = rows_env[:, :short]
-            bounds = rows_env[:, short:]
-            bounds[:, c] = 0.0  # this cluster's characters are weighed exactly, in weights
-            if not bool(accept.all()):  # T < 1, or banned characters
+                                log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), accept, torch.full_like(drawn, -1))
+            redraw = not bool(accept.all())  # T < 1, or banned characters
+            if redraw or top_p < 1.0:  # the rows' envelope, read by the redraw and by top-p's test
+                rows_env = envelope[which, : short + len(spans)]  # a copy: this cluster's bound is zeroed below
+                shortlist = rows_env[:, :short]
+                bounds = rows_env[:, short:]
+                bounds[:, c] = 0.0  # this cluster's characters are weighed exactly, in weights
+            if redraw:
                 _redraw_rejected(draw, shortlist, weights[:, : stop - start], bounds, head[which], log_p, start,
                                  generator)  # fmt: skip
             accept, weight = draw.accept, draw.weight
@@ -342,10 +344,7 @@ class _ClusterDraw:
     weight: Tensor
     log_p: Tensor
     accept: Tensor
-    elsewhere: Tensor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.elsewhere = torch.full_like(self.column, -1)
+    elsewhere: Tensor
 
 
 def _redraw_rejected(
