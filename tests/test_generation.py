@@ -696,6 +696,32 @@ def test_log_prob_rows_whose_allowed_tokens_all_underflow_are_exact():
         torch.testing.assert_close(weights / weights.sum(1, keepdim=True), expected)
 
 
+def test_row_wise_passes_in_one_pass_and_in_chunks_agree(monkeypatch):
+    """The sampler's fused row-wise passes (softmax and normaliser, masked weights, the heavier-mass sum) run over
+    a small table at once and over a large one ``ROW_CHUNK`` rows at a time: both ways give the same values."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(37, 256, generator=gen) * 3
+    log_probs = torch.log_softmax(logits, 1)
+    few = torch.ones(1, 256)
+    few[0, [3, 9]] = 0.0
+    many = (torch.rand(37, 256, generator=gen) > 0.5).float()
+    drawn = torch.randint(256, (37,), generator=gen)
+    results = {}
+    for one_pass in (0, 1 << 21):  # 0: every table is chunked
+        monkeypatch.setattr(sampling, "ONE_PASS", one_pass)
+        assert len(sampling._row_chunks(logits)) == (1 if one_pass else 3)
+        probs, log_norm = sampling._normalise(logits, sampling.Workspace())
+        weights = [sampling._masked_weights(log_probs, keep, t, log_probs, sampling.Workspace(), log_probs=True)
+                   for keep in (few, many) for t in (1.0, 0.7)]  # fmt: skip
+        plain = sampling._masked_weights(logits, many, 0.7, logits.clone(), sampling.Workspace())
+        above = sampling._mass_above(weights[0], drawn, torch.empty_like(weights[0]))
+        results[one_pass] = [probs.clone(), log_norm, *[w.clone() for w in weights], plain.clone(), above]
+    for chunked, whole in zip(results[0], results[1 << 21], strict=True):
+        torch.testing.assert_close(chunked, whole)
+    expected = (weights[0] * (weights[0] > weights[0].gather(1, drawn.unsqueeze(1)))).sum(1)
+    torch.testing.assert_close(results[0][-1], expected)
+
+
 @pytest.mark.parametrize("output_layer", ["softmax", "adaptive"])
 def test_decoding_by_row_blocks_is_decoding_by_batch(vocab, monkeypatch, output_layer):
     """Rows are made and drawn from in blocks (decoding.ROW_BLOCK, LAZY_ROW_BLOCK for an adaptive softmax drawn

@@ -154,7 +154,8 @@ def _draw(
         # the envelope: the shortlist's masked weights, then each cluster's bound U_c, as _masked_weights scales
         # log-probs (shifted, floored above exp's subnormal range); zero padding to whole column blocks
         width = padded_size(head.shape[1])
-        envelope = work.get("envelope", buffer[:, :width]).zero_()  # a buffer of the envelope's shape, reused
+        envelope = work.get("envelope", buffer[:, :width])  # a buffer of the envelope's shape, reused
+        envelope[:, head.shape[1] :] = 0.0
         exp_weights(head, temperature, envelope[:, : head.shape[1]])
         envelope[:, :short].mul_(keep[:, :short])
         bounds = envelope[:, short : short + clusters]
@@ -245,17 +246,22 @@ def _settle(
 
 def _draw_in_cluster(
     weights: Tensor, log_probs: Tensor, mass: Tensor, keep: Tensor, temperature: float,
-    generator: torch.Generator | None, unbanned: bool = False,
+    generator: torch.Generator | None, unbanned: bool = False, bound: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """A draw inside one cluster for k rows and whether it stands. ``weights`` (k, padded size): the cluster's
     masked tempered weights; ``log_probs`` (k, size) its characters', ``mass`` (k, 1) the cluster's entry in the
     head. The draw is kept with probability A_c / U_c: the cluster's allowed tempered mass over its bound, in the
-    log domain (<= 1 at T <= 1); 1 at T = 1 when ``unbanned`` (no row bans any of its characters)."""
-    drawn, _ = block_sample(weights, generator)
+    log domain (<= 1 at T <= 1); 1 at T = 1 when ``unbanned`` (no row bans any of its characters). ``bound`` (k,
+    1): U_c as the envelope weighed it, in the weights' scale; then A_c / U_c is the weights' total over it, with
+    no pass over the log-probs (a row made whole may have had its weights rescaled, so it passes none)."""
+    drawn, total = block_sample(weights, generator)
     if unbanned and temperature == 1.0:
         return drawn, torch.ones_like(drawn, dtype=torch.bool)
-    inner = (log_probs - mass) / temperature
-    ratio = (inner.exp_() * keep).sum(dim=1, keepdim=True)
+    if bound is not None:
+        ratio = total.unsqueeze(1) / bound
+    else:
+        inner = (log_probs - mass) / temperature
+        ratio = (inner.exp_() * keep).sum(dim=1, keepdim=True)
     return drawn, (_uniform(len(drawn), weights, generator) < ratio).squeeze(1)
 
 
@@ -292,7 +298,9 @@ def _finish_in_clusters(
             if not unbanned[c]:
                 weights[:, : stop - start].mul_(cluster_keep)
             mass = head[which, short + c : short + c + 1]
-            drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator, unbanned[c])
+            bound = envelope[which, short + c : short + c + 1]
+            drawn, accept = _draw_in_cluster(weights, log_p, mass, cluster_keep, temperature, generator, unbanned[c],
+                                             bound)  # fmt: skip
             draw = _ClusterDraw(drawn + start, weights.gather(1, drawn.unsqueeze(1)),
                                 log_p.gather(1, drawn.unsqueeze(1)).squeeze(1), accept, torch.full_like(drawn, -1))
             redraw = not bool(accept.all())  # T < 1, or banned characters

@@ -46,6 +46,10 @@ MIN_ACCEPT = 0.5  # a first rejection round that admits fewer rows sends the res
 # rows that one fused loop takes at once: a few row-wise passes over a block of 16 rows of an 8k-column vocabulary
 # (0.5 MB) stay in the core's cache, where the same passes over all 1,024 rows stream the whole table each time
 ROW_CHUNK = 16
+# ...but a table of at most this many elements takes each pass once: a few hundred rows (the rows an adaptive
+# softmax makes whole, a 256-row block of a 4k vocabulary) pay more in per-call overheads than the cache saves
+# (the heavier-mass sum over 96 rows x 8,704 columns 0.11 against 0.21 ms, 2 threads)
+ONE_PASS = 1 << 21
 FEW_BANNED = 16  # a shared mask banning at most 1/16 of the columns zeroes them by index, not by a full multiply
 # exp(x + EXP_SHIFT) with x floored at EXP_FLOOR - EXP_SHIFT stays a normal float32 (exp(-87) > 2^-126); a row whose
 # largest weight is at least EXP_SAFE = exp(EXP_FLOOR + 40 ln 2) holds its floored weights at <= 2^-40 of it
@@ -74,6 +78,14 @@ class Workspace:
                 or buf.device != like.device):
             buf = self._buffers[name] = torch.empty_like(like, memory_format=torch.contiguous_format)
         return buf[:rows]
+
+
+def _row_chunks(table: Tensor) -> list[slice]:
+    """The blocks of rows a fused row-wise loop takes over ``table``: all of them at once when it is small
+    (``ONE_PASS``), else ``ROW_CHUNK`` at a time."""
+    rows = table.shape[0]
+    step = max(rows, 1) if table.numel() <= ONE_PASS else ROW_CHUNK
+    return [slice(start, start + step) for start in range(0, rows, step)]
 
 
 def _uniform(rows: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -172,11 +184,10 @@ def _heavier(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
 
 def _mass_above(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
     """(R,) the weight strictly above each row's drawn column: ``_heavier(...).mul_(weights).sum(1)``, fused over
-    blocks of ``ROW_CHUNK`` rows (the same row-wise operations, so the same sums)."""
+    blocks of rows (:func:`_row_chunks`; the same row-wise operations, so the same sums)."""
     drawn_weight = weights.gather(1, drawn.unsqueeze(1))
     mass = weights.new_empty(weights.shape[0])
-    for start in range(0, weights.shape[0], ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
+    for rows in _row_chunks(weights):
         heavier = torch.gt(weights[rows], drawn_weight[rows], out=buffer[rows]).mul_(weights[rows])
         torch.sum(heavier, dim=1, out=mass[rows])
     return mass
@@ -254,15 +265,14 @@ def _normalise(logits: Tensor, work: Workspace | None = None) -> tuple[Tensor, T
     passes); the normaliser comes from the row's largest probability, exp(max - lse), which cannot underflow.
     With a workspace the softmax is written into its buffer (a fresh row-sized result every step page-faults its
     memory in again, which took longer than the softmax itself) and the same row-wise kernels run over blocks of
-    ``ROW_CHUNK`` rows that stay in cache.
+    rows that stay in cache (:func:`_row_chunks`).
     """
     if work is None:
         probs = torch.softmax(logits, dim=1)
         return probs, logits.amax(dim=1) - probs.amax(dim=1).log()
     probs = work.get("probs", logits)
     log_norm, peak = logits.new_empty(logits.shape[0]), logits.new_empty(logits.shape[0])
-    for start in range(0, logits.shape[0], ROW_CHUNK):
-        rows = slice(start, start + ROW_CHUNK)
+    for rows in _row_chunks(logits):
         torch.ops.aten._softmax.out(logits[rows], 1, False, out=probs[rows])
         torch.amax(logits[rows], dim=1, out=log_norm[rows])
         torch.amax(probs[rows], dim=1, out=peak[rows])
@@ -294,8 +304,7 @@ def _masked_weights(
         banned = (keep[0] <= 0).nonzero().squeeze(1) if shared else None
         few = banned is not None and banned.numel() * FEW_BANNED <= keep.shape[1]
         peak = logits.new_empty(logits.shape[0])
-        for start in range(0, logits.shape[0], ROW_CHUNK):
-            rows = slice(start, start + ROW_CHUNK)
+        for rows in _row_chunks(logits):
             chunk = weights[rows]
             if log_probs:
                 exp_weights(logits[rows], temperature, chunk)
