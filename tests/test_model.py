@@ -270,6 +270,8 @@ def test_position_code_t_reaches_step_t_only(output_layer: str) -> None:
     assert changed.tolist() == [t == 3 for t in range(dec_in.size(1))]
     codes = model.decoder.position_codes(z, 3)
     assert codes.shape == (3, 7, 4) and not codes[:, 6].any()
+    for t in range(8):  # one step's code alone, as the decoding stepper makes it: the same
+        torch.testing.assert_close(model.decoder.position_code(z, 3, t), codes[:, min(t, 6)])
 
 
 def test_position_codes_config_is_checked() -> None:
@@ -294,6 +296,8 @@ def test_lm_learns_a_fixed_code_per_position(output_layer: str) -> None:
     torch.testing.assert_close(torch.stack(stepped, 1), forced, atol=1e-5, rtol=1e-5)
     codes = model.decoder.position_codes(None, 3)  # made once, every row's
     assert codes.shape == (3, 6, 4) and (codes == codes[:1]).all() and not codes[:, 5].any()
+    for t in range(7):
+        torch.testing.assert_close(model.decoder.position_code(None, 3, t), codes[:, min(t, 5)])
     model.train()
     model.token_log_probs(dec_in, target).sum().backward()
     assert model.decoder.position_table.grad.abs().sum() > 0  # the broadcast codes still train the table

@@ -88,6 +88,17 @@ class Decoder(nn.Module):
             return codes.expand(rows, -1, -1)
         return F.pad(torch.tanh(self.z_to_positions(z)).view(rows, self.positions, -1), (0, 0, 0, 1))
 
+    def position_code(self, z: Tensor | None, rows: int, t: int) -> Tensor:
+        """Step ``t``'s row of :meth:`position_codes` (rows, D) alone, for a decoder stepping one character at a
+        time: that step's columns of ``z_to_positions``, not every step's codes made at once."""
+        width = self.cfg.position_code_dim
+        if t >= self.positions:  # past the table: the zeros
+            return self.lstm.weight_ih_l0.new_zeros(rows, width)
+        columns = slice(t * width, (t + 1) * width)
+        if z is None:
+            return torch.tanh(self.position_table[columns]).expand(rows, -1)
+        return torch.tanh(F.linear(z, self.z_to_positions.weight[columns], self.z_to_positions.bias[columns]))
+
     @property
     def rhyme_steps(self) -> tuple[int, int]:
         """The steps that read a rhyme: the last characters of lines 2 and 4."""

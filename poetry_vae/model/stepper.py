@@ -125,8 +125,7 @@ class LogitStepper:
         vars(self).update(tables)
         # what a request's codes add: z's share of the first layer's gates, of the output layers' biases
         self.z_gates = z @ self.z_gates_w if dec.z_input else None  # (R, 4H), constant per poem
-        rows = self.state[0].shape[1]
-        self.codes = dec.position_codes(z, rows) if dec.positions else None  # (R, P + 1, D), read at each step
+        self.positions = bool(dec.positions)  # a position code beside the output layer's input, made step by step
         if self.adaptive:
             self.head_b = _z_bias(z, self.head_z, self.head_b)
             self.tail_down_b = _z_bias(z, self.tail_down_z, self.tail_down_b)
@@ -345,8 +344,8 @@ class LogitStepper:
             inputs = torch.cat([x, h[k]], dim=1)
             x = self._cell(_affine(inputs.to(weight.dtype), weight, bias), c[k], h_new[k], c_new[k])
         self.state, self.spare = (h_new, c_new), (h, c)
-        if self.codes is not None:
-            x = torch.cat([x, self.codes[:, min(self.position, self.codes.shape[1] - 1)]], dim=1)
+        if self.positions:
+            x = torch.cat([x, self.model.decoder.position_code(self.z, x.shape[0], self.position)], dim=1)
         self.rhyme = self._rhyme() if self.rhyme_dim else None
         self.position += 1
         self.hidden = x if self.dtype == torch.float32 else x.to(self.dtype)
@@ -411,8 +410,6 @@ class LogitStepper:
             self.z = self.z.index_select(0, index)
         if self.laid_out and self.z_gates is not None:
             self.z_gates = self.z_gates.index_select(0, index)
-        if self.laid_out and self.codes is not None:
-            self.codes = self.codes.index_select(0, index)
         if self.laid_out and self.z_at_output:  # the per-row biases that hold z's share of the output layer
             if self.adaptive:
                 self.head_b = self.head_b.index_select(0, index)
