@@ -36,10 +36,10 @@ from poetry_vae.generation.sampling import (
     EXP_SAFE,
     Phase,
     Workspace,
-    _heavier,
     _masked_weights,
     _mass_above,
     _uniform,
+    _weight_above,
     block_sample,
     exp_weights,
     nucleus_sample,
@@ -183,7 +183,7 @@ def _draw(
             clear = (drawn < short) & (rows_env[:, short : short + clusters] <= weight).all(dim=1)  # no tail
             if nucleus:  # character is heavier; the bounds weigh no more than the draw there, adding nothing above
                 # a narrow row: one pass, not _mass_above's blocks of rows
-                above = _heavier(rows_env, drawn, work.get("envelope_scratch", rows_env)).mul_(rows_env).sum(dim=1)
+                above = _weight_above(rows_env, weight, work.get("envelope_scratch", rows_env))
                 accept = clear & (above < top_p * z_low[ids])
                 reject = clear & (above >= top_p * z_high[ids])
             else:  # any shortlist draw stands; a cluster's is finished on the whole row
@@ -315,9 +315,8 @@ def _finish_in_clusters(
             accept, weight = draw.accept, draw.weight
             undecided = torch.zeros_like(accept)
             if top_p < 1.0:
-                above = shortlist.masked_fill(shortlist <= weight, 0.0).sum(dim=1)
-                above += weights.masked_fill(weights <= weight, 0.0).sum(dim=1)
-                above_high = above + bounds.masked_fill(bounds <= weight, 0.0).sum(dim=1)
+                above = _weight_above(shortlist, weight) + _weight_above(weights, weight)
+                above_high = above + _weight_above(bounds, weight)
                 z_base = shortlist.sum(dim=1) + weights.sum(dim=1)
                 z_low = z_base
                 if temperature == 1.0:  # a cluster with none of its characters banned holds exactly its bound

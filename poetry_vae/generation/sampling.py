@@ -95,8 +95,10 @@ def _uniform(rows: int, like: Tensor, generator: torch.Generator | None) -> Tens
 
 def _last_positive(weights: Tensor) -> Tensor:
     """(R, 1) index of each row's last positive column (the guard for float round-off at the top of a CDF)."""
-    columns = torch.arange(weights.shape[1], device=weights.device)
-    return torch.where(weights > 0, columns, 0).amax(dim=1, keepdim=True)
+    columns = torch.arange(weights.shape[1], device=weights.device, dtype=weights.dtype)
+    # a 0/1 float mask times the columns (where over a broadcast comparison takes a slower path on a CPU); float
+    # holds every column index exactly (a row is far narrower than 2^24)
+    return torch.gt(weights, 0, out=torch.empty_like(weights)).mul_(columns).amax(dim=1, keepdim=True).long()
 
 
 def block_argmax(x: Tensor) -> Tensor:
@@ -180,6 +182,14 @@ def _rejection_sample(
 def _heavier(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
     """(R, W) 1.0 where a column weighs strictly more than the row's drawn column, written into ``buffer``."""
     return torch.gt(weights, weights.gather(1, drawn.unsqueeze(1)), out=buffer)
+
+
+def _weight_above(weights: Tensor, threshold: Tensor, buffer: Tensor | None = None) -> Tensor:
+    """(R,) each row's weight strictly above its (R, 1) ``threshold``, as a 0/1 float mask times the weights
+    (written into ``buffer``): several times faster on a CPU than ``masked_fill`` or ``where`` over the broadcast
+    comparison."""
+    buffer = torch.empty_like(weights) if buffer is None else buffer
+    return torch.gt(weights, threshold, out=buffer).mul_(weights).sum(dim=1)
 
 
 def _mass_above(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
