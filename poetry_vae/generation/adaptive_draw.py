@@ -42,6 +42,7 @@ from poetry_vae.generation.sampling import (
     _weight_above,
     block_sample,
     exp_weights,
+    few_banned,
     nucleus_sample,
 )
 from poetry_vae.model.stepper import LogitStepper, padded_size
@@ -157,7 +158,11 @@ def _draw(
         envelope = work.get("envelope", buffer[:, :width])  # a buffer of the envelope's shape, reused
         envelope[:, head.shape[1] :] = 0.0
         exp_weights(head, temperature, envelope[:, : head.shape[1]])
-        envelope[:, :short].mul_(keep[:, :short])
+        banned = few_banned(keep[:, :short])
+        if banned is None:
+            envelope[:, :short].mul_(keep[:, :short])
+        else:
+            envelope[:, :short].index_fill_(1, banned, 0.0)
         bounds = envelope[:, short : short + clusters]
         spare = envelope[:, :short].sum(dim=1)  # the shortlist's allowed mass
         z_high = spare + bounds.sum(dim=1)
@@ -295,7 +300,10 @@ def _finish_in_clusters(
             cluster_keep = keep[:, start:stop] if shared else keep[which, start:stop]
             weights = log_p.new_zeros(len(which), padded_size(stop - start))
             exp_weights(log_p, temperature, weights[:, : stop - start])
-            if not unbanned[c]:
+            banned = few_banned(cluster_keep)
+            if banned is not None:
+                weights.index_fill_(1, banned, 0.0)
+            elif not unbanned[c]:
                 weights[:, : stop - start].mul_(cluster_keep)
             mass = head[which, short + c : short + c + 1]
             bound = envelope[which, short + c : short + c + 1]

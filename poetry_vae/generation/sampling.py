@@ -311,8 +311,7 @@ def _masked_weights(
         fresh = temperature != 1.0 or log_probs
         weights = work.get("weights", logits) if fresh else probs
         scaled = work.get("scaled", logits) if temperature != 1.0 and not log_probs else logits
-        banned = (keep[0] <= 0).nonzero().squeeze(1) if shared else None
-        few = banned is not None and banned.numel() * FEW_BANNED <= keep.shape[1]
+        banned = few_banned(keep)
         peak = logits.new_empty(logits.shape[0])
         for rows in _row_chunks(logits):
             chunk = weights[rows]
@@ -321,7 +320,7 @@ def _masked_weights(
             elif temperature != 1.0:
                 torch.div(logits[rows], temperature, out=scaled[rows])
                 torch.ops.aten._softmax.out(scaled[rows], 1, False, out=chunk)
-            if few:
+            if banned is not None:
                 chunk.index_fill_(1, banned, 0.0)
             else:
                 chunk.mul_(keep if shared else keep[rows])
@@ -330,6 +329,15 @@ def _masked_weights(
     if bool(lost.any()):
         weights[lost] = _tempered(logits[lost], keep if shared else keep[lost], temperature)
     return weights
+
+
+def few_banned(keep: Tensor) -> Tensor | None:
+    """The columns a 0/1 mask shared by every row (1, W) bans, when they are few (at most 1 / ``FEW_BANNED`` of
+    them): zeroing those by index is much cheaper than multiplying every row by the mask. None otherwise."""
+    if keep.shape[0] != 1:
+        return None
+    banned = (keep[0] <= 0).nonzero().squeeze(1)
+    return banned if banned.numel() * FEW_BANNED <= keep.shape[1] else None
 
 
 def exp_weights(log_probs: Tensor, temperature: float, out: Tensor) -> Tensor:
