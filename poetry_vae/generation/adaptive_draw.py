@@ -157,7 +157,7 @@ def _draw(
         width = padded_size(head.shape[1])
         envelope = work.get("envelope", buffer[:, :width])  # a buffer of the envelope's shape, reused
         envelope[:, head.shape[1] :] = 0.0
-        exp_weights(head, temperature, envelope[:, : head.shape[1]])
+        exp_weights(head, temperature, envelope[:, : head.shape[1]], work.get("head_weights", head))
         banned = few_banned(keep[:, :short])
         if banned is None:
             envelope[:, :short].mul_(keep[:, :short])

@@ -340,9 +340,15 @@ def few_banned(keep: Tensor) -> Tensor | None:
     return banned if banned.numel() * FEW_BANNED <= keep.shape[1] else None
 
 
-def exp_weights(log_probs: Tensor, temperature: float, out: Tensor) -> Tensor:
+def exp_weights(log_probs: Tensor, temperature: float, out: Tensor, scratch: Tensor | None = None) -> Tensor:
     """Log-probs -> their unnormalised weights at ``temperature``, into ``out``: exp(log_prob / T + EXP_SHIFT), the
-    exponent floored where exp's result would be subnormal (see :func:`_masked_weights`)."""
+    exponent floored where exp's result would be subnormal (see :func:`_masked_weights`). An ``out`` that is a
+    strided view (the first columns of a table padded to whole blocks) gets them made in ``scratch`` (a contiguous
+    table of ``log_probs``' shape, or a new one) and copied: on a CPU exp into a strided view takes a path about
+    twice as slow as exp and a copy."""
+    if not out.is_contiguous():
+        made = torch.empty(log_probs.shape, dtype=out.dtype, device=out.device) if scratch is None else scratch
+        return out.copy_(exp_weights(log_probs, temperature, made))
     tempered = log_probs if temperature == 1.0 else torch.mul(log_probs, 1 / temperature, out=out)
     return torch.clamp(tempered, min=EXP_FLOOR - EXP_SHIFT, out=out).add_(EXP_SHIFT).exp_()
 
