@@ -926,6 +926,21 @@ def test_lazy_tail_rejected_cluster_draws_draw_again_not_whole(monkeypatch, stra
     assert runs[0][2] < 0.7 * runs[1][2]
 
 
+def test_lazy_tail_shortlist_draws_under_a_heavier_bound_decide_from_the_head(monkeypatch):
+    """A shortlist draw lighter than some cluster's bound may have heavier characters in that cluster, but no
+    more of them than the bound: counted whole, the bound still leaves most such draws (here the 37 light
+    shortlist characters, 15% of draws) inside the nucleus, decided from the head. Same law; rows made whole
+    5,861 of 40,000, where sending every such draw to its whole row made 9,590."""
+    keep = torch.ones(1, FixedAdaptiveRows.width)
+    keep[:, 200:] = 0.0
+    knobs = {"temperature": 1.0, "top_p": 0.95}
+    stepper, chosen, whole = _lazy_draws("top_p", 40_000, keep, monkeypatch, **knobs)
+    exact, freq, noise = _law_and_frequencies(stepper, chosen, keep[0], "top_p", **knobs)
+    assert 0.5 * float((freq - exact).abs().sum()) <= 1.6 * noise
+    assert float(((chosen >= 3) & (chosen < 40)).float().mean()) > 0.1  # the light shortlist characters are drawn
+    assert whole < 0.17 * len(chosen)
+
+
 def test_lazy_tail_greedy_is_the_whole_row_argmax(monkeypatch):
     """The best shortlist character wins unless a cluster may hold a better one; then that cluster's tail alone
     decides, cluster after cluster (no whole row is made)."""

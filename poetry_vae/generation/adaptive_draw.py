@@ -187,9 +187,11 @@ def _draw(
             weight = rows_env.gather(1, drawn.unsqueeze(1))
             clear = (drawn < short) & (rows_env[:, short : short + clusters] <= weight).all(dim=1)  # no tail
             if nucleus:  # character is heavier; the bounds weigh no more than the draw there, adding nothing above
-                # a narrow row: one pass, not _mass_above's blocks of rows
+                # a narrow row: one pass, not _mass_above's blocks of rows. A cluster bound heavier than the draw
+                # counts whole in `above`: the most its heavier characters can weigh, so a shortlist draw that
+                # passes with it is in the nucleus whatever the cluster holds; it rejects only a clear draw
                 above = _weight_above(rows_env, weight, work.get("envelope_scratch", rows_env))
-                accept = clear & (above < top_p * z_low[ids])
+                accept = (drawn < short) & (above < top_p * z_low[ids])
                 reject = clear & (above >= top_p * z_high[ids])
             else:  # any shortlist draw stands; a cluster's is finished on the whole row
                 accept, reject = drawn < short, torch.zeros_like(clear)
