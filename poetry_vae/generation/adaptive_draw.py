@@ -15,10 +15,11 @@ alone (the shortlist and one entry a cluster: 1,002 of the flagship's 8,621 colu
   when no tail character is banned), and a cluster holds no character heavier than w_j when its bound is no
   heavier, at most its bound else; so most rows decide from the head (a shortlist draw under a heavier bound is
   accepted when it passes with the bound counted whole), and a draw inside a cluster decides the same way with
-  that cluster made and the others bounded; the rows left make their whole row and decide there. Rejected rows draw again from the
-  envelope, then from the whole row (``sampling.nucleus_sample``); a draw rejected inside a made cluster draws
-  again from the envelope with that cluster's bound replaced by its characters' exact weights (adaptive
-  rejection sampling), so below T = 1, where most cluster draws are rejected, few of them cost a whole row.
+  that cluster made and the others bounded; the rows left make their whole row and decide there. Rejected rows
+  draw again from the envelope, then from the whole row (``sampling.nucleus_sample``); a draw rejected inside a
+  made cluster draws again from the envelope with that cluster's bound replaced by its characters' exact weights
+  (adaptive rejection sampling), so below T = 1, where most cluster draws are rejected, few of them cost a whole
+  row.
 
 Every decision is exact, so the law is the one :func:`~.sampling.choose` draws from (``tests/test_generation.py``
 compares token frequencies). On the flagship (top-p 0.9, T = 1) 15% of the rows at a step make the 2,000-character

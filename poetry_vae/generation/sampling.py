@@ -95,10 +95,11 @@ def _uniform(rows: int, like: Tensor, generator: torch.Generator | None) -> Tens
 
 def _last_positive(weights: Tensor) -> Tensor:
     """(R, 1) index of each row's last positive column (the guard for float round-off at the top of a CDF)."""
-    columns = torch.arange(weights.shape[1], device=weights.device, dtype=weights.dtype)
-    # a 0/1 float mask times the columns (where over a broadcast comparison takes a slower path on a CPU); float
+    columns = torch.arange(weights.shape[1], device=weights.device, dtype=torch.float32)
+    # a 0/1 float mask times the columns (where over a broadcast comparison takes a slower path on a CPU); float32
     # holds every column index exactly (a row is far narrower than 2^24)
-    return torch.gt(weights, 0, out=torch.empty_like(weights)).mul_(columns).amax(dim=1, keepdim=True).long()
+    positive = torch.gt(weights, 0, out=weights.new_empty(weights.shape, dtype=torch.float32))
+    return positive.mul_(columns).amax(dim=1, keepdim=True).long()
 
 
 def block_argmax(x: Tensor) -> Tensor:
