@@ -289,7 +289,7 @@ def _finish_in_clusters(
     finished inside that cluster there (-2 - c in ``candidate``)."""
     short, spans = stepper.shortlist, stepper.tail_spans
     shared = keep.shape[0] == 1
-    # a mask shared by every row: which clusters it leaves whole (then no mask multiply, no acceptance test at T = 1)
+    # a mask shared by every row: which clusters it leaves whole (then no acceptance test at T = 1)
     unbanned = [bool((keep[0, a:b] > 0).all()) for a, b in spans] if shared else [False] * len(spans)
     tails = stepper.vocab_size - short
     for c, (start, stop) in enumerate(spans):
@@ -304,10 +304,10 @@ def _finish_in_clusters(
             cluster_keep = keep[:, start:stop] if shared else keep[which, start:stop]
             weights = log_p.new_zeros(len(which), padded_size(stop - start))
             exp_weights(log_p, temperature, weights[:, : stop - start])
-            banned = few_banned(cluster_keep)
+            banned = few_banned(cluster_keep)  # none banned: empty
             if banned is not None:
                 weights.index_fill_(1, banned, 0.0)
-            elif not unbanned[c]:
+            else:
                 weights[:, : stop - start].mul_(cluster_keep)
             mass = head[which, short + c : short + c + 1]
             bound = envelope[which, short + c : short + c + 1]

@@ -194,13 +194,12 @@ def _weight_above(weights: Tensor, threshold: Tensor, buffer: Tensor | None = No
 
 
 def _mass_above(weights: Tensor, drawn: Tensor, buffer: Tensor) -> Tensor:
-    """(R,) the weight strictly above each row's drawn column: ``_heavier(...).mul_(weights).sum(1)``, fused over
-    blocks of rows (:func:`_row_chunks`; the same row-wise operations, so the same sums)."""
+    """(R,) the weight strictly above each row's drawn column: :func:`_weight_above` over blocks of rows
+    (:func:`_row_chunks`; the same row-wise operations, so the same sums)."""
     drawn_weight = weights.gather(1, drawn.unsqueeze(1))
     mass = weights.new_empty(weights.shape[0])
     for rows in _row_chunks(weights):
-        heavier = torch.gt(weights[rows], drawn_weight[rows], out=buffer[rows]).mul_(weights[rows])
-        torch.sum(heavier, dim=1, out=mass[rows])
+        mass[rows] = _weight_above(weights[rows], drawn_weight[rows], buffer[rows])
     return mass
 
 
