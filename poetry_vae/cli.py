@@ -315,6 +315,9 @@ def hydra_command(
             return job(cfg)  # its return value is what a Hydra sweeper optimises
         except PoetryVAEError as error:
             fail(str(error), getattr(error, "exit_code", 2))
+        except OSError as error:  # a file the system refused (a full disk, a read-only place): one line, no traceback
+            where = f" {error.filename}" if error.filename else ""
+            fail(f"could not read or write{where}: {error.strerror or error}; free some space or choose another path")
 
     def main() -> None:
         sys.argv[1:] = quote_unicode_values(sys.argv[1:])

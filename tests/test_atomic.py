@@ -1,0 +1,83 @@
+"""Outputs are written whole or not at all, through links, in place on devices and pipes, and a place or a disk
+that refuses them is one line, never a traceback."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from test_cli_errors import _sample_cfg
+
+from poetry_vae.atomic import atomic_write_text, check_writable
+from poetry_vae.cli import hydra_command
+from poetry_vae.errors import PoetryVAEError
+from poetry_vae.sample import write_poems
+
+REFUSING = Path("/proc")  # a folder where no file can be made, whoever runs the tests
+FULL = Path("/dev/full")  # a device whose every write fails for want of space
+
+
+def test_a_link_is_written_through_and_kept(tmp_path: Path) -> None:
+    target = tmp_path / "poems.jsonl"
+    target.write_text("old\n", encoding="utf-8")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    atomic_write_text(link, "new\n")
+    assert link.is_symlink() and link.resolve() == target
+    assert target.read_text(encoding="utf-8") == "new\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["latest.jsonl", "poems.jsonl"]  # no temporary left
+
+
+def test_a_named_pipe_is_written_in_place_not_replaced(tmp_path: Path) -> None:
+    pipe = tmp_path / "poems.fifo"
+    os.mkfifo(pipe)
+    received: list[str] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text(encoding="utf-8")), daemon=True)
+    reader.start()
+    atomic_write_text(pipe, "一首诗\n")
+    reader.join(timeout=10)
+    assert received == ["一首诗\n"]
+    assert stat.S_ISFIFO(pipe.stat().st_mode)  # replacing it by a file would break whoever reads it
+
+
+def test_checking_a_path_leaves_nothing_behind(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "poems.jsonl"
+    assert check_writable(out) == out
+    assert list(tmp_path.iterdir()) == []  # the probe is removed and no folder made before the work
+
+
+@pytest.mark.skipif(not REFUSING.is_dir(), reason="needs /proc (Linux)")
+def test_a_place_that_refuses_files_is_one_line_before_any_poem(tiny_checkpoint: Path) -> None:
+    cfg = _sample_cfg(f"ckpt_path={tiny_checkpoint}", f"out={REFUSING / 'poems.jsonl'}", "n=2")
+    with pytest.raises(PoetryVAEError, match=f"cannot write in {REFUSING} .*; choose another path") as error:
+        write_poems(cfg)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.skipif(not FULL.exists(), reason="needs /dev/full (Linux)")
+def test_a_full_device_is_one_line_and_stays_a_device(tiny_checkpoint: Path) -> None:
+    cfg = _sample_cfg(f"ckpt_path={tiny_checkpoint}", f"out={FULL}", "n=2")
+    with pytest.raises(PoetryVAEError, match=r"could not write out=/dev/full .*; free some space") as error:
+        write_poems(cfg)
+    assert "\n" not in str(error.value)
+    assert FULL.is_char_device()
+
+
+def test_a_command_refused_a_file_by_the_system_says_so_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def job(cfg: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "metrics.json")
+
+    monkeypatch.setattr(sys, "argv", ["poetry_vae.sample"])
+    with pytest.raises(SystemExit) as exited:
+        hydra_command("sample", job)()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err == "error: could not read or write metrics.json: No space left on device; free some space or choose " \
+                  "another path\n"
