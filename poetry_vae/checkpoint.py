@@ -100,7 +100,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     map_location = check_device(map_location)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+        what = "is not a file" if path.exists() else "not found"  # a device or a pipe exists, but holds no model
+        raise CheckpointError(f"checkpoint {path} {what}: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     with open(path, "rb") as handle:
         magic = handle.read(4)
     if magic[:4] != _ZIP_MAGIC and magic[:1] != _PICKLE_MAGIC:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def _sample_cfg(*args: str):
         (["out={tmp}"], "is a directory: give a file path"),
         (["out={readme}/poems.jsonl"], "is a file, not a folder"),
         (["ckpt_path={readme}"], "is not a checkpoint (not a file written by torch.save)"),
+        ([f"ckpt_path={os.devnull}"], f"checkpoint {os.devnull} is not a file: pass ckpt_path="),
         (["device=cuda"], "no CUDA GPU is available on this machine; use device=cpu"),
         (["tone=qijue"], "choose auto or one of"),
         (["first_line=hello"], "'h' is not a Chinese character"),
