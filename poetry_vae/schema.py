@@ -203,6 +203,17 @@ _NON_NEGATIVE = {"data": ("num_workers", "val_fraction", "test_fraction"), "opti
 _DURATION = re.compile(r"\d+:\d+:\d+:\d+")  # Lightning's Timer duration: days, hours, minutes, seconds
 
 
+def _check_run_name(run_name: Any) -> None:
+    """A run's name is a folder inside the outputs (or a sweep's) root: a path out of it (absolute, or through ..)
+    would put a run, and its checkpoints, anywhere on the disk."""
+    if not isinstance(run_name, str):
+        return
+    parts = pathlib.PurePath(run_name).parts
+    if not run_name.strip() or pathlib.PurePath(run_name).is_absolute() or ".." in parts:
+        raise ConfigError(f"run_name={run_name!r}: a run's name is a folder inside the outputs root, not a path out of "
+                          "it; give a plain name, e.g. run_name=my_run (paths.output_root=<folder> moves the root)")
+
+
 def _check_ranges(plain: Mapping[str, Any]) -> None:
     nodes = {group: node for group, node in plain.items() if isinstance(node, Mapping)}
     for zero_allowed, table in ((False, _POSITIVE), (True, _NON_NEGATIVE)):
@@ -243,6 +254,7 @@ def check_train_config(cfg: DictConfig) -> None:
         if isinstance(plain.get(group), Mapping):
             check_target_nodes(plain[group], f"{group}.")
     _check_ranges(plain)
+    _check_run_name(plain.get("run_name"))
     anneal = plain.get("anneal")
     if isinstance(anneal, Mapping) and "_target_" in anneal:
         schedule = {key: value for key, value in anneal.items() if not key.startswith("_")}

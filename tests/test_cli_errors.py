@@ -58,6 +58,8 @@ from poetry_vae.schema import ConfigError
         ("train", ["trainer.max_time=00:10:00"], "trainer.max_time='00:10:00': expected DD:HH:MM:SS"),
         ("train", ["anneal=linear", "anneal.warmup_steps=-5"], "anneal.warmup_steps=-5: expected a value >= 0"),
         ("train", ["-m", "seed=1,abc"], "seed='abc': expected an integer"),  # every job of a sweep is checked
+        ("train", ["run_name=../../elsewhere"], "run_name='../../elsewhere': a run's name is a folder inside"),
+        ("train", ["run_name=/tmp/run"], "run_name='/tmp/run': a run's name is a folder inside the outputs root"),
     ],
 )
 def test_wrong_type_or_range_is_one_line(command: str, args: list[str], expected: str) -> None:
