@@ -14,7 +14,7 @@ The nodes are plain (a mapping of the defaults), not typed: a typed node would c
 (``2`` becomes ``2.0`` in a float field, which changes what a config prints and records), refuse others in a
 message of several lines, and cannot say ``Literal``. :mod:`poetry_vae.schema` checks the composed values against
 these dataclasses' annotations and ranges instead, one line a mistake. A field's ``metadata`` may hold
-``at_least``, the smallest value it accepts.
+``at_least``, the smallest value it accepts, and ``at_most``, the largest.
 
 Importing this module registers the nodes; :mod:`poetry_vae.schema` imports it, so every command (and anything
 that imports :mod:`poetry_vae.cli`) has them. Compose conf/ by hand only after importing one of them.
@@ -33,9 +33,13 @@ from poetry_vae.model.config import ModelConfig
 from poetry_vae.objective import ObjectiveConfig
 
 
-def at_least(low: float) -> dict[str, Any]:
-    """A field's range: values below ``low`` are refused (null passes where the type allows it)."""
-    return {"at_least": low}
+def at_least(low: float, high: float | None = None) -> dict[str, Any]:
+    """A field's range: values below ``low`` (or above ``high``) are refused (null passes where the type allows
+    it)."""
+    return {"at_least": low} if high is None else {"at_least": low, "at_most": high}
+
+
+SEED_RANGE = at_least(0, 2**32 - 1)  # what seed_everything (numpy) accepts
 
 
 @dataclass
@@ -57,7 +61,7 @@ class TrainKeys:
 
     run_name: str = "default"  # outputs/<run_name>/ holds the config, logs and checkpoints of a run
     tags: list[str] = field(default_factory=list)  # labels of a preset; `report` marks the rows `make report` trains
-    seed: int = 0  # same seed + same config => same losses on CPU
+    seed: int = field(default=0, metadata=SEED_RANGE)  # same seed + same config => same losses on CPU
     ckpt_path: str | None = None  # "last" resumes outputs/<run_name>/checkpoints/last.ckpt (fresh start if absent)
     # fine-tune: a checkpoint whose weights and vocabulary start this run (fresh optimiser, step 0, this run's β
     # schedule); ignored when resuming with ckpt_path
@@ -92,7 +96,7 @@ class SampleKeys:
     # models' are) and, steering, the theme's poems of that verse: regulated (近体, fits a regulated tone pattern) |
     # unregulated (古绝); null = either, as in the data
     verse: Literal["regulated", "unregulated"] | None = None
-    seed: int = 0  # same seed, same poems
+    seed: int = field(default=0, metadata=SEED_RANGE)  # same seed, same poems
     device: str = "cpu"
     out: str | None = None  # JSONL file, streamed and written whole or not at all; null = print only
     report: bool = False  # also print poetry metrics beside the same metrics on human test-split poems
@@ -107,7 +111,7 @@ class EvaluateKeys:
     # importance samples per poem (Burda et al. 2016); 500 is stable to ~0.01 nats/char
     iw_samples: int = field(default=500, metadata=at_least(1))
     iw_chunk: int = field(default=50, metadata=at_least(1))
-    seed: int = 0
+    seed: int = field(default=0, metadata=SEED_RANGE)
     device: str = "cpu"  # cpu | cuda | cuda:<index>
     torch_threads: int | None = field(default=None, metadata=at_least(1))
     out: str | None = None  # JSON file with the metrics (written whole or not at all)
@@ -133,7 +137,7 @@ class FitPriorKeys:
     # false: the codes of the 五绝 training poems alone, for a model pretrained on a wider corpus (data=wuyan's
     # blocks), so that its prior draws quatrains' codes; true: all the poems it was trained on
     with_pretraining: bool = True
-    seed: int = 0  # of those draws
+    seed: int = field(default=0, metadata=SEED_RANGE)  # of those draws
     batch_size: int = field(default=512, metadata=at_least(1))  # poems encoded at once
     torch_threads: int | None = field(default=None, metadata=at_least(1))
 

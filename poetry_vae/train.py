@@ -30,6 +30,7 @@ from poetry_vae.preemption import CheckpointOnSigterm, terminated
 from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
 from poetry_vae.project_paths import PROJECT_ROOT, anchored
 from poetry_vae.runs import best_checkpoint
+from poetry_vae.schema import ConfigError
 from poetry_vae.tracking import flat_config, make_loggers, tracked
 from poetry_vae.training import recipe_callbacks
 
@@ -90,6 +91,14 @@ def check_max_epochs(checkpoint: dict[str, Any], max_epochs: int | None, ckpt_pa
         )
 
 
+def check_accelerator(accelerator: object) -> None:
+    """A GPU asked for on a machine without one is a one-line error before anything is written (Lightning's own
+    is a misconfiguration exception raised after the run directory is made)."""
+    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is available on this machine; use "
+                          "trainer=cpu (or trainer=default, which picks what the machine has)")
+
+
 def init_checkpoint(init_from: str) -> Path:
     """The fine-tuning checkpoint's path (relative to the project root; a run directory stands for its best
     checkpoint by validation ELBO), or a one-line error naming the key."""
@@ -100,7 +109,8 @@ def init_checkpoint(init_from: str) -> Path:
                                   "written by python -m poetry_vae.train, or a .ckpt file")
         path = best_checkpoint(path)
     if not path.is_file():
-        raise CheckpointError(f"init_from={path} not found: give a checkpoint written by python -m poetry_vae.train "
+        what = "is not a file" if path.exists() else "not found"
+        raise CheckpointError(f"init_from={path} {what}: give a checkpoint written by python -m poetry_vae.train "
                               "(a relative path starts at the project root)")
     return path
 
@@ -278,6 +288,7 @@ def refuse_before_writing(cfg: DictConfig) -> list[str]:
     is using is refused before Hydra records anything in its directory (the earlier run's .hydra/ config stays as
     it was). Then the directory is locked for this process's life, and pinned as Hydra's run dir (a ${now} in
     its name is not resolved a second time)."""
+    check_accelerator(cfg.trainer.get("accelerator"))
     run_dir = anchored(cfg.hydra.run.dir).resolve()
     rank_zero = run_lock.is_rank_zero()  # other ranks share rank 0's directory and lock
     if rank_zero:
@@ -286,7 +297,7 @@ def refuse_before_writing(cfg: DictConfig) -> list[str]:
     if checkpoint is not None:
         check_max_epochs(checkpoint, cfg.trainer.get("max_epochs"), str(ckpt_path))
     elif cfg.init_from is not None:
-        init_checkpoint(cfg.init_from)
+        read_checkpoint(init_checkpoint(cfg.init_from))  # a file that is no checkpoint of ours: refused now
     if not rank_zero:
         return []
     with one_line_when_full(run_dir):  # the lock file is the run's first write

@@ -50,6 +50,9 @@ from poetry_vae.schema import ConfigError
         ("train", ["evaluation.iw_samples_test=0"], "evaluation.iw_samples_test=0: expected a value >= 1"),
         ("train", ["anneal=cyclical", "anneal.cycles=0"], "need total_steps, cycles >= 1"),
         ("train", ["seed=abc"], "seed='abc': expected an integer"),
+        ("train", ["seed=-5"], "seed=-5: expected a value in [0, 4294967295]"),  # numpy's range, seed_everything's
+        ("sample", ["seed=4294967296"], "seed=4294967296: expected a value in [0, 4294967295]"),
+        ("evaluate", ["seed=-1"], "seed=-1: expected a value in [0, 4294967295]"),
         ("train", ["data.batch_size=0"], "data.batch_size=0: expected a value > 0"),
         ("train", ["data.val_fraction=0.6", "data.test_fraction=0.5"], "must stay below 1"),
         ("train", ["optimizer.lr=-1"], "optimizer.lr=-1: expected a value > 0"),

@@ -26,6 +26,7 @@ from poetry_vae.disk_full import DiskFullError
 from poetry_vae.errors import CheckpointError
 from poetry_vae.preemption import Terminated
 from poetry_vae.project_paths import PROJECT_ROOT
+from poetry_vae.schema import ConfigError
 from poetry_vae.train import init_checkpoint, refuse_before_writing, train
 
 
@@ -256,6 +257,23 @@ def test_missing_init_from_names_the_key(tmp_path: Path, cache: Path) -> None:
         assert "ckpt_path" not in str(error.value)
         with pytest.raises(CheckpointError, match=expected):
             refuse_before_writing(run_config(tmp_path / "cli", cache, f"init_from={given}"))
+    assert not (tmp_path / "cli").exists()
+
+
+def test_init_from_a_file_that_is_no_checkpoint_is_refused_before_writing(tmp_path: Path, cache: Path) -> None:
+    readme = PROJECT_ROOT / "README.md"
+    with pytest.raises(CheckpointError, match=re.escape(f"{readme} is not a checkpoint")) as error:
+        refuse_before_writing(run_config(tmp_path / "cli", cache, f"init_from={readme}"))
+    assert "\n" not in str(error.value)
+    with pytest.raises(CheckpointError, match=re.escape(f"init_from={os.devnull} is not a file")):
+        refuse_before_writing(run_config(tmp_path / "cli", cache, f"init_from={os.devnull}"))
+    assert not (tmp_path / "cli").exists()  # no run directory, no lock, no .hydra/
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_a_gpu_asked_for_on_a_machine_without_one_is_refused_before_writing(tmp_path: Path, cache: Path) -> None:
+    with pytest.raises(ConfigError, match=r"trainer.accelerator=gpu: no CUDA GPU is available .* use trainer=cpu"):
+        refuse_before_writing(run_config(tmp_path / "cli", cache, "trainer=gpu"))
     assert not (tmp_path / "cli").exists()
 
 
