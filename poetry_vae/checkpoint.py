@@ -58,7 +58,9 @@ def check_device(device: str | torch.device) -> torch.device:
             raise CheckpointError(f"device={device}: this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
     elif resolved.type != "cpu":
         raise CheckpointError(f"device={device}: only cpu and cuda devices are supported")
-    return resolved
+    elif resolved.index not in (None, 0):  # torch accepts cpu:3, then fails loading onto it
+        raise CheckpointError(f"device={device}: the CPU has no numbered devices; use device=cpu")
+    return torch.device("cpu") if resolved.type == "cpu" else resolved  # cpu:0 is the CPU (torch.load refuses it)
 
 
 def shipped_model(name: str | None = None) -> Path:

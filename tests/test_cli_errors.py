@@ -93,6 +93,7 @@ def _sample_cfg(*args: str):
         (["ckpt_path={readme}"], "is not a checkpoint (not a file written by torch.save)"),
         ([f"ckpt_path={os.devnull}"], f"checkpoint {os.devnull} is not a file: pass ckpt_path="),
         (["device=cuda"], "no CUDA GPU is available on this machine; use device=cpu"),
+        (["device=cpu:3"], "device=cpu:3: the CPU has no numbered devices; use device=cpu"),
         (["tone=qijue"], "choose auto or one of"),
         (["first_line=hello"], "'h' is not a Chinese character"),
         (["verse=regulated"], "prior was not fitted by verse; fit one with python -m poetry_vae.fit_prior"),
