@@ -10,13 +10,27 @@ from pathlib import Path
 
 from poetry_vae.errors import PoetryVAEError
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcode
+
+
+def holds_saved_tensors(path: Path) -> bool:
+    """Whether ``path`` is a file torch.save wrote (by its first bytes: a zip archive or a pickle)."""
+    with open(path, "rb") as handle:
+        magic = handle.read(len(ZIP_MAGIC))
+    return magic == ZIP_MAGIC or magic[:1] == PICKLE_MAGIC
+
 
 def check_writable(path: str | Path, key: str = "out", example: str = "poems.jsonl") -> Path:
-    """``path`` as a file we may write, or a one-line error (a directory, a file where a folder must be, a folder
-    where nothing can be written); ``example`` names a file of the kind the command writes, for the hint."""
+    """``path`` as a file we may write, or a one-line error (a directory, a file where a folder must be, a model
+    that a mistyped path would replace, a folder where nothing can be written); ``example`` names a file of the
+    kind the command writes, for the hint."""
     path = Path(path).expanduser()
     if path.is_dir():
         raise PoetryVAEError(f"{key}={path} is a directory: give a file path, e.g. {key}={path / example}")
+    if path.is_file() and holds_saved_tensors(path):
+        raise PoetryVAEError(f"{key}={path} holds a saved model or tensors: choose another file (an output never "
+                             f"replaces one), e.g. {key}={path.with_name(example)}")
     blocking = next((parent for parent in path.parents if parent.exists() and not parent.is_dir()), None)
     if blocking is not None:
         raise PoetryVAEError(f"{key}={path}: {blocking} is a file, not a folder; choose another path")

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from poetry_vae.atomic import holds_saved_tensors
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import CheckpointError, CorpusError, PoetryVAEError
 from poetry_vae.model import PoemModel, build_model
@@ -23,8 +24,6 @@ from poetry_vae.model import PoemModel, build_model
 CHECKPOINT_FORMAT = "poetry_vae.checkpoint/1"  # written into every checkpoint by the LightningModule
 SHIPPED_MODEL = "poet.pt"  # in poetry_vae/resources: what every command opens by default
 MODEL_PREFIX = "model."  # a checkpoint's state_dict keys for the PoemModel (the LightningModule's .model)
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
-_PICKLE_MAGIC = b"\x80"  # the legacy format starts with a pickle protocol opcode
 
 
 @dataclass
@@ -104,9 +103,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         what = "is not a file" if path.exists() else "not found"  # a device or a pipe exists, but holds no model
         raise CheckpointError(f"checkpoint {path} {what}: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
-    with open(path, "rb") as handle:
-        magic = handle.read(4)
-    if magic[:4] != _ZIP_MAGIC and magic[:1] != _PICKLE_MAGIC:
+    if not holds_saved_tensors(path):
         raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save): give one written by "
                               "python -m poetry_vae.train, e.g. <run dir>/checkpoints/last.ckpt")
     try:

@@ -45,6 +45,16 @@ def test_a_named_pipe_is_written_in_place_not_replaced(tmp_path: Path) -> None:
     assert stat.S_ISFIFO(pipe.stat().st_mode)  # replacing it by a file would break whoever reads it
 
 
+def test_an_output_never_replaces_a_model(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model.ckpt"
+    model.write_bytes(tiny_checkpoint.read_bytes())
+    cfg = _sample_cfg(f"ckpt_path={model}", f"out={model}", "n=2")  # a slip of the keyboard: out= names the model
+    with pytest.raises(PoetryVAEError, match="holds a saved model or tensors: choose another file") as error:
+        write_poems(cfg)
+    assert "\n" not in str(error.value)
+    assert model.read_bytes() == tiny_checkpoint.read_bytes()
+
+
 def test_checking_a_path_leaves_nothing_behind(tmp_path: Path) -> None:
     out = tmp_path / "new" / "poems.jsonl"
     assert check_writable(out) == out
