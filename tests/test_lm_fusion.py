@@ -254,16 +254,20 @@ def test_fuse_lm_swaps_the_language_model_of_a_fused_vae(tiny_checkpoint: Path, 
 
 def test_fuse_lm_refuses_what_it_cannot_fuse(tiny_checkpoint: Path, tiny_lm: Path, tmp_path: Path) -> None:
     out = tmp_path / "fused.ckpt"
+    notes = tmp_path / "notes.txt"  # a file of the user's that is no model
+    notes.write_text("keep\n", encoding="utf-8")
     cases = [
         ((f"ckpt_path={tiny_lm}", f"lm={tiny_lm}", f"out={out}"), "is a language model: give a VAE"),
         ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_checkpoint}", f"out={out}"), "is a VAE: give a language model"),
         ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}"), "no out given"),
-        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={tiny_lm}"), "exists: choose a new file"),
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={tiny_lm}"), "holds a saved model or tensors: choose"),
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={notes}"), "exists: choose a new file"),
     ]
     for overrides, message in cases:
         with pytest.raises(PoetryVAEError, match=message):
             fuse_lm(_fuse_config(*overrides))
     assert not out.exists()
+    assert notes.read_text(encoding="utf-8") == "keep\n"
 
 
 def test_fuse_lm_refuses_a_language_model_of_another_vocabulary(tiny_checkpoint: Path, tiny_lm: Path,
