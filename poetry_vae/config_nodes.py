@@ -33,13 +33,17 @@ from poetry_vae.model.config import ModelConfig
 from poetry_vae.objective import ObjectiveConfig
 
 
-def at_least(low: float, high: float | None = None) -> dict[str, Any]:
-    """A field's range: values below ``low`` (or above ``high``) are refused (null passes where the type allows
-    it)."""
-    return {"at_least": low} if high is None else {"at_least": low, "at_most": high}
+def at_least(low: float) -> dict[str, Any]:
+    """A field's range: values below ``low`` are refused (null passes where the type allows it)."""
+    return {"at_least": low}
 
 
-SEED_RANGE = at_least(0, 2**32 - 1)  # what seed_everything (numpy) accepts
+def between(low: float, high: float) -> dict[str, Any]:
+    """A field's range: values outside [``low``, ``high``] are refused (null passes where the type allows it)."""
+    return {"at_least": low, "at_most": high}
+
+
+SEED_RANGE = between(0, 2**32 - 1)  # what seed_everything (numpy) accepts
 
 
 @dataclass

@@ -388,6 +388,8 @@ def stream(batches: Iterator[list[Row]], job: Job, measured: list[list[str]]) ->
         where = f"; {job.out} was not written" if job.out else ""
         raise PoetryVAEError(f"interrupted after {decoded:,} of {job.total:,} poems{where}") from None
     except OSError as error:  # a full disk, a device that refuses writes: the file is left as it was
+        if job.out is None:
+            raise
         raise PoetryVAEError(f"could not write out={job.out} ({error.strerror}) after {decoded:,} of "
                              f"{job.total:,} poems; free some space or choose another path") from None
     summarise(decoded, shown, job)

@@ -129,14 +129,15 @@ def check_keys(node: Mapping[str, Any], hints: Mapping[str, Any], where: str,
 
 
 def _dataclass_hints(cls: type) -> tuple[dict[str, Any], dict[str, tuple[Callable[[Any], bool], str]]]:
-    """A dataclass's annotations, and a range check for each field whose metadata holds ``at_least``."""
+    """A dataclass's annotations, and a range check for each field whose metadata holds ``at_least`` (and maybe
+    ``at_most``)."""
     hints = typing.get_type_hints(cls)
-    checks = {f.name: _at_least(f.metadata["at_least"], f.metadata.get("at_most"))
+    checks = {f.name: _range_check(f.metadata["at_least"], f.metadata.get("at_most"))
               for f in dataclasses.fields(cls) if "at_least" in f.metadata}
     return hints, checks
 
 
-def _at_least(low: float, high: float | None = None) -> tuple[Callable[[Any], bool], str]:
+def _range_check(low: float, high: float | None = None) -> tuple[Callable[[Any], bool], str]:
     if high is None:
         return (lambda value: value is None or value >= low), f">= {low}"
     return (lambda value: value is None or low <= value <= high), f"in [{low}, {high}]"
