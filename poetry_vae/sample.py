@@ -5,10 +5,11 @@ posterior means) and ``interpolate`` (Bowman's homotopy between two given poems)
 shipped with the package.
 Every option: ``--help`` (their defaults: :class:`~poetry_vae.config_nodes.SampleKeys` and ``DecodeRequest``).
 
-Poems are decoded ``BATCH_SIZE`` at a time, the first ``SHOWN`` printed and every one streamed to ``out=``, so
-memory does not grow with ``n``. One seeded generator runs through the batches: the same seed and ``n`` give the
-same poems, and runs with the same seed share every whole batch they both decode (poems 0–1,023 are the same for
-every ``n`` >= 1,024; a run of fewer poems decodes one smaller batch, which draws differently).
+Poems are decoded ``BATCH_SIZE`` at a time (beam search: ``BATCH_SIZE`` beams, a code's all in one batch), the
+first ``SHOWN`` printed and every one streamed to ``out=``, so memory does not grow with ``n``. One seeded
+generator runs through the batches: the same seed and ``n`` give the same poems, and runs with the same seed share
+every whole batch they both decode (poems 0–1,023 are the same for every ``n`` >= 1,024; a run of fewer poems
+decodes one smaller batch, which draws differently).
 """
 
 from __future__ import annotations
@@ -286,8 +287,10 @@ def check_verse(ckpt: LoadedCheckpoint, verse: str) -> None:
 
 
 def code_batches(count: int, request: DecodeRequest) -> Iterator[slice]:
-    """The codes of each batch: at most BATCH_SIZE poems a batch, however many poems a code gives."""
-    size = max(1, BATCH_SIZE // per_code(request))
+    """The codes of each batch: at most BATCH_SIZE rows decoded at once (a code's poems, or its beams), however
+    many a code takes."""
+    rows = request.beam_size if request.strategy == "beam" else per_code(request)
+    size = max(1, BATCH_SIZE // rows)
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
 

@@ -297,7 +297,8 @@ def test_sample_config_has_every_knob_with_its_default():
         (["repetition_penalty=-1"], "repetition_penalty must be > 0"),
         (["min_p=2"], "min_p must be in"),
         (["strategy=beam", "num_return_sequences=9"], "beam_size=5"),
-        (["strategy=beam", "beam_size=0"], "beam_size must be >= 1, got 0"),
+        (["strategy=beam", "beam_size=0"], r"beam_size must be in \[1, 1024\], got 0"),
+        (["strategy=beam", "beam_size=100000"], r"beam_size must be in \[1, 1024\], got 100000"),  # was out of memory
         (["no_repeat_ngram_size=two"], "no_repeat_ngram_size='two': expected an integer"),
     ],
 )

@@ -13,10 +13,11 @@ from hydra import compose, initialize_config_dir
 
 from poetry_vae.cli import CONFIG_DIR, quote_unicode_values
 from poetry_vae.errors import PoetryVAEError
+from poetry_vae.generation import DecodeRequest
 from poetry_vae.layout import is_format_valid
 from poetry_vae.metrics.poetry import rhyme_rate
 from poetry_vae.prosody import fits_pattern
-from poetry_vae.sample import write_poems
+from poetry_vae.sample import BATCH_SIZE, code_batches, write_poems
 
 
 def sample(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,3 +88,13 @@ def test_cli_reports_bad_input_in_one_line(tiny_checkpoint: Path) -> None:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert lines[0].startswith("error:") and expected in lines[0]
+
+
+def test_a_batch_decodes_at_most_batch_size_rows_whatever_the_beam() -> None:
+    for request, codes in ((DecodeRequest(strategy="beam", beam_size=512), 2),
+                           (DecodeRequest(strategy="beam", beam_size=5, num_return_sequences=5), 204),
+                           (DecodeRequest(strategy="top_p", num_return_sequences=4), 256)):
+        batches = list(code_batches(1000, request))
+        assert [b.stop - b.start for b in batches[:-1]] == [codes] * (len(batches) - 1)
+        assert sum(b.stop - b.start for b in batches) == 1000
+        assert codes * (request.beam_size if request.strategy == "beam" else 4) <= BATCH_SIZE

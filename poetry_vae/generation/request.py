@@ -104,8 +104,9 @@ class DecodeRequest:
             raise PromptError(f"no_repeat_ngram_size must be >= 0 (0 = off), got {self.no_repeat_ngram_size}")
         if not 0 <= self.min_p <= 1:
             raise PromptError(f"min_p must be in [0, 1] (0 = off), got {self.min_p}")
-        if self.beam_size < 1:
-            raise PromptError(f"beam_size must be >= 1, got {self.beam_size}")
+        if not 1 <= self.beam_size <= MAX_BEAM:
+            raise PromptError(f"beam_size must be in [1, {MAX_BEAM}], got {self.beam_size} (each beam is a row "
+                              "the decoder keeps: a wider beam fills the memory, not the poem)")
         k = self.num_return_sequences
         if k < 1:
             raise PromptError(f"num_return_sequences must be >= 1, got {k}")
@@ -115,6 +116,9 @@ class DecodeRequest:
             )
         if self.strategy == "beam" and k > self.beam_size:
             raise PromptError(f"num_return_sequences must be in [1, beam_size={self.beam_size}], got {k}")
+
+
+MAX_BEAM = 1024  # a code's beams are decoded together; past a few dozen they find the same poems
 
 
 @dataclass
