@@ -81,6 +81,9 @@ def resolve_checkpoint(value: str | Path | None) -> Path:
     anything else is a file (read_checkpoint says if it is missing)."""
     if value is None:
         return shipped_model()
+    if not str(value).strip():  # Path("") is the current folder
+        raise CheckpointError(f"ckpt_path is empty: pass a run dir (outputs/<run>), a .ckpt file or one of "
+                              f"{', '.join(shipped_names())} (or leave it out for the shipped {SHIPPED_MODEL})")
     path = Path(str(value)).expanduser()
     if not path.exists() and str(value) in shipped_names():
         return shipped_model(str(value))

@@ -64,8 +64,8 @@ class DecodeRequest:
         :class:`~poetry_vae.generation.processors.Pipeline`)."""
         if self.strategy not in STRATEGIES:
             raise PromptError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if not self.temperature > 0:
-            raise PromptError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.temperature < math.inf:
+            raise PromptError(f"temperature must be a finite number > 0 (1 = the model's own), got {self.temperature}")
         if self.top_k < 1:
             raise PromptError(f"top_k must be >= 1, got {self.top_k}")
         if not 0 < self.top_p <= 1:
