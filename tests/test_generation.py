@@ -171,6 +171,34 @@ def test_lm_baseline_decodes_without_z(vocab):
         homotopy(lm, vocab, POEM, POEM_B)
 
 
+@pytest.mark.parametrize(
+    ("codes", "expected"),
+    [
+        (torch.zeros(2, 7), r"z has shape \(2, 7\): give codes of shape \(n, 8\), n >= 1"),
+        (torch.zeros(8), r"z has shape \(8,\): .* \(one code: z.unsqueeze\(0\)\)"),
+        (torch.zeros(0, 8), r"z has shape \(0, 8\)"),
+        (torch.full((2, 8), float("nan")), "z holds NaN or infinite values"),
+        ("codes", r"z is a str: give a tensor of shape \(n, 8\)"),
+    ],
+)
+def test_codes_of_the_wrong_shape_or_values_are_one_line(model, vocab, codes, expected):
+    with pytest.raises(PromptError, match=expected) as error:
+        generate(model, vocab, codes)
+    assert "\n" not in str(error.value)
+
+
+def test_codes_and_a_request_may_be_given_as_plain_python(model, vocab, z):
+    as_given = generate(model, vocab, z[:3], DecodeRequest(strategy="greedy"))
+    plain = generate(model, vocab, z[:3].double().tolist(), {"strategy": "greedy"})
+    assert [p.text for p in plain] == [p.text for p in as_given]
+    with pytest.raises(PromptError, match="unknown request field\\(s\\) 'temprature'"):
+        generate(model, vocab, z[:3], {"temprature": 0.8})
+    with pytest.raises(PromptError, match="request is a str: give a DecodeRequest"):
+        generate(model, vocab, z[:3], "greedy")
+    with pytest.raises(PromptError, match="num_poems=0: give a whole number >= 1"):
+        generate(tiny_model(len(vocab), use_latent=False), vocab, None, num_poems=0)
+
+
 # ---- prosody constraints ----------------------------------------------------------------------------------
 
 

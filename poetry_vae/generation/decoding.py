@@ -13,6 +13,10 @@ request turns on each run only when set, so the default path is unchanged.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -56,7 +60,7 @@ def generate(
     model: PoemModel,
     vocab: Vocabulary,
     z: Tensor | None,
-    request: DecodeRequest | None = None,
+    request: DecodeRequest | Mapping[str, Any] | None = None,
     generator: torch.Generator | None = None,
     masks_cache: MasksCache | None = None,
     num_poems: int | None = None,
@@ -70,12 +74,15 @@ def generate(
     ``masks_cache`` maps (system, device) to prosody masks; by default a per-vocabulary cache is used.
     ``profile`` accumulates the time of each phase of the sampling loop (not beam search).
     """
-    request = request or DecodeRequest()
+    request = _as_request(request)
     request.validate()
     if model.cfg.use_latent and z is None:
         raise PromptError("this model has a latent code: pass z (e.g. from sample_prior or encode_texts)")
     if not model.cfg.use_latent and z is not None:
         raise PromptError("this is the language-model baseline (no latent code): pass z=None and num_poems")
+    z = None if z is None else checked_codes(model, z)
+    if num_poems is not None and (isinstance(num_poems, bool) or not isinstance(num_poems, int) or num_poems < 1):
+        raise PromptError(f"num_poems={num_poems!r}: give a whole number >= 1")
     n = z.shape[0] if z is not None else (num_poems or 1)
     device = next(model.parameters()).device
     pipeline = Pipeline(vocab, request, device, masks_cache)
@@ -98,6 +105,39 @@ def generate(
         _finish(vocab, request, row, score, pattern)
         for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)
     ]
+
+
+def _as_request(request: DecodeRequest | Mapping[str, Any] | None) -> DecodeRequest:
+    """A request, from its fields as a mapping too (``{"strategy": "greedy"}``); None: the defaults."""
+    if request is None:
+        return DecodeRequest()
+    if isinstance(request, Mapping):
+        unknown = sorted(set(request) - {f.name for f in dataclasses.fields(DecodeRequest)})
+        if unknown:
+            raise PromptError(f"unknown request field(s) {', '.join(map(repr, unknown))}: see DecodeRequest's fields")
+        return DecodeRequest(**request)
+    if not isinstance(request, DecodeRequest):
+        raise PromptError(f"request is a {type(request).__name__}: give a DecodeRequest (or a dict of its fields)")
+    return request
+
+
+def checked_codes(model: PoemModel, z: Any) -> Tensor:
+    """``z`` as the model's (n, latent_dim) codes in its own float type, or a one-line error: a list or an array
+    is taken as a tensor, a single code (latent_dim,) asked to be given as one row."""
+    width = model.cfg.latent_dim
+    try:
+        codes = torch.as_tensor(z)
+    except (TypeError, ValueError, RuntimeError):
+        raise PromptError(f"z is a {type(z).__name__}: give a tensor of shape (n, {width})") from None
+    if codes.dim() != 2 or codes.shape[1] != width or codes.shape[0] == 0:
+        hint = " (one code: z.unsqueeze(0))" if tuple(codes.shape) == (width,) else ""
+        raise PromptError(f"z has shape {tuple(codes.shape)}: give codes of shape (n, {width}), n >= 1{hint}")
+    if codes.is_complex() or codes.dtype == torch.bool:
+        raise PromptError(f"z is {codes.dtype}: give real numbers")
+    codes = codes.to(next(model.parameters()).dtype)
+    if not bool(torch.isfinite(codes).all()):
+        raise PromptError("z holds NaN or infinite values: give finite codes (e.g. from sample_prior or encode_texts)")
+    return codes
 
 
 def _draws_per_row(z: Tensor | None, n: int, k: int) -> tuple[Tensor | None, int]:
