@@ -197,6 +197,11 @@ def test_codes_and_a_request_may_be_given_as_plain_python(model, vocab, z):
         generate(model, vocab, z[:3], "greedy")
     with pytest.raises(PromptError, match="num_poems=0: give a whole number >= 1"):
         generate(tiny_model(len(vocab), use_latent=False), vocab, None, num_poems=0)
+    with pytest.raises(PromptError, match="n=0: give a whole number of codes >= 1"):
+        sample_prior(model, 0)  # was torch's "cannot sample n_sample <= 0 samples"
+    assert sample_prior(model, np.int64(2)).shape == (2, model.cfg.latent_dim)  # an integer of any kind
+    with pytest.raises(PromptError, match=r"a whole number of at least 2 steps .* got 2\.5"):
+        homotopy(model, vocab, POEM, POEM_B, steps=2.5)  # was linspace's TypeError
 
 
 # ---- prosody constraints ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from poetry_vae.generation import adaptive_draw
 from poetry_vae.generation.processors import Pipeline, check_constraints
 from poetry_vae.generation.processors.base import MasksCache
 from poetry_vae.generation.profile import StepProfile
-from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
+from poetry_vae.generation.request import DecodeRequest, GeneratedPoem, whole_number
 from poetry_vae.generation.sampling import Phase, Workspace, choose, no_phase, penalize_repeats
 from poetry_vae.layout import render
 from poetry_vae.model.modes import evaluating
@@ -50,6 +50,7 @@ def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = N
                  verse: str | None = None) -> Tensor | None:
     """``n`` codes from the model's prior p(z) on its device (``verse``: from that verse's components of a prior
     fitted by verse); None for the LM baseline (then decode ``n`` poems)."""
+    n = whole_number(n, 1, "n={value}: give a whole number of codes >= 1")
     if not model.cfg.use_latent:
         return None
     prior = getattr(model, "prior", None) or StandardPrior(model.cfg.latent_dim)  # N(0, I) for a duck-typed model
@@ -81,8 +82,8 @@ def generate(
     if not model.cfg.use_latent and z is not None:
         raise PromptError("this is the language-model baseline (no latent code): pass z=None and num_poems")
     z = None if z is None else checked_codes(model, z)
-    if num_poems is not None and (isinstance(num_poems, bool) or not isinstance(num_poems, int) or num_poems < 1):
-        raise PromptError(f"num_poems={num_poems!r}: give a whole number >= 1")
+    if num_poems is not None:
+        num_poems = whole_number(num_poems, 1, "num_poems={value}: give a whole number >= 1")
     n = z.shape[0] if z is not None else (num_poems or 1)
     device = next(model.parameters()).device
     pipeline = Pipeline(vocab, request, device, masks_cache)

@@ -12,7 +12,7 @@ from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.errors import PromptError
 from poetry_vae.generation.decoding import generate
 from poetry_vae.generation.processors.prompts import check_prompt_chars
-from poetry_vae.generation.request import DecodeRequest, GeneratedPoem
+from poetry_vae.generation.request import DecodeRequest, GeneratedPoem, whole_number
 from poetry_vae.layout import written_chars
 from poetry_vae.model.modes import evaluating
 from poetry_vae.model.poem_model import PoemModel
@@ -74,8 +74,8 @@ def reconstruct(
 
 def path_weights(steps: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Tensor:
     """The ``steps`` positions t of a homotopy, 0.0 (the first poem) to 1.0 (the second) inclusive."""
-    if steps < 2:
-        raise PromptError(f"interpolation needs at least 2 steps (the two endpoints), got {steps}")
+    steps = whole_number(steps, 2, "interpolation needs a whole number of at least 2 steps (the two endpoints), "
+                                   "got {value}")
     return torch.linspace(0.0, 1.0, steps, dtype=dtype, device=device)
 
 

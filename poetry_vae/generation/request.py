@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from dataclasses import dataclass, field
 
 from poetry_vae.errors import PromptError
@@ -116,6 +117,18 @@ class DecodeRequest:
             )
         if self.strategy == "beam" and k > self.beam_size:
             raise PromptError(f"num_return_sequences must be in [1, beam_size={self.beam_size}], got {k}")
+
+
+def whole_number(value: object, low: int, message: str) -> int:
+    """``value`` as an int (a numpy or 0-d tensor integer too) of at least ``low``, else a PromptError: ``message``
+    with ``{value}`` filled in."""
+    try:
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or number < low:
+        raise PromptError(message.format(value=repr(value)))
+    return number
 
 
 MAX_BEAM = 1024  # a code's beams are decoded together; past a few dozen they find the same poems
