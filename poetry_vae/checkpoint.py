@@ -99,13 +99,17 @@ def resolve_checkpoint(value: str | Path | None) -> Path:
                           "pass a run dir (outputs/<run>), its checkpoints/ folder or a .ckpt file")
 
 
+def why_no_file(path: Path) -> str:
+    """Why ``path`` is no file to read a model from, as an error says it: a device or a pipe exists, but holds none."""
+    return "is not a file" if path.exists() else "not found"
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, loaded without unpickling arbitrary objects."""
     path = Path(path)
     map_location = check_device(map_location)
     if not path.is_file():
-        what = "is not a file" if path.exists() else "not found"  # a device or a pipe exists, but holds no model
-        raise CheckpointError(f"checkpoint {path} {what}: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise CheckpointError(f"checkpoint {path} {why_no_file(path)}: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     if not holds_saved_tensors(path):
         raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save): give one written by "
                               "python -m poetry_vae.train, e.g. <run dir>/checkpoints/last.ckpt")

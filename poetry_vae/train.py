@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from poetry_vae import run_lock
-from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, read_checkpoint
+from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, read_checkpoint, why_no_file
 from poetry_vae.checkpoint_io import AtomicCheckpointIO
 from poetry_vae.cli import hydra_command, hydra_value
 from poetry_vae.data.vocab import Vocabulary
@@ -109,9 +109,8 @@ def init_checkpoint(init_from: str) -> Path:
                                   "written by python -m poetry_vae.train, or a .ckpt file")
         path = best_checkpoint(path)
     if not path.is_file():
-        what = "is not a file" if path.exists() else "not found"
-        raise CheckpointError(f"init_from={path} {what}: give a checkpoint written by python -m poetry_vae.train "
-                              "(a relative path starts at the project root)")
+        raise CheckpointError(f"init_from={path} {why_no_file(path)}: give a checkpoint written by python -m "
+                              "poetry_vae.train (a relative path starts at the project root)")
     return path
 
 

@@ -81,7 +81,7 @@ def generate(
         raise PromptError("this model has a latent code: pass z (e.g. from sample_prior or encode_texts)")
     if not model.cfg.use_latent and z is not None:
         raise PromptError("this is the language-model baseline (no latent code): pass z=None and num_poems")
-    z = None if z is None else checked_codes(model, z)
+    z = None if z is None else _checked_codes(model, z)
     if num_poems is not None:
         num_poems = whole_number(num_poems, 1, "num_poems={value}: give a whole number >= 1")
     n = z.shape[0] if z is not None else (num_poems or 1)
@@ -122,7 +122,7 @@ def _as_request(request: DecodeRequest | Mapping[str, Any] | None) -> DecodeRequ
     return request
 
 
-def checked_codes(model: PoemModel, z: Any) -> Tensor:
+def _checked_codes(model: PoemModel, z: Any) -> Tensor:
     """``z`` as the model's (n, latent_dim) codes in its own float type, or a one-line error: a list or an array
     is taken as a tensor, a single code (latent_dim,) asked to be given as one row."""
     width = model.cfg.latent_dim
