@@ -25,6 +25,8 @@ def check_writable(path: str | Path, key: str = "out", example: str = "poems.jso
     """``path`` as a file we may write, or a one-line error (a directory, a file where a folder must be, a model
     that a mistyped path would replace, a folder where nothing can be written); ``example`` names a file of the
     kind the command writes, for the hint."""
+    if not str(path).strip():  # Path("") is the current folder
+        raise PoetryVAEError(f"{key} is empty: give a file path, e.g. {key}={example}")
     path = Path(path).expanduser()
     if path.is_dir():
         raise PoetryVAEError(f"{key}={path} is a directory: give a file path, e.g. {key}={path / example}")

@@ -75,27 +75,29 @@ def shipped_names() -> list[str]:
     return sorted(path.stem for path in shipped_model().parent.glob("*.pt"))
 
 
-def resolve_checkpoint(value: str | Path | None) -> Path:
-    """The checkpoint ``ckpt_path`` names: null is the default shipped model; a shipped model's name (``poet_lm``)
-    that is no file or folder here opens that model; a run dir or its checkpoints/ folder opens its last.ckpt;
-    anything else is a file (read_checkpoint says if it is missing)."""
+def resolve_checkpoint(value: str | Path | None, key: str = "ckpt_path") -> Path:
+    """The checkpoint ``ckpt_path`` (or the command's ``key``) names: null is the default shipped model; a shipped
+    model's name (``poet_lm``) that is no file or folder here opens that model; a run dir or its checkpoints/ folder
+    opens its last.ckpt; anything else is a file. Errors name ``key``."""
     if value is None:
         return shipped_model()
+    choices = f"a run dir (outputs/<run>), a .ckpt file or one of {', '.join(shipped_names())}"
     if not str(value).strip():  # Path("") is the current folder
-        raise CheckpointError(f"ckpt_path is empty: pass a run dir (outputs/<run>), a .ckpt file or one of "
-                              f"{', '.join(shipped_names())} (or leave it out for the shipped {SHIPPED_MODEL})")
+        default = f" (or leave it out for the shipped {SHIPPED_MODEL})" if key == "ckpt_path" else ""
+        raise CheckpointError(f"{key} is empty: pass {choices}{default}")
     path = Path(str(value)).expanduser()
     if not path.exists() and str(value) in shipped_names():
         return shipped_model(str(value))
     if not path.exists() and not path.suffix and len(path.parts) == 1:
-        raise CheckpointError(f"ckpt_path={value} is neither a file, a run dir nor a shipped model: pass a run dir "
-                              f"(outputs/<run>), a .ckpt file or one of {', '.join(shipped_names())}")
+        raise CheckpointError(f"{key}={value} is neither a file, a run dir nor a shipped model: pass {choices}")
     if not path.is_dir():
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {path} {why_no_file(path)}: pass {key}=<run dir>/checkpoints/last.ckpt")
         return path
     for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
         if candidate.is_file():
             return candidate
-    raise CheckpointError(f"ckpt_path={value} is a folder with neither checkpoints/last.ckpt nor last.ckpt in it: "
+    raise CheckpointError(f"{key}={value} is a folder with neither checkpoints/last.ckpt nor last.ckpt in it: "
                           "pass a run dir (outputs/<run>), its checkpoints/ folder or a .ckpt file")
 
 

@@ -35,7 +35,7 @@ def fuse_lm(cfg: DictConfig) -> dict[str, str]:
     out = check_writable(cfg.out, example="fused.pt")
     if out.exists():
         raise PromptError(f"out={out} exists: choose a new file (a fused checkpoint never replaces one)")
-    source, lm_source = resolve_checkpoint(cfg.ckpt_path), resolve_checkpoint(cfg.lm)
+    source, lm_source = resolve_checkpoint(cfg.ckpt_path), resolve_checkpoint(cfg.lm, key="lm")
     vae, lm = load_checkpoint(source), load_checkpoint(lm_source)
     if not vae.model.cfg.use_latent:
         raise PromptError(f"ckpt_path={cfg.ckpt_path} is a language model: give a VAE's checkpoint")

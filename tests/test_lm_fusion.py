@@ -262,6 +262,13 @@ def test_fuse_lm_refuses_what_it_cannot_fuse(tiny_checkpoint: Path, tiny_lm: Pat
         ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}"), "no out given"),
         ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={tiny_lm}"), "holds a saved model or tensors: choose"),
         ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", f"out={notes}"), "exists: choose a new file"),
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tiny_lm}", "out="), "^out is empty: give a file path"),
+        # each path's error names its own key: the language model's is lm=, not ckpt_path=
+        ((f"ckpt_path={tiny_checkpoint}", f"lm={tmp_path / 'missing.ckpt'}", f"out={out}"),
+         "not found: pass lm=<run dir>"),
+        ((f"ckpt_path={tiny_checkpoint}", "lm=/dev/null", f"out={out}"), "is not a file: pass lm="),
+        ((f"ckpt_path={tiny_checkpoint}", "lm=", f"out={out}"), "^lm is empty: pass a run dir"),
+        ((f"ckpt_path={tmp_path / 'missing.ckpt'}", f"lm={tiny_lm}", f"out={out}"), "not found: pass ckpt_path="),
     ]
     for overrides, message in cases:
         with pytest.raises(PoetryVAEError, match=message):

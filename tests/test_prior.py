@@ -258,6 +258,8 @@ def test_fit_prior_never_replaces_a_file(tiny_checkpoint: Path, tmp_path: Path) 
     with pytest.raises(PromptError, match="exists: choose a new file"):
         fit_prior(_fit_config(tiny_checkpoint, out))
     assert out.read_bytes() == b"an earlier result"
+    with pytest.raises(PoetryVAEError, match=r"^out is empty: give a file path"):  # not "out=. is a directory"
+        fit_prior(_fit_config(tiny_checkpoint, ""))
 
 
 def test_fit_prior_refuses_a_language_model(tmp_path: Path) -> None:
