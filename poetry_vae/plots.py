@@ -71,7 +71,10 @@ def read_metrics(path: Path) -> list[dict[str, str]]:
                 reader = csv.DictReader(handle)
                 part = list(reader)
                 columns = set(reader.fieldnames or ())
-        except (OSError, UnicodeDecodeError, csv.Error) as error:
+        except UnicodeDecodeError:
+            raise PoetryVAEError(f"{file} is not text (not UTF-8): give a run directory or the metrics.csv training "
+                                 "wrote") from None
+        except (OSError, csv.Error) as error:
             raise PoetryVAEError(f"cannot read {file}: {error}") from None
         if "step" not in columns:
             raise PoetryVAEError(f"{file} has no 'step' column: it is not a metrics.csv written by training")

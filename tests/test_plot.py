@@ -87,6 +87,7 @@ def test_the_command_plots_a_tiny_run(tiny_checkpoint: Path, tmp_path: Path) -> 
     (["{tmp}/empty"], "holds no csv/version_*/metrics.csv"),
     (["{tmp}/other.csv"], "no 'step' column"),
     (["{tmp}/bare.csv"], "logs none of train/rec"),
+    (["{tmp}/model.pt"], "is not text (not UTF-8): give a run directory"),  # a checkpoint given by mistake
     (["{tmp}/run", "ot=x.png"], "unknown key 'ot': did you mean 'out'?"),
     (["{tmp}/run", "out={tmp}/x.jpg"], "is not a .png file"),
     ([], "give one run directory or metrics.csv (got 0)"),
@@ -96,6 +97,7 @@ def test_bad_input_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "empty").mkdir()
     write_csv(tmp_path / "other.csv", [{"epoch": 1, "loss": 2.0}])
     write_csv(tmp_path / "bare.csv", [{"step": 1, "lr": 0.001}])
+    (tmp_path / "model.pt").write_bytes(b"PK\x03\x04\x80\xff binary")
     fake_run(tmp_path / "run")
     with pytest.raises(SystemExit) as stop:
         main([arg.format(tmp=tmp_path) for arg in args])
