@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -98,7 +99,9 @@ def test_exemplars_are_the_themed_codes_furthest_along_the_theme_pushed_further(
 
 @pytest.mark.parametrize(("method", "strength", "expected"), [
     ("nearest", 1.0, "steer_method='nearest'"), ("neighbors", 1.5, "must be in \\[0, 1\\]"),
-    ("mean_diff", -1.0, "must be >= 0"), ("exemplars", -0.5, "must be >= 0"), ("mean_diff", "high", "must be a number"),
+    ("mean_diff", -1.0, "must be >= 0"), ("exemplars", -0.5, "must be >= 0"),
+    ("mean_diff", "high", "must be a finite number"),
+    ("exemplars", math.inf, "strength=inf must be a finite number"),
 ])
 def test_bad_steering_options_are_one_line(method: str, strength: object, expected: str) -> None:
     with pytest.raises(PromptError, match=expected):

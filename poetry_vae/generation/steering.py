@@ -233,7 +233,7 @@ def steering(bank: LatentBank, theme: Theme, method: str = DEFAULT_METHOD, stren
     if strength is None:
         strength = DEFAULT_STRENGTH[method]
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not math.isfinite(strength):
-        raise PromptError(f"strength={strength!r} must be a number")
+        raise PromptError(f"strength={strength!r} must be a finite number")
     if method == "neighbors" and not 0.0 <= strength <= 1.0:
         raise PromptError(f"strength={strength} with steer_method=neighbors must be in [0, 1] (1 = a themed "
                           "training poem's code, 0 = the prior)")
