@@ -36,11 +36,19 @@ def _fmt(metrics: dict[str, Any], keys: tuple[tuple[str, str], ...]) -> str:
     return " ".join(f"{label} {float(metrics[key]):.4g}" for label, key in keys if key in metrics)
 
 
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    """False for Lightning's tips that advertise its cloud services ("💡 Tip: For seamless cloud ...")."""
+    return not str(record.msg).startswith("💡 Tip")
+
+
 def quiet_lightning() -> None:
-    """Drop Lightning's warnings that say nothing about a run (we count no FLOPs; a torch deprecation inside
-    Lightning's own code, which only Lightning can fix)."""
+    """Drop Lightning's warnings and notices that say nothing about a run (we count no FLOPs; a torch deprecation
+    inside Lightning's own code, which only Lightning can fix; its tips advertising its cloud services)."""
     warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    notices = logging.getLogger("pytorch_lightning.utilities.rank_zero")  # where rank_zero_info writes
+    if _not_an_advert not in notices.filters:
+        notices.addFilter(_not_an_advert)
 
 
 def say(line: str, console: bool = True) -> None:
@@ -105,7 +113,8 @@ def _reaches(logger: logging.Logger, handler: logging.Handler) -> bool:
     return False
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """H:MM:SS."""
     seconds = int(max(0.0, seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -137,7 +146,7 @@ class PlainProgress(pl.Callback):
                 f"{_fmt(trainer.callback_metrics, _TRAIN_KEYS)} poems/s {rate:.0f}")
         timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
         if timer is not None and timer.time_remaining("train") is not None:
-            line += f" left {_clock(timer.time_remaining('train'))}"
+            line += f" left {clock(timer.time_remaining('train'))}"
         say(line)
         self._last, self._poems = now, 0
 
@@ -191,7 +200,7 @@ class RunReport(pl.Callback):
         tested), the checkpoints and the run directory."""
         epochs = trainer.current_epoch
         rows = [("steps", f"{trainer.global_step} in {epochs} epoch{'s' * (epochs != 1)} "
-                          f"({_clock(time.monotonic() - self._started)})"),
+                          f"({clock(time.monotonic() - self._started)})"),
                 best_validation(self.validations, int(pl_module.hparams.get("iw_samples_val", 0))),
                 final_kl(self.validations, self.last_train)]
         test = trainer.callback_metrics.get("test/iw_nll_char")

@@ -27,8 +27,8 @@ from poetry_vae.lit_module import PoemModule
 from poetry_vae.model.warm_start import vae_from_lm
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
-from poetry_vae.progress import RunReport, quiet_lightning, run_log, say
-from poetry_vae.project_paths import PROJECT_ROOT, anchored
+from poetry_vae.progress import RunReport, clock, quiet_lightning, run_log, say
+from poetry_vae.project_paths import PROJECT_ROOT, anchored, shown_path
 from poetry_vae.runs import best_checkpoint
 from poetry_vae.schema import ConfigError
 from poetry_vae.tracking import flat_config, make_loggers, tracked
@@ -65,6 +65,36 @@ def resolve_ckpt_path(
     ckpt_path = str(anchored(ckpt_path))
     # one-line errors for missing, corrupt or foreign files, before Lightning sees it
     return ckpt_path, read_checkpoint(ckpt_path)
+
+
+def trained_seconds(checkpoint: dict[str, Any]) -> float | None:
+    """The training time a checkpoint has used, as Lightning's Timer (``trainer.max_time``) counts it; None when
+    the run had no time limit."""
+    timer = next((state for name, state in checkpoint.get("callbacks", {}).items() if name.startswith("Timer")), None)
+    elapsed = (timer or {}).get("time_elapsed", {}).get("train")
+    return float(elapsed) if elapsed is not None else None
+
+
+def budget_seconds(max_time: object) -> float | None:
+    """``trainer.max_time`` (DD:HH:MM:SS, as the schema checked it) in seconds; None for no limit."""
+    if not isinstance(max_time, str):
+        return None
+    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def resume_line(checkpoint: dict[str, Any], ckpt_path: str, max_time: object) -> str:
+    """What a resumed run says first: where it starts, how much of its time budget is used, and when none is left
+    (Lightning would stop at once and only test again), what to do instead."""
+    line = f"resuming {shown_path(ckpt_path)} at step {int(checkpoint.get('global_step', 0)):,}"
+    used, budget = trained_seconds(checkpoint), budget_seconds(max_time)
+    if used is None or budget is None:
+        return line
+    line += f" ({clock(used)} trained of trainer.max_time={max_time})"
+    if used >= budget:
+        line += (": its time is spent, so nothing more is trained; pass a larger "
+                 "trainer.max_time to train on, or run_name=<another name> for a new run")
+    return line
 
 
 def epochs_done(checkpoint: dict[str, Any]) -> int:
@@ -234,6 +264,8 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
     ckpt_path, checkpoint = resolve_ckpt_path(cfg.ckpt_path, output_dir)
     if checkpoint is not None:
         check_max_epochs(checkpoint, cfg.trainer.get("max_epochs"), ckpt_path)
+        if run_lock.is_rank_zero():  # once, not once a DDP process; in train.log too
+            say(resume_line(checkpoint, ckpt_path, cfg.trainer.get("max_time")))
     # fine-tuning starts from init_from's weights; a resume has its own
     init = load_checkpoint(init_checkpoint(cfg.init_from)) if cfg.init_from is not None and checkpoint is None else None
     datamodule = instantiate(cfg.data)

@@ -3,6 +3,7 @@ and prints clean numbers, a mistyped key or option gets "did you mean", and trai
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -13,9 +14,9 @@ from conftest import tiny_train_config
 
 from poetry_vae.cli import CONFIG_DIR, check_overrides, split_print_flags
 from poetry_vae.evaluate import format_metric
-from poetry_vae.progress import best_validation, neg_elbo_per_char
+from poetry_vae.progress import _not_an_advert, best_validation, neg_elbo_per_char, quiet_lightning
 from poetry_vae.schema import ConfigError
-from poetry_vae.train import train
+from poetry_vae.train import resume_line, train
 
 ROOT = CONFIG_DIR.parent
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -241,3 +242,27 @@ def test_cfg_job_prints_a_run_that_could_not_start(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "max_epochs: 3" in result.stdout
     assert sorted(path.name for path in run.iterdir()) == ["checkpoints"]
+
+
+def test_lightning_s_cloud_adverts_are_dropped_and_its_notices_kept(caplog: pytest.LogCaptureFixture) -> None:
+    from pytorch_lightning.utilities.rank_zero import rank_zero_info
+
+    quiet_lightning()
+    quiet_lightning()  # twice: one filter
+    notices = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    assert notices.filters.count(_not_an_advert) == 1
+    with caplog.at_level(logging.INFO, logger="pytorch_lightning"):
+        rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
+        rank_zero_info("GPU available: False, used: False")
+    assert [record.getMessage() for record in caplog.records] == ["GPU available: False, used: False"]
+
+
+def test_a_resumed_run_says_where_it_starts_and_when_its_time_is_spent() -> None:
+    timer = {"Timer": {"time_elapsed": {"train": 519.3, "validate": 7.5}}}
+    spent = resume_line({"global_step": 2715, "callbacks": timer}, "outputs/run/checkpoints/last.ckpt", "00:00:08:30")
+    assert spent.startswith("resuming outputs/run/checkpoints/last.ckpt at step 2,715 (0:08:39 trained of "
+                            "trainer.max_time=00:00:08:30): its time is spent")
+    assert "pass a larger trainer.max_time" in spent and "\n" not in spent
+    going = resume_line({"global_step": 10, "callbacks": timer}, "last.ckpt", "00:01:00:00")
+    assert going == "resuming last.ckpt at step 10 (0:08:39 trained of trainer.max_time=00:01:00:00)"
+    assert resume_line({"global_step": 10, "callbacks": {}}, "last.ckpt", None) == "resuming last.ckpt at step 10"
