@@ -226,6 +226,10 @@ def _check_ranges(plain: Mapping[str, Any]) -> None:
                 value = nodes.get(group, {}).get(key)
                 if matches(value, int | float) and (value < 0 or (value == 0 and not zero_allowed)):
                     raise ConfigError(f"{group}.{key}={value}: expected a value {'>=' if zero_allowed else '>'} 0")
+    for key in ("max_epochs", "max_steps"):  # Lightning's counts: -1 is no limit
+        value = nodes.get("trainer", {}).get(key)
+        if matches(value, int) and value < -1:
+            raise ConfigError(f"trainer.{key}={value}: expected a value >= 0, or -1 for no limit")
     max_time = nodes.get("trainer", {}).get("max_time")
     if isinstance(max_time, str) and not _DURATION.fullmatch(max_time):
         raise ConfigError(f"trainer.max_time={max_time!r}: expected DD:HH:MM:SS, e.g. trainer.max_time=00:00:15:00 "

@@ -57,6 +57,8 @@ from poetry_vae.schema import ConfigError
         ("train", ["data.val_fraction=0.6", "data.test_fraction=0.5"], "must stay below 1"),
         ("train", ["optimizer.lr=-1"], "optimizer.lr=-1: expected a value > 0"),
         ("train", ["optimizer.lr=abc"], "optimizer.lr='abc': expected a number"),
+        ("train", ["trainer.max_epochs=-5"], "trainer.max_epochs=-5: expected a value >= 0, or -1 for no limit"),
+        ("train", ["trainer.max_steps=-2"], "trainer.max_steps=-2: expected a value >= 0, or -1 for no limit"),
         ("train", ["trainer.max_time=abc"], "trainer.max_time='abc': expected DD:HH:MM:SS"),
         ("train", ["trainer.max_time=00:10:00"], "trainer.max_time='00:10:00': expected DD:HH:MM:SS"),
         ("train", ["anneal=linear", "anneal.warmup_steps=-5"], "anneal.warmup_steps=-5: expected a value >= 0"),
