@@ -195,6 +195,9 @@ def test_codes_and_a_request_may_be_given_as_plain_python(model, vocab, z):
         generate(model, vocab, z[:3], {"temprature": 0.8})
     with pytest.raises(PromptError, match="request is a str: give a DecodeRequest"):
         generate(model, vocab, z[:3], "greedy")
+    for draw in (lambda: generate(model, vocab, z[:3], None, 0), lambda: sample_prior(model, 2, "seed")):
+        with pytest.raises(PromptError, match=r"generator=.*: give a torch.Generator"):
+            draw()
     with pytest.raises(PromptError, match="num_poems=0: give a whole number >= 1"):
         generate(tiny_model(len(vocab), use_latent=False), vocab, None, num_poems=0)
     with pytest.raises(PromptError, match="n=0: give a whole number of codes >= 1"):
@@ -448,6 +451,9 @@ def test_nearest():
     assert nearest(torch.tensor([1.0, 0.0]), bank, k=2).tolist() == [1, 3]
     assert nearest(torch.tensor([[4.0, 4.0], [0.1, 0.0]]), bank, k=1).tolist() == [[2], [0]]
     assert nearest(torch.zeros(2), bank, k=10).shape == (4,)
+    for z, bank_ in ((torch.zeros(3), bank), (torch.zeros(1, 1, 2), bank), (torch.zeros(2), bank[:0])):
+        with pytest.raises(PromptError, match="nearest: z has shape"):
+            nearest(z, bank_)
 
 
 # ---- token pickers ----------------------------------------------------------------------------------------

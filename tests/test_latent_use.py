@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.cli import CONFIG_DIR
 from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PromptError
 from poetry_vae.evaluate import evaluate
 from poetry_vae.layout import split_lines
 from poetry_vae.metrics.latent_use import (
@@ -27,6 +28,7 @@ from poetry_vae.metrics.latent_use import (
     latent_measures,
     mean_bleu2,
     poem_chars,
+    posterior_means,
     prior_diversity,
     reconstruction_accuracy,
 )
@@ -190,3 +192,12 @@ def test_forced_accuracy_is_the_argmax_of_each_step_given_the_true_prefix(vocab:
             prev = tokens[:, t]
     measured = forced_accuracy(model, vocab, TINY_POEMS)["recon_forced_acc"]
     assert measured == pytest.approx(right / tokens.numel()) and 0.0 < measured < 1.0
+
+
+def test_poems_to_encode_are_one_or_more_of_one_form(vocab: Vocabulary) -> None:
+    model = PoemModel(ModelConfig(vocab_size=len(vocab), embed_dim=8, encoder_hidden=8, latent_dim=4,
+                                  decoder_hidden=8, output_layer="softmax"))
+    with pytest.raises(PromptError, match=r"^no poems to encode"):
+        posterior_means(model, vocab, [])
+    with pytest.raises(PromptError, match=r"^poems of 10, 20 characters to encode"):
+        posterior_means(model, vocab, ["床前明月光疑是地上霜举头望明月低头思故乡", "床前明月光疑是地上霜"])

@@ -51,6 +51,7 @@ def sample_prior(model: PoemModel, n: int, generator: torch.Generator | None = N
     """``n`` codes from the model's prior p(z) on its device (``verse``: from that verse's components of a prior
     fitted by verse); None for the LM baseline (then decode ``n`` poems)."""
     n = whole_number(n, 1, "n={value}: give a whole number of codes >= 1")
+    _check_generator(generator)
     if not model.cfg.use_latent:
         return None
     prior = getattr(model, "prior", None) or StandardPrior(model.cfg.latent_dim)  # N(0, I) for a duck-typed model
@@ -77,6 +78,7 @@ def generate(
     """
     request = _as_request(request)
     request.validate()
+    _check_generator(generator)
     if model.cfg.use_latent and z is None:
         raise PromptError("this model has a latent code: pass z (e.g. from sample_prior or encode_texts)")
     if not model.cfg.use_latent and z is not None:
@@ -106,6 +108,14 @@ def generate(
         _finish(vocab, request, row, score, pattern)
         for row, score, pattern in zip(tokens.tolist(), scores.tolist(), patterns, strict=True)
     ]
+
+
+def _check_generator(generator: Any) -> None:
+    """A seeded draw takes a torch.Generator (or None, torch's global one); anything else is one line here, not an
+    AttributeError deep in a draw."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise PromptError(f"generator={generator!r}: give a torch.Generator, e.g. torch.Generator().manual_seed(0), "
+                          "or None")
 
 
 def _as_request(request: DecodeRequest | Mapping[str, Any] | None) -> DecodeRequest:

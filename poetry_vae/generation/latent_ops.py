@@ -122,6 +122,9 @@ def nearest(z: Tensor, bank_z: Tensor, k: int = 5) -> Tensor:
     """Indices of the ``k`` nearest rows of ``bank_z`` (M, Z) by euclidean distance: (N, k), or (k,) for z (Z,)."""
     single = z.dim() == 1
     query = z.reshape(1, -1) if single else z
+    if query.dim() != 2 or bank_z.dim() != 2 or query.shape[1] != bank_z.shape[1] or not len(bank_z):
+        raise PromptError(f"nearest: z has shape {tuple(z.shape)} and the bank {tuple(bank_z.shape)}: give codes of "
+                          "the bank's width, (Z,) or (N, Z), and a bank (M, Z) with M >= 1")
     k = min(k, bank_z.shape[0])
     index = torch.cdist(query.to(bank_z.dtype), bank_z).topk(k, dim=1, largest=False).indices
     return index[0] if single else index

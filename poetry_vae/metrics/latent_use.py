@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from poetry_vae.data.vocab import Vocabulary
+from poetry_vae.errors import PromptError
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.latent_ops import interpolate
 from poetry_vae.generation.request import DecodeRequest
@@ -81,7 +82,13 @@ def posterior_means(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLik
 def _char_ids(model: PoemModel, vocab: Vocabulary, poems: Sequence[PoemLike]) -> Tensor:
     """(N, characters) ids of the poems' characters, on the model's device."""
     device = next(model.parameters()).device
-    return torch.tensor([vocab.encode(poem_chars(p)) for p in poems], device=device)
+    chars = [poem_chars(p) for p in poems]
+    lengths = sorted({len(c) for c in chars})
+    if len(lengths) != 1:  # none, or a batch torch cannot stack
+        given = f"poems of {', '.join(map(str, lengths))} characters" if lengths else "no poems"
+        raise PromptError(f"{given} to encode: give one or more poems of one form (poems as text: "
+                          "poetry_vae.generation.latent_ops.encode_texts checks each)")
+    return torch.tensor([vocab.encode(c) for c in chars], device=device)
 
 
 def line_length_of_poems(poems: Sequence[PoemLike]) -> int:
