@@ -187,6 +187,27 @@ def _is_multirun(cfg: DictConfig) -> bool:
     return OmegaConf.select(cfg, "hydra.mode", default=None) == RunMode.MULTIRUN
 
 
+def number_at_least(low: float, kind: Callable[[str], float] = float) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number of ``kind`` (int or float) >= ``low``; argparse prints the reason in
+    its one-line error (the scripts' options, as the schema checks the commands' keys)."""
+    import argparse
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text}: expected a finite number")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: expected a value >= {low:g}")
+        return value
+
+    return parse
+
+
 def closest(word: str, options: Iterable[str]) -> list[str]:
     """The (at most three) options spelled most like ``word``, closest first; an option far behind the closest is
     left out (``max_epoch`` names ``max_epochs`` alone, not ``max_steps`` too)."""

@@ -28,7 +28,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -40,6 +39,7 @@ import yaml
 
 from poetry_vae.atomic import atomic_write, atomic_write_text
 from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
+from poetry_vae.cli import number_at_least
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
 from poetry_vae.layout import render
@@ -130,13 +130,20 @@ def train(experiment: str, args: argparse.Namespace, budget_s: float | None = No
     return train_for(experiment, budget_s, args, extra)
 
 
+def max_time(seconds: float) -> str:
+    """``seconds`` as Lightning's trainer.max_time, DD:HH:MM:SS (a day or more included)."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 def train_for(experiment: str, budget_s: float, args: argparse.Namespace, extra: Sequence[str] = ()) -> Path:
     run = ROOT / "outputs" / f"{args.prefix}{experiment}"
     if budget_spent(run, budget_s):
         return run  # resuming would still take one more step before Lightning's Timer stops it
-    budget = time.strftime("%H:%M:%S", time.gmtime(budget_s))
     sh([sys.executable, "-m", "poetry_vae.train", f"experiment={experiment}", f"run_name={run.name}",
-        f"trainer.max_time=00:{budget}", "trainer.max_epochs=1000", "torch_threads=1", "test_after_fit=false",
+        f"trainer.max_time={max_time(budget_s)}", "trainer.max_epochs=1000", "torch_threads=1", "test_after_fit=false",
         "trainer.enable_progress_bar=false", "ckpt_path=last", f"seed={args.seed}",
         f"evaluation.iw_every_n_val={args.iw_every}", *extra], run / "report_train.log")
     return run
@@ -533,18 +540,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                                        "yet (default: <YYYY-MM-DD>_<budget>min)")
     parser.add_argument("--title", help="the page's first line, what it compares (default: the budget and presets)")
     parser.add_argument("--docs-dir", type=Path, default=ROOT / "docs", help="where the page's folder and index.md are")
-    parser.add_argument("--budget-min", type=float, default=15.0)
+    parser.add_argument("--budget-min", type=number_at_least(0.1), default=15.0, help="minutes of training per run")
     parser.add_argument("--prefix", default="report_")
     parser.add_argument("--experiments", nargs="+", default=list(EXPERIMENTS),
                         help="presets, comma- or space-separated (conf/experiment/*.yaml)")
-    parser.add_argument("--parallel", type=int, default=2)
-    parser.add_argument("--iw-samples", type=int, default=500)
-    parser.add_argument("--iw-every", type=int, default=3,
+    parser.add_argument("--parallel", type=number_at_least(1, int), default=2)
+    parser.add_argument("--iw-samples", type=number_at_least(1, int), default=500)
+    parser.add_argument("--iw-every", type=number_at_least(1, int), default=3,
                         help="validation IW bound every n-th epoch and at the last (the curves' resolution)")
-    parser.add_argument("--homotopy-pairs", type=int, default=100)
-    parser.add_argument("--prior-samples", type=int, default=500)
-    parser.add_argument("--poems", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--homotopy-pairs", type=number_at_least(1, int), default=100)
+    parser.add_argument("--prior-samples", type=number_at_least(1, int), default=500)
+    parser.add_argument("--poems", type=number_at_least(1, int), default=500)
+    parser.add_argument("--seed", type=number_at_least(0, int), default=0)
     parser.add_argument("--machine", default="2-core CPU (no GPU), torch 2.13 CPU build")
     return parser.parse_args(argv)
 

@@ -22,8 +22,10 @@ import matplotlib.pyplot as plt
 import torch
 
 from poetry_vae.atomic import atomic_write, atomic_write_text
-from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint
+from poetry_vae.checkpoint import LoadedCheckpoint, load_checkpoint, why_no_file
+from poetry_vae.cli import number_at_least
 from poetry_vae.data.datamodule import QuatrainDataModule
+from poetry_vae.errors import PoetryVAEError
 from poetry_vae.generation.decoding import generate, sample_prior
 from poetry_vae.generation.request import DecodeRequest
 from poetry_vae.generation.steering import (
@@ -48,9 +50,30 @@ STRENGTHS = {"exemplars": (0.0, 0.5, 1.0, 1.5, 2.0), "shell": (3.0, 5.0, 8.0), "
 THEMES = "月秋春别酒山"
 
 
-def checkpoint(path: str) -> Path:
+def checkpoint(path: str, option: str) -> Path:
+    """A run directory's best checkpoint, or the file given."""
     given = Path(path)
-    return best_checkpoint(given) if given.is_dir() else given
+    if given.is_dir():
+        return best_checkpoint(given)
+    if not given.is_file():
+        raise PoetryVAEError(f"{option} {path} {why_no_file(given)}: give a run directory or a .ckpt/.pt file")
+    return given
+
+
+def models(ckpt: str, lm: str) -> tuple[Path, Path, LoadedCheckpoint, LoadedCheckpoint]:
+    """The latent model and the LM reference that scores its poems, or a one-line error: a file that is no
+    checkpoint, the two the wrong way round, or an LM of another vocabulary."""
+    vae_path, lm_path = checkpoint(ckpt, "--ckpt"), checkpoint(lm, "--lm")
+    vae, reference = load_checkpoint(vae_path), load_checkpoint(lm_path)
+    if not vae.model.cfg.use_latent:
+        raise PoetryVAEError(f"--ckpt {ckpt} is a language model: steering needs a latent code; give a VAE")
+    if reference.model.cfg.use_latent:
+        raise PoetryVAEError(f"--lm {lm} is a VAE: give the language model that scores fluency (its LM reference, "
+                             "e.g. poetry_vae/resources/poet_lm.pt)")
+    if reference.vocab.tokens != vae.vocab.tokens:
+        raise PoetryVAEError(f"--lm {lm} has another vocabulary than --ckpt {ckpt}: give the VAE recipe's own LM "
+                             "reference, trained on the same corpus")
+    return vae_path, lm_path, vae, reference
 
 
 def decode(ckpt: LoadedCheckpoint, n: int, request: dict, seed: int, steer: Steering | None = None) -> list[str]:
@@ -130,18 +153,21 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True, help="the latent model: a run directory or a .ckpt/.pt")
     parser.add_argument("--lm", required=True, help="the LM reference that scores fluency")
     parser.add_argument("--themes", default=THEMES)
-    parser.add_argument("--n", type=int, default=500)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=number_at_least(1, int), default=500)
+    parser.add_argument("--seed", type=number_at_least(0, int), default=0)
     parser.add_argument("--out", default=f"docs/steering/{time.strftime('%Y-%m-%d')}.md")
     parser.add_argument("--command", default="make steer-report", help="the command named on the page")
-    parser.add_argument("--cost-poems", type=int, default=2000, help="poems timed for the cost of steering")
+    parser.add_argument("--cost-poems", type=number_at_least(1, int), default=2000,
+                        help="poems timed for the cost of steering")
     args = parser.parse_args()
     if Path(args.out).exists():
         parser.exit(2, f"error: {args.out} exists: pass --out <a new page> (a report never overwrites another)\n")
     torch.set_num_threads(1)
 
-    vae_path, lm_path = checkpoint(args.ckpt), checkpoint(args.lm)
-    vae, lm = load_checkpoint(vae_path), load_checkpoint(lm_path)
+    try:
+        vae_path, lm_path, vae, lm = models(args.ckpt, args.lm)
+    except PoetryVAEError as error:
+        parser.exit(2, f"error: {error}\n")
     data = QuatrainDataModule.for_checkpoint(vae.data_hparams, vae.vocab, str(vae_path))
     train = [p.text for p in data.poems["train"]]
     test = [p.text for p in data.poems["test"]]

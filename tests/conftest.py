@@ -94,3 +94,9 @@ def train_tiny_checkpoint(factory: pytest.TempPathFactory, name: str, *overrides
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_tiny_checkpoint(tmp_path_factory, "tiny_run")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's language model: the same corpus and vocabulary, no latent code."""
+    return train_tiny_checkpoint(tmp_path_factory, "tiny_lm", "model.use_latent=false")

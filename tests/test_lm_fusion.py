@@ -204,11 +204,6 @@ def test_fusion_needs_a_latent_and_old_configs_build_without_it(vocab) -> None:
     assert not any(name.startswith("lm.") or "fusion" in name for name in plain.state_dict())
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_tiny_checkpoint(tmp_path_factory, "tiny_lm", "model.use_latent=false")
-
-
 def _fuse_config(*overrides: str):  # -> DictConfig
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         return compose("fuse_lm", overrides=list(overrides))

@@ -182,9 +182,9 @@ def test_an_existing_page_is_refused_before_anything_is_trained(tmp_path: Path, 
 def test_the_refusal_is_one_line_without_a_traceback(tmp_path: Path) -> None:
     (tmp_path / "results_old" / "figures").mkdir(parents=True)  # figures alone already make the page taken
     prefix = f"refused_{tmp_path.name}_"
-    # --parallel 0: were the refusal to come after the start of training, the pool would fail before any run
+    # the shortest budget: were the refusal to come after the start of training, a run would leave its folder
     done = subprocess.run([sys.executable, str(REPORT), "--docs-dir", str(tmp_path), "--name", "old", "--prefix",
-                           prefix, "--budget-min", "0.01", "--experiments", "lm", "--parallel", "0"],
+                           prefix, "--budget-min", "0.1", "--experiments", "lm", "--parallel", "1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and done.stderr.strip().count("\n") == 0, done.stderr
@@ -330,3 +330,23 @@ def test_the_report_rows_and_chains_are_read_from_the_presets() -> None:
     assert chains == report.CHAINS
     assert report.CHAINS["finetune_vae"] == "pretrain_vae" and report.CHAINS["poet_finetune"] == "poet_cooldown"
     assert report.CHAINS["poet_refit"] == "poet_finetune" and report.CHAINS["poet_cooldown"] == "poet"
+
+
+def test_the_budget_becomes_lightning_s_max_time_past_a_day() -> None:
+    assert report.max_time(15 * 60) == "00:00:15:00"
+    assert report.max_time(0.7 * 90 * 60) == "00:01:03:00"
+    assert report.max_time(25 * 3600) == "01:01:00:00"  # was "00:01:00:00": an hour where a day was asked
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--budget-min", "-1"], "argument --budget-min: -1: expected a value >= 0.1"),  # was a 23 h 59 min run
+    (["--budget-min", "0"], "argument --budget-min: 0: expected a value >= 0.1"),
+    (["--budget-min", "nan"], "argument --budget-min: nan: expected a finite number"),
+    (["--parallel", "0"], "argument --parallel: 0: expected a value >= 1"),
+    (["--iw-samples", "2.5"], "argument --iw-samples: '2.5': expected an integer"),
+])
+def test_a_bad_option_is_refused_before_anything_trains(argv: list[str], expected: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        report.parse_args(argv)
+    assert stop.value.code == 2 and expected in capsys.readouterr().err

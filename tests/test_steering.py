@@ -213,9 +213,10 @@ def test_analogy_mode_and_its_errors(tiny_checkpoint: Path, tmp_path: Path) -> N
         assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr
 
 
-def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path, tiny_lm: Path,
+                                                           tmp_path: Path) -> None:
     out = tmp_path / "steering" / "page.md"
-    command = [sys.executable, "scripts/steer_report.py", "--ckpt", str(tiny_checkpoint), "--lm", str(tiny_checkpoint),
+    command = [sys.executable, "scripts/steer_report.py", "--ckpt", str(tiny_checkpoint), "--lm", str(tiny_lm),
                "--themes", "山", "--n", "20", "--cost-poems", "20", "--out", str(out)]
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
@@ -227,3 +228,18 @@ def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path
     assert "| 山 | forced marker (include=) |" in out.read_text("utf-8")
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=root)
     assert again.returncode == 2 and "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_steer_report_refuses_the_wrong_models_in_one_line(tiny_checkpoint: Path, tiny_lm: Path,
+                                                            tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    cases = [((tiny_lm, tiny_lm), "is a language model: steering needs a latent code"),
+             ((tiny_checkpoint, tiny_checkpoint), "is a VAE: give the language model that scores fluency"),
+             ((tmp_path / "missing.ckpt", tiny_lm), "--ckpt " + str(tmp_path / "missing.ckpt") + " not found")]
+    for (ckpt, lm), expected in cases:
+        out = tmp_path / "page.md"
+        result = subprocess.run([sys.executable, "scripts/steer_report.py", "--ckpt", str(ckpt), "--lm", str(lm),
+                                 "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+        assert not out.exists()
