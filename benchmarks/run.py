@@ -40,6 +40,7 @@ from torch import Tensor
 from benchmarks.reference_program import ReferenceArgs, ReferenceTrainer, ReferenceVAE, reference_batches
 from poetry_vae.atomic import atomic_write_text
 from poetry_vae.checkpoint import load_checkpoint, shipped_model
+from poetry_vae.cli import number_at_least
 from poetry_vae.data.datamodule import QuatrainDataModule
 from poetry_vae.data.vocab import Vocabulary
 from poetry_vae.generation import DecodeRequest, generate, sample_prior
@@ -521,9 +522,10 @@ def log(msg: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (< 60 s): fewer cases, shorter rounds")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds per figure (the median is reported)")
+    parser.add_argument("--repeats", type=number_at_least(1, int), default=3,
+                        help="rounds per figure (the median is reported)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=number_at_least(1, int), default=2)
     parser.add_argument("--cache-dir", default=str(ROOT / ".cache" / "poetry_vae"))
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile case")
     parser.add_argument(
@@ -538,9 +540,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also train the default experiment to a target validation cross-entropy (not in the default run)",
     )
     parser.add_argument(
-        "--ttq-target", type=float, default=6.08, help="nats per position (the reference program's 10-min value)"
+        "--ttq-target", type=number_at_least(0.0), default=6.08,
+        help="nats per position (the reference program's 10-min value)",
     )
-    parser.add_argument("--ttq-budget", type=float, default=600.0, help="seconds of training before giving up")
+    parser.add_argument("--ttq-budget", type=number_at_least(1.0), default=600.0,
+                        help="seconds of training before giving up")
     return parser.parse_args(argv)
 
 

@@ -28,3 +28,10 @@ def test_quick_bench_writes_results(tmp_path: Path) -> None:
     for entry in rows:
         ratios = sorted(rate / ref for rate, ref in zip(entry["rates"], reference["rates"], strict=True))
         assert ratios[0] <= entry["vs_reference"] <= ratios[-1]
+
+
+def test_a_bad_option_is_one_line_before_anything_runs() -> None:
+    result = subprocess.run([sys.executable, "-m", "benchmarks.run", "--threads", "0"], capture_output=True,
+                            text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2 and "Traceback" not in result.stderr  # was torch's set_num_threads RuntimeError
+    assert result.stderr.strip().splitlines()[-1] == "run.py: error: argument --threads: 0: expected a value >= 1"
