@@ -7,7 +7,9 @@ Hydra's grammar; expected errors raised by a job print ``error: ...`` and exit w
 
 from __future__ import annotations
 
+import argparse
 import difflib
+import math
 import re
 import string
 import sys
@@ -190,8 +192,6 @@ def _is_multirun(cfg: DictConfig) -> bool:
 def number_at_least(low: float, kind: Callable[[str], float] = float) -> Callable[[str], float]:
     """An argparse ``type=``: a finite number of ``kind`` (int or float) >= ``low``; argparse prints the reason in
     its one-line error (the scripts' options, as the schema checks the commands' keys)."""
-    import argparse
-    import math
 
     def parse(text: str) -> float:
         try:

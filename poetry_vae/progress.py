@@ -113,6 +113,22 @@ def _reaches(logger: logging.Logger, handler: logging.Handler) -> bool:
     return False
 
 
+def max_time_seconds(max_time: object) -> float | None:
+    """``trainer.max_time`` (DD:HH:MM:SS, as the schema checked it) in seconds; None for no limit."""
+    if not isinstance(max_time, str):
+        return None
+    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def max_time_of(seconds: float) -> str:
+    """``seconds`` as ``trainer.max_time`` takes it, DD:HH:MM:SS (a day or more included)."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
+
+
 def clock(seconds: float) -> str:
     """H:MM:SS."""
     seconds = int(max(0.0, seconds))

@@ -27,7 +27,7 @@ from poetry_vae.lit_module import PoemModule
 from poetry_vae.model.warm_start import vae_from_lm
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
-from poetry_vae.progress import RunReport, clock, quiet_lightning, run_log, say
+from poetry_vae.progress import RunReport, clock, max_time_seconds, quiet_lightning, run_log, say
 from poetry_vae.project_paths import PROJECT_ROOT, anchored, shown_path
 from poetry_vae.runs import best_checkpoint
 from poetry_vae.schema import ConfigError
@@ -75,19 +75,11 @@ def trained_seconds(checkpoint: dict[str, Any]) -> float | None:
     return float(elapsed) if elapsed is not None else None
 
 
-def budget_seconds(max_time: object) -> float | None:
-    """``trainer.max_time`` (DD:HH:MM:SS, as the schema checked it) in seconds; None for no limit."""
-    if not isinstance(max_time, str):
-        return None
-    days, hours, minutes, seconds = (int(part) for part in max_time.split(":"))
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
 def resume_line(checkpoint: dict[str, Any], ckpt_path: str, max_time: object) -> str:
     """What a resumed run says first: where it starts, how much of its time budget is used, and when none is left
     (Lightning would stop at once and only test again), what to do instead."""
     line = f"resuming {shown_path(ckpt_path)} at step {int(checkpoint.get('global_step', 0)):,}"
-    used, budget = trained_seconds(checkpoint), budget_seconds(max_time)
+    used, budget = trained_seconds(checkpoint), max_time_seconds(max_time)
     if used is None or budget is None:
         return line
     line += f" ({clock(used)} trained of trainer.max_time={max_time})"

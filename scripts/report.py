@@ -46,6 +46,7 @@ from poetry_vae.layout import render
 from poetry_vae.metrics.latent_use import homotopy_pairs, homotopy_walks
 from poetry_vae.metrics.poetry import poetry_report
 from poetry_vae.plots import line_styles
+from poetry_vae.progress import max_time_of
 from poetry_vae.runs import best_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,21 +131,13 @@ def train(experiment: str, args: argparse.Namespace, budget_s: float | None = No
     return train_for(experiment, budget_s, args, extra)
 
 
-def max_time(seconds: float) -> str:
-    """``seconds`` as Lightning's trainer.max_time, DD:HH:MM:SS (a day or more included)."""
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days:02d}:{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
 def train_for(experiment: str, budget_s: float, args: argparse.Namespace, extra: Sequence[str] = ()) -> Path:
     run = ROOT / "outputs" / f"{args.prefix}{experiment}"
     if budget_spent(run, budget_s):
         return run  # resuming would still take one more step before Lightning's Timer stops it
     sh([sys.executable, "-m", "poetry_vae.train", f"experiment={experiment}", f"run_name={run.name}",
-        f"trainer.max_time={max_time(budget_s)}", "trainer.max_epochs=1000", "torch_threads=1", "test_after_fit=false",
-        "trainer.enable_progress_bar=false", "ckpt_path=last", f"seed={args.seed}",
+        f"trainer.max_time={max_time_of(budget_s)}", "trainer.max_epochs=1000", "torch_threads=1",
+        "test_after_fit=false", "trainer.enable_progress_bar=false", "ckpt_path=last", f"seed={args.seed}",
         f"evaluation.iw_every_n_val={args.iw_every}", *extra], run / "report_train.log")
     return run
 

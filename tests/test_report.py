@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from poetry_vae.progress import max_time_of, max_time_seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "scripts" / "report.py"
 DOCS = ROOT / "docs"
@@ -333,9 +335,10 @@ def test_the_report_rows_and_chains_are_read_from_the_presets() -> None:
 
 
 def test_the_budget_becomes_lightning_s_max_time_past_a_day() -> None:
-    assert report.max_time(15 * 60) == "00:00:15:00"
-    assert report.max_time(0.7 * 90 * 60) == "00:01:03:00"
-    assert report.max_time(25 * 3600) == "01:01:00:00"  # was "00:01:00:00": an hour where a day was asked
+    assert max_time_of(15 * 60) == "00:00:15:00"
+    assert max_time_of(0.7 * 90 * 60) == "00:01:03:00"
+    assert max_time_of(25 * 3600) == "01:01:00:00"  # was "00:01:00:00": an hour where a day was asked
+    assert max_time_seconds(max_time_of(25 * 3600)) == 25 * 3600 and max_time_seconds(None) is None
 
 
 @pytest.mark.parametrize(("argv", "expected"), [
