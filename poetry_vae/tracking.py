@@ -56,8 +56,19 @@ def make_loggers(cfg: DictConfig, checkpoint: Mapping[str, Any] | None) -> list[
             extra["name"] = job_label(str(node.get("name") or cfg.run_name))
             if "WandbLogger" in resumed_ids:
                 extra["id"] = resumed_ids["WandbLogger"]  # WandbLogger resumes with resume="allow"
-        loggers.append(instantiate(node, **extra))
+        logger = instantiate(node, **extra)
+        if isinstance(logger, WandbLogger):
+            _leave_anonymous_unset(logger)
+        loggers.append(logger)
     return loggers
+
+
+def _leave_anonymous_unset(logger: WandbLogger) -> None:
+    """Lightning hands wandb.init ``anonymous=None`` when it is not asked for, and wandb (0.2x) answers every run
+    with "The anonymous setting has no effect": None is wandb's own default, so the key is left out."""
+    init = getattr(logger, "_wandb_init", None)  # what the logger passes to wandb.init when its run starts
+    if isinstance(init, dict) and init.get("anonymous", "unset") is None:
+        del init["anonymous"]
 
 
 @contextmanager

@@ -35,6 +35,7 @@ def test_each_sweep_job_is_its_own_wandb_run(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "anonymous setting" not in result.stderr  # wandb's warning for the anonymous=None Lightning passed
     runs = {job: _runs(sweep / job, 1) for job in ("0", "1")}
     assert all(len(found) == 1 for found in runs.values()), runs  # no job logs into another job's run
     first, second = runs["0"][0], runs["1"][0]
