@@ -43,8 +43,10 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 
 def quiet_lightning() -> None:
     """Drop Lightning's warnings and notices that say nothing about a run (we count no FLOPs; a torch deprecation
-    inside Lightning's own code, which only Lightning can fix; its tips advertising its cloud services)."""
+    inside Lightning's own code, which only Lightning can fix; that its model summary sizes a bf16 run's weights at
+    32 bits, as they are stored; its tips advertising its cloud services)."""
     warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
+    warnings.filterwarnings("ignore", message=".*is not supported by the model summary.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     notices = logging.getLogger("pytorch_lightning.utilities.rank_zero")  # where rank_zero_info writes
     if _not_an_advert not in notices.filters:

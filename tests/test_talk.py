@@ -7,6 +7,7 @@ import logging
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -244,7 +245,7 @@ def test_cfg_job_prints_a_run_that_could_not_start(tmp_path: Path) -> None:
     assert sorted(path.name for path in run.iterdir()) == ["checkpoints"]
 
 
-def test_lightning_s_cloud_adverts_are_dropped_and_its_notices_kept(caplog: pytest.LogCaptureFixture) -> None:
+def test_lightning_s_adverts_and_false_alarms_are_dropped_and_its_notices_kept(caplog: pytest.LogCaptureFixture) -> None:
     from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
     quiet_lightning()
@@ -255,6 +256,12 @@ def test_lightning_s_cloud_adverts_are_dropped_and_its_notices_kept(caplog: pyte
         rank_zero_info("💡 Tip: For seamless cloud logging and experiment tracking, try installing litlogger")
         rank_zero_info("GPU available: False, used: False")
     assert [record.getMessage() for record in caplog.records] == ["GPU available: False, used: False"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_lightning()  # filters put first again, ahead of the "default" one
+        warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB will "
+                      "not be accurate. Using 32 bits instead.", UserWarning, stacklevel=1)
+    assert not caught
 
 
 def test_a_resumed_run_says_where_it_starts_and_when_its_time_is_spent() -> None:
