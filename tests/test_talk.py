@@ -245,7 +245,7 @@ def test_cfg_job_prints_a_run_that_could_not_start(tmp_path: Path) -> None:
     assert sorted(path.name for path in run.iterdir()) == ["checkpoints"]
 
 
-def test_lightning_s_adverts_and_false_alarms_are_dropped_and_its_notices_kept(caplog: pytest.LogCaptureFixture) -> None:
+def test_lightning_s_adverts_and_false_alarms_are_dropped_not_its_notices(caplog: pytest.LogCaptureFixture) -> None:
     from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
     quiet_lightning()
