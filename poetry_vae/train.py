@@ -58,7 +58,7 @@ def resolve_ckpt_path(
         return None, None
     if ckpt_path == "last":
         if not last.exists():
-            if not quiet:
+            if not quiet and run_lock.is_rank_zero():  # once, not once a DDP process
                 print(f"no checkpoint at {last} yet: starting a fresh run", file=sys.stderr)
             return None, None
         ckpt_path = str(last)

@@ -17,7 +17,7 @@ from poetry_vae.cli import CONFIG_DIR, check_overrides, split_print_flags
 from poetry_vae.evaluate import format_metric
 from poetry_vae.progress import _not_an_advert, best_validation, neg_elbo_per_char, quiet_lightning
 from poetry_vae.schema import ConfigError
-from poetry_vae.train import resume_line, train
+from poetry_vae.train import resolve_ckpt_path, resume_line, train
 
 ROOT = CONFIG_DIR.parent
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -273,3 +273,12 @@ def test_a_resumed_run_says_where_it_starts_and_when_its_time_is_spent() -> None
     going = resume_line({"global_step": 10, "callbacks": timer}, "last.ckpt", "00:01:00:00")
     assert going == "resuming last.ckpt at step 10 (0:08:39 trained of trainer.max_time=00:01:00:00)"
     assert resume_line({"global_step": 10, "callbacks": {}}, "last.ckpt", None) == "resuming last.ckpt at step 10"
+
+
+def test_a_fresh_start_is_said_once_not_by_every_ddp_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert resolve_ckpt_path("last", tmp_path) == (None, None)
+    assert "starting a fresh run" in capsys.readouterr().err
+    monkeypatch.setenv("LOCAL_RANK", "1")  # a process Lightning's DDP launched
+    assert resolve_ckpt_path("last", tmp_path) == (None, None)
+    assert capsys.readouterr().err == ""
