@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import torch
 from poetry_vae.checkpoint import load_checkpoint
 from poetry_vae.data.corpus import load_corpus
 from poetry_vae.data.split import split_poems
-from poetry_vae.errors import PromptError
+from poetry_vae.errors import PoetryVAEError, PromptError
 from poetry_vae.generation.steering import (
     THEMES,
     LatentBank,
@@ -233,13 +235,18 @@ def test_steer_report_writes_its_page_and_never_overwrites(tiny_checkpoint: Path
 def test_steer_report_refuses_the_wrong_models_in_one_line(tiny_checkpoint: Path, tiny_lm: Path,
                                                             tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
-    cases = [((tiny_lm, tiny_lm), "is a language model: steering needs a latent code"),
-             ((tiny_checkpoint, tiny_checkpoint), "is a VAE: give the language model that scores fluency"),
-             ((tmp_path / "missing.ckpt", tiny_lm), "--ckpt " + str(tmp_path / "missing.ckpt") + " not found")]
-    for (ckpt, lm), expected in cases:
-        out = tmp_path / "page.md"
-        result = subprocess.run([sys.executable, "scripts/steer_report.py", "--ckpt", str(ckpt), "--lm", str(lm),
-                                 "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
-        lines = result.stderr.strip().splitlines()
-        assert result.returncode == 2 and len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
-        assert not out.exists()
+    spec = importlib.util.spec_from_file_location("steer_report", root / "scripts" / "steer_report.py")
+    steer_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steer_report)
+    missing = tmp_path / "missing.ckpt"
+    for (ckpt, lm), expected in [((tiny_checkpoint, tiny_checkpoint), "is a VAE: give the language model"),
+                                 ((missing, tiny_lm), f"--ckpt {missing} not found: give a run directory")]:
+        with pytest.raises(PoetryVAEError, match=re.escape(expected)):
+            steer_report.models(str(ckpt), str(lm))
+    # and from the command line: one line, exit status 2, no page
+    out = tmp_path / "page.md"
+    result = subprocess.run([sys.executable, "scripts/steer_report.py", "--ckpt", str(tiny_lm), "--lm", str(tiny_lm),
+                             "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=root)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "is a language model: steering needs a latent code" in lines[0] and not out.exists()
