@@ -92,7 +92,7 @@ def resolve_checkpoint(value: str | Path | None, key: str = "ckpt_path") -> Path
         raise CheckpointError(f"{key}={value} is neither a file, a run dir nor a shipped model: pass {choices}")
     if not path.is_dir():
         if not path.is_file():
-            raise CheckpointError(f"checkpoint {path} {why_no_file(path)}: pass {key}=<run dir>/checkpoints/last.ckpt")
+            raise no_checkpoint_file(path, key)
         return path
     for candidate in (path / "checkpoints" / "last.ckpt", path / "last.ckpt"):
         if candidate.is_file():
@@ -106,12 +106,17 @@ def why_no_file(path: Path) -> str:
     return "is not a file" if path.exists() else "not found"
 
 
+def no_checkpoint_file(path: Path, key: str = "ckpt_path") -> CheckpointError:
+    """The error for a checkpoint path that is no file (missing, a device, a pipe), naming the command's ``key``."""
+    return CheckpointError(f"checkpoint {path} {why_no_file(path)}: pass {key}=<run dir>/checkpoints/last.ckpt")
+
+
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict, loaded without unpickling arbitrary objects."""
     path = Path(path)
     map_location = check_device(map_location)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} {why_no_file(path)}: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+        raise no_checkpoint_file(path)
     if not holds_saved_tensors(path):
         raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save): give one written by "
                               "python -m poetry_vae.train, e.g. <run dir>/checkpoints/last.ckpt")

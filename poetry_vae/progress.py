@@ -115,6 +115,14 @@ def _reaches(logger: logging.Logger, handler: logging.Handler) -> bool:
     return False
 
 
+def trained_seconds(checkpoint: dict[str, Any]) -> float | None:
+    """The training time a checkpoint has used, as Lightning's Timer (``trainer.max_time``) counts it; None when
+    the run had no time limit."""
+    timer = next((state for name, state in checkpoint.get("callbacks", {}).items() if name.startswith("Timer")), None)
+    elapsed = (timer or {}).get("time_elapsed", {}).get("train")
+    return float(elapsed) if elapsed is not None else None
+
+
 def max_time_seconds(max_time: object) -> float | None:
     """``trainer.max_time`` (DD:HH:MM:SS, as the schema checked it) in seconds; None for no limit."""
     if not isinstance(max_time, str):

@@ -27,7 +27,7 @@ from poetry_vae.lit_module import PoemModule
 from poetry_vae.model.warm_start import vae_from_lm
 from poetry_vae.precision import resolve_precision
 from poetry_vae.preemption import CheckpointOnSigterm, terminated
-from poetry_vae.progress import RunReport, clock, max_time_seconds, quiet_lightning, run_log, say
+from poetry_vae.progress import RunReport, clock, max_time_seconds, quiet_lightning, run_log, say, trained_seconds
 from poetry_vae.project_paths import PROJECT_ROOT, anchored, shown_path
 from poetry_vae.runs import best_checkpoint
 from poetry_vae.schema import ConfigError
@@ -65,14 +65,6 @@ def resolve_ckpt_path(
     ckpt_path = str(anchored(ckpt_path))
     # one-line errors for missing, corrupt or foreign files, before Lightning sees it
     return ckpt_path, read_checkpoint(ckpt_path)
-
-
-def trained_seconds(checkpoint: dict[str, Any]) -> float | None:
-    """The training time a checkpoint has used, as Lightning's Timer (``trainer.max_time``) counts it; None when
-    the run had no time limit."""
-    timer = next((state for name, state in checkpoint.get("callbacks", {}).items() if name.startswith("Timer")), None)
-    elapsed = (timer or {}).get("time_elapsed", {}).get("train")
-    return float(elapsed) if elapsed is not None else None
 
 
 def resume_line(checkpoint: dict[str, Any], ckpt_path: str, max_time: object) -> str:

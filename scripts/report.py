@@ -46,7 +46,7 @@ from poetry_vae.layout import render
 from poetry_vae.metrics.latent_use import homotopy_pairs, homotopy_walks
 from poetry_vae.metrics.poetry import poetry_report
 from poetry_vae.plots import line_styles
-from poetry_vae.progress import max_time_of
+from poetry_vae.progress import max_time_of, trained_seconds
 from poetry_vae.runs import best_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,8 +110,7 @@ def budget_spent(run: Path, budget_s: float) -> bool:
     last = run / "checkpoints" / "last.ckpt"
     if not last.exists():
         return False
-    timer = torch.load(last, weights_only=True)["callbacks"].get("Timer", {})
-    return timer.get("time_elapsed", {}).get("train", 0.0) >= 0.99 * budget_s
+    return (trained_seconds(torch.load(last, weights_only=True)) or 0.0) >= 0.99 * budget_s
 
 
 # A fine-tuned row spends PRETRAIN_SHARE of the budget pretraining (its source preset), the rest fine-tuning:
