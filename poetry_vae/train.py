@@ -224,9 +224,12 @@ def build_module(cfg: DictConfig, datamodule: Any, vocab: Vocabulary | None = No
 
 
 def _wanted(callback: DictConfig, cfg: DictConfig, have_logger: bool) -> bool:
-    """Skip callbacks the run cannot use: an LR monitor without a logger, a progress bar when bars are off."""
+    """Skip callbacks the run cannot use: an LR monitor without a logger, a progress bar when bars are off, a
+    checkpoint under fast_dev_run (which promises none, yet Lightning 2.6 writes save_last's file at its end)."""
     name = callback._target_.rsplit(".", 1)[-1]
     if name in NEEDS_LOGGER and not have_logger:
+        return False
+    if name == "ModelCheckpoint" and cfg.trainer.get("fast_dev_run", False):
         return False
     return not (name in PROGRESS_BARS and not cfg.trainer.get("enable_progress_bar", True))
 

@@ -49,3 +49,4 @@ def test_debug_fast_dev_run_trains_validates_and_tests(tmp_path: Path) -> None:
                                           "trainer.precision=32-true", "torch_threads=1"])
     metrics = train(cfg)
     assert "test/iw_nll_char" in metrics and metrics["test/iw_nll_char"] > 0
+    assert not list(tmp_path.rglob("*.ckpt"))  # fast_dev_run writes no checkpoint, as Lightning says
