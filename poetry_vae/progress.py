@@ -42,7 +42,7 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 
 
 def quiet_lightning() -> None:
-    """Drop Lightning's warnings and notices that say nothing about a run (we count no FLOPs; a torch deprecation
+    """Drop Lightning's warnings and notices that say nothing about a run (no FLOPs per batch; a torch deprecation
     inside Lightning's own code, which only Lightning can fix; that its model summary sizes a bf16 run's weights at
     32 bits, as they are stored; its tips advertising its cloud services)."""
     warnings.filterwarnings("ignore", message=".*flops_per_batch.*")

@@ -87,6 +87,19 @@ def test_summary_of_a_run_without_validation_or_checkpoints(tmp_path: Path, caps
     assert rows["checkpoints"] == "none written" and not (tmp_path / "run" / "checkpoints").exists()
 
 
+def test_model_summary_counts_flops_and_leaves_the_training_noise_alone(tmp_path: Path, capsys) -> None:
+    losses = {}
+    for shown in (False, True):
+        out = tmp_path / f"summary_{shown}"
+        metrics = train(tiny_train_config(out, tmp_path / "cache", "trainer.max_steps=2", "trainer.limit_val_batches=0",
+                                          f"trainer.enable_model_summary={shown}", "test_after_fit=false"))
+        losses[shown] = float(metrics["train/loss"])
+        flops = re.search(r"Total FLOPs: ([\d.]+ ?[KMGT]?)", capsys.readouterr().out)
+        assert (flops is not None) == shown
+    assert flops.group(1).strip() not in ("0", "0.0")  # counted on the example poem, not Lightning's empty 0
+    assert losses[True] == losses[False]  # the example's code is drawn from a forked RNG
+
+
 def test_summary_falls_back_to_the_elbo_per_character() -> None:
     # 20 positions: rec 100 nats = 5 nats/char; -ELBO = rec + KL = 105 nats = 5.25 nats/char
     plain = {"val/rec": 100.0, "val/nll_char": 5.0, "val/elbo": -105.0, "val/kl": 5.0, "epoch": 0, "step": 4}
