@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +278,10 @@ def _train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
         for logger in loggers:
             logger.log_hyperparams(flat_config(cfg))
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            with warnings.catch_warnings():
+                if checkpoint is not None:  # a resume writes into its own checkpoints/: Lightning's notice says nothing
+                    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
             metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
             if cfg.test_after_fit:
                 best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

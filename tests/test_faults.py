@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,10 @@ def test_sigterm_saves_last_ckpt_and_resume_continues(
     assert saved == sender.sent_at_step > 4  # where the signal found it, not the first epoch's checkpoint
     assert load_checkpoint(last).global_step == saved
 
-    train(tiny_train_config(out, cache, "trainer.max_epochs=2", "ckpt_path=last"))  # finish the cut epoch
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(tiny_train_config(out, cache, "trainer.max_epochs=2", "ckpt_path=last"))  # finish the cut epoch
+    assert not [w for w in caught if "exists and is not empty" in str(w.message)]  # its own checkpoints/: no notice
     assert resumed_steps(out) == list(range(saved, 8))  # continues where it stopped, not from an earlier epoch
     assert read_checkpoint(last)["global_step"] == 8
 
