@@ -71,11 +71,17 @@ class PoemModule(pl.LightningModule):
         # wall-clock minutes of training, summed over resumes (the report's quality-per-minute curves)
         self._elapsed_before_s = 0.0
         self._fit_started: float | None = None
-        self.example_input_array = self._example_poem()  # what Lightning's model summary counts FLOPs on
+        # what Lightning's model summary counts FLOPs on; fit's setup gives it the data's poem length
+        self.example_input_array = self._example_poem(4 * (self.model.cfg.line_length or 5))
 
-    def _example_poem(self) -> tuple[Tensor, Tensor, Tensor]:
-        """One poem of the model's length as (tokens, dec_in, target); its characters the vocabulary's first."""
-        length = 4 * (self.model.cfg.line_length or 5)
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        hparams = getattr(data, "hparams", {})
+        if "line_length" in hparams and "num_lines" in hparams:  # a 七绝 model without place codes knows no length
+            self.example_input_array = self._example_poem(hparams["line_length"] * hparams["num_lines"])
+
+    def _example_poem(self, length: int) -> tuple[Tensor, Tensor, Tensor]:
+        """One poem of ``length`` characters as (tokens, dec_in, target), the vocabulary's first characters."""
         first, chars = len(SPECIALS), max(1, len(self.vocab) - len(SPECIALS))
         tokens = (first + torch.arange(length) % chars).unsqueeze(0)
         dec_in = torch.cat([torch.tensor([[self.vocab.bos_id]]), tokens], dim=1)
