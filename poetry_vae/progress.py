@@ -44,10 +44,14 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 def quiet_lightning() -> None:
     """Drop Lightning's warnings and notices that say nothing about a run (no FLOPs per batch; a torch deprecation
     inside Lightning's own code, which only Lightning can fix; that its model summary sizes a bf16 run's weights at
-    32 bits, as they are stored; its tips advertising its cloud services)."""
+    32 bits, as they are stored; that no validation has logged val/elbo yet; its tips advertising its cloud
+    services)."""
     warnings.filterwarnings("ignore", message=".*flops_per_batch.*")
     warnings.filterwarnings("ignore", message=".*is not supported by the model summary.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # the best checkpoint's metric is logged at every validation, so it is missing only before the first one, which
+    # the run's summary says ("validation none ran"); Lightning's hint to log it would mislead. Another monitor warns
+    warnings.filterwarnings("ignore", message=r"`ModelCheckpoint\(monitor='val/elbo'\)` could not find the monitored")
     notices = logging.getLogger("pytorch_lightning.utilities.rank_zero")  # where rank_zero_info writes
     if _not_an_advert not in notices.filters:
         notices.addFilter(_not_an_advert)

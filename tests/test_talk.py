@@ -274,7 +274,10 @@ def test_lightning_s_adverts_and_false_alarms_are_dropped_not_its_notices(caplog
         quiet_lightning()  # filters put first again, ahead of the "default" one
         warnings.warn("Precision bf16-mixed is not supported by the model summary.  Estimated model size in MB will "
                       "not be accurate. Using 32 bits instead.", UserWarning, stacklevel=1)
-    assert not caught
+        for monitor in ("val/elbo", "val/typo"):  # ours is logged at every validation: missing only before one
+            warnings.warn(f"`ModelCheckpoint(monitor='{monitor}')` could not find the monitored key in the returned "
+                          "metrics: ['train/loss']. HINT: Did you call `log(...)`?", UserWarning, stacklevel=1)
+    assert [str(warning.message)[:37] for warning in caught] == ["`ModelCheckpoint(monitor='val/typo')`"]
 
 
 def test_a_resumed_run_says_where_it_starts_and_when_its_time_is_spent() -> None:
