@@ -41,8 +41,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         check_writable(cfg.out, example="metrics.json")
     device = check_device(cfg.device)
     started = time.monotonic()
-    phase(f"loading {cfg.ckpt_path} and the {cfg.split} split of its corpus")
-    raw = read_checkpoint(resolve_checkpoint(cfg.ckpt_path))  # one-line errors for bad files; weights_only
+    path = resolve_checkpoint(cfg.ckpt_path)  # a run dir: its last.ckpt, named below (which file it is matters)
+    phase(f"loading {path} and the {cfg.split} split of its corpus")
+    raw = read_checkpoint(path)  # one-line errors for bad files; weights_only
     hparams = {**raw["hyper_parameters"], "iw_samples_val": int(cfg.iw_samples), "iw_samples_test": int(cfg.iw_samples),
                "iw_chunk": int(cfg.iw_chunk)}
     with built_from(cfg.ckpt_path):
@@ -67,7 +68,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     phase(f"done in {time.monotonic() - started:.0f} s")
     print_metrics(metrics)
     if cfg.out:
-        atomic_write_text(cfg.out, json.dumps({"checkpoint": str(cfg.ckpt_path), "split": cfg.split,
+        atomic_write_text(cfg.out, json.dumps({"checkpoint": str(path), "split": cfg.split,
                                                 "metrics": metrics}, indent=2))
     return metrics
 

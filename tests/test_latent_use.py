@@ -152,12 +152,14 @@ def test_tiny_checkpoint_measures_in_range(tiny_checkpoint: Path) -> None:
     assert again == measures  # greedy and seeded: reproducible
 
 
-def test_evaluate_writes_the_latent_measures(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_evaluate_writes_the_latent_measures(tiny_checkpoint: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "eval.json"
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("evaluate", overrides=[f"ckpt_path={tiny_checkpoint}", "iw_samples=2", "split=val",
+        cfg = compose("evaluate", overrides=[f"ckpt_path={tiny_checkpoint.parents[1]}", "iw_samples=2", "split=val",
                                              "homotopy_pairs=3", "prior_samples=8", f"out={out}"])
-    metrics = evaluate(cfg)
+    metrics = evaluate(cfg)  # a run dir: its last.ckpt, named where it loads and in the file
+    assert capsys.readouterr().out.startswith(f"loading {tiny_checkpoint} and the val split")
+    assert json.loads(out.read_text("utf-8"))["checkpoint"] == str(tiny_checkpoint)
     saved = json.loads(out.read_text("utf-8"))["metrics"]
     for key in ("recon_char_acc", "recon_bleu2", "recon_forced_acc", "homotopy_distinct", "homotopy_endpoint_diff",
                 "prior_distinct_2",
