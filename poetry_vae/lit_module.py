@@ -91,7 +91,8 @@ class PoemModule(pl.LightningModule):
     def forward(self, tokens: Tensor, dec_in: Tensor, target: Tensor) -> Tensor:
         """-ELBO per poem (β = 1, one code drawn): what the model summary runs on :attr:`example_input_array`. The
         code's noise comes from a forked RNG, so that counting leaves the training's random stream as it was."""
-        with torch.random.fork_rng(devices=[]):
+        on_gpu = [tokens.device.index or 0] if tokens.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=on_gpu):  # the CPU's generator, and the GPU's the code is drawn on
             out = self.model(tokens, dec_in, target)
         return out.rec + out.kl.sum(dim=1)
 
