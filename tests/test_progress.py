@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,16 @@ def test_debug_options_compose(option: str) -> None:
         cfg = compose("train", overrides=[f"debug={option}"], return_hydra_config=True)
     assert cfg.init_embeddings == "random" and cfg.evaluation.iw_samples_test == 2
     assert "debug" in cfg.hydra.run.dir  # debug runs never land in (or clash with) a real run's directory
+
+
+def test_debug_overfit_drives_the_training_loss_towards_zero(tmp_path: Path) -> None:
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=["debug=overfit", f"paths.output_dir={tmp_path}",
+                                          f"paths.cache_dir={tmp_path}", "logger=csv", "torch_threads=2"])
+    train(cfg)
+    (metrics,) = tmp_path.glob("csv/version_*/metrics.csv")
+    rec = [float(row["train/rec"]) for row in csv.DictReader(metrics.open(encoding="utf-8")) if row.get("train/rec")]
+    assert rec[0] > 100 and rec[-1] < 0.02 * rec[0]  # memorised: what a working model and objective must do
 
 
 def test_debug_fast_dev_run_trains_validates_and_tests(tmp_path: Path) -> None:
