@@ -71,14 +71,13 @@ class PoemModule(pl.LightningModule):
         # wall-clock minutes of training, summed over resumes (the report's quality-per-minute curves)
         self._elapsed_before_s = 0.0
         self._fit_started: float | None = None
-        # what Lightning's model summary counts FLOPs on; fit's setup gives it the data's poem length
-        self.example_input_array = self._example_poem(4 * (self.model.cfg.line_length or 5))
 
     def setup(self, stage: str) -> None:
-        data = getattr(self.trainer, "datamodule", None)
-        hparams = getattr(data, "hparams", {})
-        if "line_length" in hparams and "num_lines" in hparams:  # a 七绝 model without place codes knows no length
-            self.example_input_array = self._example_poem(hparams["line_length"] * hparams["num_lines"])
+        """Lightning's model summary counts FLOPs on ``example_input_array``: one poem of the data's length (a 七绝
+        model without place codes knows none of its own)."""
+        hparams = getattr(getattr(self.trainer, "datamodule", None), "hparams", {})
+        length = hparams.get("line_length", self.model.cfg.line_length or 5) * hparams.get("num_lines", 4)
+        self.example_input_array = self._example_poem(length)
 
     def _example_poem(self, length: int) -> tuple[Tensor, Tensor, Tensor]:
         """One poem of ``length`` characters as (tokens, dec_in, target), the vocabulary's first characters."""
